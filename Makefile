@@ -1,0 +1,28 @@
+# The two commands a new user runs: `make demo` (the whole study on synthetic data) and
+# `make test`. Both create the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= data/synth-demo
+DEMO_OUT ?= studies/demo
+
+.PHONY: setup test demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/resnorm study --synthetic $(DEMO_DATA) --plan configs/demo.yaml --out $(DEMO_OUT)
+
+bench: setup
+	$(BIN)/python benchmarks/norm_speed.py
+
+clean:
+	rm -rf $(DEMO_OUT) $(DEMO_DATA)

@@ -1,0 +1,3 @@
+from resnorm.cli import main
+
+raise SystemExit(main())

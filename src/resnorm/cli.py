@@ -1,0 +1,64 @@
+"""The `resnorm` command line: one subcommand per stage of the study pipeline.
+
+Each stage lives in its own module, which exposes `configure_parser(parser)` and
+`run_cli(args) -> int`; this file only wires them together and maps errors to exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from resnorm import __version__
+from resnorm.errors import EXIT_DIVERGED, EXIT_USAGE, DivergedError, UsageError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "synth": ("resnorm.data.synth", "write the synthetic stand-in dataset"),
+    "prepare": ("resnorm.data.prepare", "decode an image-folder dataset once into a uint8 cache"),
+    "train": ("resnorm.train", "train one model variant"),
+    "study": ("resnorm.study", "run a whole study plan: train, Grad-CAM, report"),
+    "gradcam": ("resnorm.gradcam", "render Grad-CAM galleries for a trained run"),
+    "report": ("resnorm.report", "write the HTML/Markdown report of a study"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnorm",
+        description="Study BN, IN, BIN, LN and GN in a 6n+2-layer ResNet.",
+        epilog="example: resnorm synth data/synth && resnorm study --data data/synth "
+        "--plan configs/demo.yaml --out studies/demo",
+    )
+    parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip().splitlines()[0],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure_parser(p)
+        p.set_defaults(_run=module.run_cli)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as exc:
+        print(f"resnorm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DivergedError as exc:
+        print(f"resnorm {args.command}: diverged: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(f"resnorm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
