@@ -1,0 +1,106 @@
+"""Dataset audit: exact duplicates (same bytes) and near duplicates (same picture, re-saved).
+
+A public course copy of the Indian Birds dataset appears to share images between train and
+valid, which silently inflates validation accuracy; the audit counts such leaks.
+
+Near duplicates are found in two steps. Candidates: pairs whose 64-bit dHashes differ in at
+most `NEAR_BITS` bits (cheap for all pairs). Confirmed: the candidates whose 16x16 RGB
+thumbnails correlate at `NEAR_CORRELATION` or more. dHash alone gives false positives on
+flat or smooth images (their bits follow noise and the gradient direction); the correlation
+separates them cleanly: re-encodes, resizes and brightness changes measured >= 0.96, unrelated
+pairs <= 0.76 (1,300 synthetic images, 2026-11).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+__all__ = ["audit", "hamming_pairs", "NEAR_BITS", "NEAR_CORRELATION"]
+
+NEAR_BITS = 6
+NEAR_CORRELATION = 0.9
+_BLOCK_ELEMENTS = 4_000_000  # distances computed at once (~40 MB of temporaries)
+
+
+def audit(files: list[str], sha256: list[str], dhashes: list[int], thumbs: np.ndarray,
+          bits: int = NEAR_BITS, correlation: float = NEAR_CORRELATION) -> dict:
+    """Find duplicates among images named `files` ('split/Class/name', one per decoded image).
+
+    Returns a JSON-ready dict: exact duplicate groups, near-duplicate pairs (exact ones
+    excluded) as [file_a, file_b, dhash_bits, correlation], pair counts per split combination,
+    and how many images of each non-train split have an exact or near copy in train.
+    """
+    splits = [f.split("/", 1)[0] for f in files]
+    groups = _exact_groups(sha256)
+    exact = [(g[a], g[b]) for g in groups for a in range(len(g)) for b in range(a + 1, len(g))]
+    candidates = [(i, j, d) for i, j, d in hamming_pairs(dhashes, bits) if sha256[i] != sha256[j]]
+    scores = _correlations(thumbs, [(i, j) for i, j, _ in candidates])
+    near = [(i, j, d, c) for (i, j, d), c in zip(candidates, scores) if c >= correlation]
+    return {
+        "near_rule": f"dHash distance <= {bits} of 64 bits and 16x16 thumbnail correlation "
+                     f">= {correlation}",
+        "exact_groups": [[files[i] for i in g] for g in groups],
+        "near_pairs": [[files[i], files[j], d, round(c, 4)] for i, j, d, c in near],
+        "exact_pair_counts": _pair_counts(exact, splits),
+        "near_pair_counts": _pair_counts([(i, j) for i, j, *_ in near], splits),
+        "leaked_into_train": _leaks(exact + [(i, j) for i, j, *_ in near], splits),
+    }
+
+
+def _exact_groups(hashes: list[str]) -> list[list[int]]:
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, h in enumerate(hashes):
+        by_hash[h].append(i)
+    return [g for g in by_hash.values() if len(g) > 1]
+
+
+def hamming_pairs(hashes: list[int], threshold: int) -> list[tuple[int, int, int]]:
+    """All pairs i < j whose 64-bit hashes differ in at most `threshold` bits.
+
+    Brute force in blocks with a vectorised popcount: 37,500 hashes take ~2 s, and unlike
+    bucketing schemes it has no bad cases (e.g. many flat images sharing one hash)."""
+    h = np.array(hashes, dtype=np.uint64)
+    pairs = []
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, len(h)))
+    for start in range(0, len(h), rows_per_block):
+        block = h[start:start + rows_per_block]
+        # compare the block with itself and everything after it
+        dist = np.bitwise_count(block[:, None] ^ h[None, start:])
+        rows, cols = np.nonzero(dist <= threshold)
+        keep = cols > rows  # i < j, each pair once
+        for r, c in zip(rows[keep], cols[keep]):
+            pairs.append((start + int(r), start + int(c), int(dist[r, c])))
+    return pairs
+
+
+def _correlations(thumbs: np.ndarray, pairs: list[tuple[int, int]]) -> list[float]:
+    """Pearson correlation of the two thumbnails of each pair (invariant to brightness and
+    contrast changes, sensitive to content)."""
+    if not pairs:
+        return []
+    z = np.asarray(thumbs, dtype=np.float32)
+    z = (z - z.mean(1, keepdims=True)) / (z.std(1, keepdims=True) + 1e-3)
+    index = np.array(pairs)
+    scores = []
+    for start in range(0, len(index), 8192):  # bounded temporaries
+        i, j = index[start:start + 8192].T
+        scores += (z[i] * z[j]).mean(1).tolist()
+    return scores
+
+
+def _pair_counts(pairs, splits) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for i, j in pairs:
+        counts["/".join(sorted((splits[i], splits[j])))] += 1
+    return dict(sorted(counts.items()))
+
+
+def _leaks(pairs, splits) -> dict[str, int]:
+    """Per non-train split: images with an exact or near copy in train."""
+    leaked: dict[str, set[int]] = defaultdict(set)
+    for i, j in pairs:
+        for a, b in ((i, j), (j, i)):
+            if splits[a] != "train" and splits[b] == "train":
+                leaked[splits[a]].add(a)
+    return {s: len(leaked[s]) for s in sorted(set(splits) - {"train"})}

@@ -1,0 +1,147 @@
+"""Find the split and class folders of an image-folder dataset.
+
+The layout is torchvision's ImageFolder convention, one level up:
+
+    ROOT/train/<Class>/*.jpg    ROOT/valid/<Class>/*.jpg    (ROOT/test/<Class>/*.jpg)
+
+Class index = position of the folder name in sorted order. `val/` is accepted for `valid/`.
+Hidden files and files without an image extension are ignored and listed, never decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resnorm.errors import UsageError
+
+__all__ = ["Layout", "discover", "IMAGE_EXTENSIONS", "SPLIT_ALIASES"]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+# canonical split name -> folder names accepted for it, in order of preference
+SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
+REQUIRED_SPLITS = ("train", "valid")
+
+
+@dataclass
+class Layout:
+    """What `discover` found: class names, labelled files per split, and ignored files."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[tuple[Path, int]]]
+    ignored: list[Path] = field(default_factory=list)
+    split_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def files(self):
+        """Yield (split, path, label) for every candidate image, in a fixed order."""
+        for split, items in self.splits.items():
+            for path, label in items:
+                yield split, path, label
+
+    def relpath(self, path: Path) -> str:
+        """`path` relative to the root with forward slashes, e.g. 'valid/Hoopoe/01.jpg'."""
+        return path.relative_to(self.root).as_posix()
+
+    def fingerprint(self) -> str:
+        """A hash of every candidate file's relative path, size and mtime.
+
+        Cheap (one stat per file, no reads), so an unchanged dataset is recognised without
+        hashing its contents.
+        """
+        digest = hashlib.sha256()
+        digest.update("\0".join(self.classes).encode())
+        for split, path, label in self.files():
+            st = path.stat()
+            digest.update(f"{split}\0{self.relpath(path)}\0{label}\0{st.st_size}\0"
+                          f"{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+
+def discover(root: str | os.PathLike) -> Layout:
+    """Scan `root` for split folders, each holding one folder per class.
+
+    Raises `UsageError` (one line) when the root or a required split is missing, when the
+    splits disagree on the class set, or when a class folder holds no image.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise UsageError(f"dataset root {root} is not a folder")
+    split_dirs = _find_split_dirs(root)
+    classes_per_split = {s: _class_dirs(d) for s, d in split_dirs.items()}
+    classes = _agreed_classes(classes_per_split)
+
+    splits: dict[str, list[tuple[Path, int]]] = {}
+    ignored: list[Path] = []
+    empty: list[str] = []
+    for split, split_dir in split_dirs.items():
+        ignored += [p for p in sorted(split_dir.iterdir()) if not p.is_dir()]
+        splits[split] = []
+        for label, name in enumerate(classes):
+            images, skipped = _list_images(split_dir / name)
+            ignored += skipped
+            if not images:
+                empty.append(f"{split_dir.name}/{name}")
+            splits[split] += [(p, label) for p in images]
+    if empty:
+        raise UsageError(f"class folders without images: {', '.join(empty)}")
+    return Layout(root, classes, splits, ignored, split_dirs)
+
+
+def _find_split_dirs(root: Path) -> dict[str, Path]:
+    found = {}
+    for split, names in SPLIT_ALIASES.items():
+        present = [root / n for n in names if (root / n).is_dir()]
+        if len(present) > 1:
+            raise UsageError(f"{root} has both {' and '.join(p.name + '/' for p in present)}; "
+                             f"keep one as the {split} split")
+        if present:
+            found[split] = present[0]
+    missing = [SPLIT_ALIASES[s][0] + "/" for s in REQUIRED_SPLITS if s not in found]
+    if missing:
+        raise UsageError(f"{root} has no {' or '.join(missing)} folder "
+                         f"(expected train/<Class>/* and valid/<Class>/*)")
+    return found
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not _hidden(p))
+    if not names:
+        raise UsageError(f"{split_dir} holds no class folders")
+    return names
+
+
+def _agreed_classes(classes_per_split: dict[str, list[str]]) -> list[str]:
+    reference = classes_per_split["train"]
+    for split, names in classes_per_split.items():
+        only_train = sorted(set(reference) - set(names))
+        only_here = sorted(set(names) - set(reference))
+        if only_train or only_here:
+            parts = []
+            if only_train:
+                parts.append(f"only in train: {', '.join(only_train)}")
+            if only_here:
+                parts.append(f"only in {split}: {', '.join(only_here)}")
+            raise UsageError(f"train and {split} have different classes ({'; '.join(parts)})")
+    return reference
+
+
+def _list_images(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under `class_dir` (recursively, sorted) and the files ignored there."""
+    images, ignored = [], []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if _hidden(path) or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored.append(path)
+            else:
+                images.append(path)
+    return images, ignored
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")

@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny synthetic dataset and its prepared cache (built once per session).
+
+    synth_root   5 classes x (16 train + 6 valid) images of 32-64 px, with boxes.json;
+                 four of the classes are Grad-CAM classes (see SYNTH_CLASSES)
+    synth_cache  that dataset prepared at 32 x 32 (a `resnorm.data.PreparedData`)
+"""
+from __future__ import annotations
+
+import pytest
+
+SYNTH_CLASSES = ["Cattle-Egret", "Common-Myna", "Coppersmith-Barbet", "Indian-Peacock",
+                 "White-Breasted-Kingfisher"]
+SYNTH_TRAIN_PER_CLASS = 16
+SYNTH_VAL_PER_CLASS = 6
+SYNTH_CACHE_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    from resnorm.data import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp("synth") / "birds", class_names=SYNTH_CLASSES,
+                          train_per_class=SYNTH_TRAIN_PER_CLASS,
+                          val_per_class=SYNTH_VAL_PER_CLASS, seed=0, side_range=(32, 64))
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_root, tmp_path_factory):
+    from resnorm.data import load_cache, prepare
+    out = tmp_path_factory.mktemp("cache") / "birds-32"
+    return load_cache(prepare(synth_root, size=SYNTH_CACHE_SIZE, out=out, workers=1,
+                              progress=False))
