@@ -1,0 +1,259 @@
+"""The study report, built from hand-made run folders (no training): sections, tables,
+observations backed by numbers, unfinished runs, HTML escaping, self-contained images."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from resnorm import cli
+from resnorm.metrics import write_metrics_csv
+from resnorm.report import build_report, find_roles, render_html, write_report
+from resnorm.study import collect_runs
+
+SECTIONS = ["Setup", "Results", "Curves", "Sanity check: PyTorch BN vs own BN",
+            "Batch size: BN vs GN", "BIN gates", "Grad-CAM", "Observations"]
+BASE = dict(n=1, size=32, resize="squash", batch_size=32, epochs=4, recipe="default",
+            optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+            schedule="cosine", warmup_epochs=0.0, gate_lr_mult=10.0, augment=True, patience=0,
+            min_delta=0.0, seed=0, shortcut="A", device="cpu")
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+def fake_run(study: Path, name: str, final_acc: float, *, status: str = "completed",
+             epochs: int = 4, classes=("A", "B", "C"), drift: float = 0.0, curves: bool = True,
+             **config) -> Path:
+    """A finished run folder: config.yaml, metrics.csv (linear curves), final.json, and a
+    placeholder curves.png (training draws the real one; without it the report draws it)."""
+    run = study / "runs" / name
+    run.mkdir(parents=True, exist_ok=True)
+    cfg = {**BASE, **config, "name": name, "out": str(run),
+           "environment": {"device": "cpu", "torch": "2.x", "resnorm": "0.1.0"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = []
+    for e in range(1, epochs + 1):
+        f = e / epochs
+        acc = final_acc * f + drift * f
+        rows.append(dict(epoch=e, lr=0.1 * (1 - f), train_loss=2 - f, train_acc=acc + 0.05,
+                         train_micro_f1=acc + 0.05, train_macro_f1=acc, val_loss=2.1 - f,
+                         val_acc=acc, val_micro_f1=acc, val_macro_f1=acc - 0.01,
+                         epoch_time_s=1.5 * 32 / cfg["batch_size"], images_per_s=400.0))
+    write_metrics_csv(rows, run / "metrics.csv")
+    if curves:
+        Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(run / "curves.png")
+    k = len(classes)
+
+    def ev(a):
+        return {"loss": 1.0, "acc": a, "micro_f1": a, "macro_f1": a - 0.01,
+                "per_class_f1": [round(a + 0.01 * i, 4) for i in range(k)],
+                "confusion": [[1] * k] * k}
+
+    final = {"name": name, "status": status, "epochs_run": epochs, "best_epoch": epochs,
+             "wall_time_s": 6.0, "parameters": 78_000, "classes": list(classes),
+             "eval": {"train": ev(final_acc + 0.05), "val": ev(final_acc)}}
+    if status == "diverged":
+        final["diverged_at"] = {"epoch": epochs, "step": 3, "global_step": 9}
+    (run / "final.json").write_text(json.dumps(final))
+    return run
+
+
+PLAN_RUNS = [("torch_bn", 0.50, {"norm": "torch_bn"}), ("bn", 0.505, {"norm": "bn"}),
+             ("in", 0.40, {"norm": "in"}), ("gn", 0.45, {"norm": "gn"}),
+             ("nn", 0.30, {"norm": "nn"}),
+             ("bn_b8", 0.35, {"norm": "bn", "batch_size": 8, "lr": 0.025, "patience": 2}),
+             ("gn_b8", 0.44, {"norm": "gn", "batch_size": 8, "lr": 0.025, "patience": 2}),
+             ("literal", 0.10, {"norm": "torch_bn", "recipe": "literal", "lr": 1e-4})]
+
+
+def fake_study(study: Path, classes=("A", "B", "C"), sanity_drift: float = 0.0,
+               curves: bool = True) -> Path:
+    for name, acc, cfg in PLAN_RUNS:
+        fake_run(study, name, acc, classes=classes, curves=curves,
+                 drift=sanity_drift if name == "bn" else 0.0, **cfg)
+    plan = {"description": "hand-made", "lr_rule": "linear", "base_batch_size": 32,
+            "defaults": {"n": 1},
+            "runs": [{"name": n, **c} for n, _, c in PLAN_RUNS] + [{"name": "ln", "norm": "ln"}]}
+    (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    (study / "study.json").write_text(json.dumps(
+        {"lr_rule_text": "linear scaling: lr = base lr x batch size / 32", "runs": {}}))
+    return study
+
+
+def fake_gradcam(study: Path, class_name: str) -> None:
+    out = study / "gradcam"
+    out.mkdir()
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(out / "cls.png")
+    tile = {"val_index": 0, "true": class_name, "pred": class_name, "confidence": 0.9,
+            "true_prob": 0.9, "concentration": 0.4}
+    summary = {"run": "bn", "val_acc": 0.505, "target_layers": ["layer3.0.conv1"],
+               "map_size": 32, "per_class": 5, "note": "",
+               "classes": [{"name": class_name, "index": 0, "png": "cls.png", "correct": [tile],
+                            "incorrect": [], "note": "only 0 incorrect (of 5)"}],
+               "concentration": {"correct": 0.4, "incorrect": 0.3},
+               "concentration_top_share": 0.1,
+               "pointing": {"bn": {"hits": 3, "total": 4, "score": 0.75, "chance": 0.25},
+                            "gn": {"hits": 1, "total": 4, "score": 0.25, "chance": 0.25}}}
+    (out / "gradcam.json").write_text(json.dumps(summary))
+
+
+def img_sources(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]*)"', page)
+
+
+def test_report_has_every_section_and_only_embedded_images(tmp_path):
+    study = fake_study(tmp_path / "s", curves=False)  # the report draws each run's curves
+    fake_gradcam(study, "A")
+    html_path, md_path = write_report(study)
+    page, md = html_path.read_text(), md_path.read_text()
+    for i, title in enumerate(SECTIONS, 1):
+        assert f"<h2>{i}. {title}</h2>" in page
+        assert f"## {i}. " in md and title.split(":")[0] in md
+    sources = img_sources(page)
+    # overlay, 8 run curves, sanity, batch size, one Grad-CAM gallery
+    assert len(sources) >= 12
+    for src in sources:  # self-contained: every image is a PNG inside the page
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in page and "https://" not in page
+    # the Markdown twin points at files that exist
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (study / rel).is_file(), rel
+
+
+def test_results_table_and_unfinished_runs(tmp_path):
+    study = fake_study(tmp_path / "s")
+    md = write_report(study)[1].read_text()
+    # train and val accuracy, micro F1 and macro F1 of the best checkpoint for each run
+    results = md.split("## 2. Results")[1].split("## 3.")[0]
+    row = next(line for line in results.splitlines() if line.startswith("| in |"))
+    assert "45.0%" in row and "40.0%" in row and "39.0%" in row
+    assert "**50.5%**" in md  # the best val accuracy is highlighted
+    # ln is in the plan but has no folder: listed as not started, in results and observations
+    assert "- ln: not started" in md
+    assert "have not finished: ln" in md
+
+
+def test_observations_cite_numbers_shown_in_the_report(tmp_path):
+    study = fake_study(tmp_path / "s")
+    fake_gradcam(study, "A")
+    md = write_report(study)[1].read_text()
+    body, observations = md.split("## 8. Observations")
+    items = [line for line in observations.splitlines() if line.startswith("- ")]
+    assert len(items) >= 6
+    text = "\n".join(items)
+    assert "bn reached the highest val accuracy (50.5%)" in text
+    assert "nn the lowest (30.0%)" in text
+    assert "GN was less sensitive to batch size than BN" in text  # 1.0 vs 15.5 points
+    assert "The sanity check held" in text
+    assert "literal" in text and "10.0%" in text
+    assert "pointing game" in text
+    # every percentage an observation states appears in the tables above it
+    for number in re.findall(r"\d+\.\d%", text):
+        assert number in body, number
+
+
+def _with_tolerance(study, **tolerance):
+    plan = yaml.safe_load((study / "plan.yaml").read_text())
+    plan["sanity_tolerance"] = tolerance
+    (study / "plan.yaml").write_text(yaml.safe_dump(plan))
+    return write_report(study)[1].read_text()
+
+
+def test_sanity_check_verdict_follows_the_tolerance(tmp_path):
+    # bn's curves drift away from torch_bn's linearly: 1.5 points after epoch 1, 6 at the end
+    study = fake_study(tmp_path / "s", sanity_drift=0.06)
+    md = write_report(study)[1].read_text()  # the defaults: 1 point after epoch 1, 2 overall
+    assert "Verdict over 4 epochs: FAILED" in md
+    assert "The sanity check failed: after epoch 1 torch\\_bn and bn differ by at most " \
+           "1.62 points" in md
+    md = _with_tolerance(study, first_epoch=0.02, metric=0.02, loss=0.05)
+    assert "the curves agree after epoch 1" in md and "drifted apart" in md
+    assert "held at the start but not throughout" in md and "6.50 points" in md
+    md = _with_tolerance(study, first_epoch=0.02, metric=0.1, loss=0.05)
+    assert "Verdict over 4 epochs: HELD" in md
+    assert "The sanity check held" in md
+
+
+def test_roles_are_inferred_from_configs(tmp_path):
+    study = fake_study(tmp_path / "s")
+    roles = find_roles(collect_runs(study))
+    assert [r.name for r in roles.variants] == ["torch_bn", "bn", "in", "gn", "nn"]
+    assert tuple(r.name for r in roles.sanity) == ("torch_bn", "bn")
+    assert {k: [r.name for r in v] for k, v in roles.batch.items()} == {
+        "bn": ["bn_b8", "bn"], "gn": ["gn_b8", "gn"]}
+    assert [(a.name, b.name) for a, b in roles.literal] == [("literal", "torch_bn")]
+
+
+def test_dataset_names_are_escaped(tmp_path):
+    study = fake_study(tmp_path / "s", classes=(MARKUP, "B & C", "D"))
+    fake_gradcam(study, MARKUP)
+    html_path, md_path = write_report(study)
+    page, md = html_path.read_text(), md_path.read_text()
+    assert MARKUP not in page and MARKUP not in md
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "B &amp; C" in page
+    # the only tags in the page are the renderer's own
+    tags = set(re.findall(r"<([a-z0-9]+)[\s>]", page))
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3",
+                    "p", "nav", "ol", "ul", "li", "a", "section", "div", "table", "thead",
+                    "tbody", "tr", "th", "td", "b", "caption", "figure", "img", "figcaption"}
+
+
+def test_failed_and_diverged_runs_are_reported(tmp_path):
+    study = fake_study(tmp_path / "s")
+    fake_run(study, "nn", 0.2, status="diverged", norm="nn")
+    (study / "runs" / "ln").mkdir()
+    (study / "study.json").write_text(json.dumps(
+        {"runs": {"ln": {"status": "failed", "error": "UsageError: 10 images are fewer "
+                         "than one batch of 32"}}}))
+    md = write_report(study)[1].read_text()
+    assert "- ln: failed — UsageError: 10 images are fewer than one batch of 32" in md
+    assert "nn diverged at epoch 4, step 3" in md
+
+
+def test_report_cli(tmp_path, capsys):
+    study = fake_study(tmp_path / "s")
+    assert cli.main(["report", str(study)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("resnorm report: error:") and "\n" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["report", str(empty)]) == 2
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome",
+                 "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary")
+def test_report_renders_in_headless_chromium_with_every_image_loaded(tmp_path):
+    study = fake_study(tmp_path / "s")
+    fake_gradcam(study, MARKUP)
+    page = render_html(build_report(study))
+    # A probe script (added to a copy only) writes how many images decoded into the DOM.
+    probe = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+             "document.body.setAttribute('data-probe',i.length+':'+i.filter(x=>x.complete&&"
+             "x.naturalWidth>0).length);});</script>")
+    copy = tmp_path / "probe.html"
+    copy.write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run([_chromium(), "--headless", "--disable-gpu", "--no-sandbox",
+                          "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    total, loaded = re.search(r'data-probe="(\d+):(\d+)"', dom).groups()
+    assert int(total) == len(img_sources(page)) > 0
+    assert loaded == total
+    assert 'src="x"' not in dom  # the class name stayed text
