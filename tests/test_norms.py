@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from resnorm import norms
+from resnorm import norm_functions, norms
 from resnorm.norms import (
     BatchInstanceNorm2d,
     BatchNorm2d,
@@ -378,13 +378,30 @@ def test_source_of_from_scratch_layers_uses_no_torch_normalization():
     assert norms.NORM_KINDS["torch_bn"][0] is nn.BatchNorm2d
 
 
+def test_source_of_the_fused_functions_uses_no_torch_normalization():
+    source = inspect.getsource(norm_functions)
+    used = _torch_attribute_uses(source) & FORBIDDEN
+    assert not used, f"norm_functions uses {used}"
+    names = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+    assert not names & FORBIDDEN, f"norm_functions names {names & FORBIDDEN}"
+    assert {"BatchNormFunction", "GroupNormFunction", "BatchInstanceNormFunction"} <= set(
+        dir(norm_functions))
+
+
+@pytest.mark.parametrize("path", ["fast-eager", "fast-plain", "reference"])
 @pytest.mark.parametrize("factory", FROM_SCRATCH, ids=IDS)
-def test_forward_and_backward_call_no_torch_normalization(factory, monkeypatch):
+def test_forward_and_backward_call_no_torch_normalization(factory, path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a PyTorch normalization op was called")
 
-    for name in ("batch_norm", "instance_norm", "layer_norm", "group_norm"):
-        monkeypatch.setattr(F, name, forbidden)
-        monkeypatch.setattr(torch, name, forbidden)
+    for name in ("batch_norm", "instance_norm", "layer_norm", "group_norm",
+                 "native_batch_norm", "native_group_norm", "native_layer_norm"):
+        monkeypatch.setattr(F, name, forbidden, raising=False)
+        monkeypatch.setattr(torch, name, forbidden, raising=False)
     layer = factory()
-    layer(torch.randn(3, 4, 5, 5, requires_grad=True)).sum().backward()
+    layer.reference = path == "reference"
+    mode = path.split("-")[1] if path.startswith("fast") else "eager"
+    with norm_functions.kernel_mode(mode):
+        for training in (True, False):
+            layer.train(training)
+            layer(torch.randn(3, 4, 5, 5, requires_grad=True)).sum().backward()
