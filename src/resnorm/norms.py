@@ -5,6 +5,15 @@ Every layer here computes its statistics with plain tensor ops (no `F.batch_norm
 float64. `make_norm(kind, num_channels)` is the one resolver the model uses; `torch_bn` is the
 only kind that is PyTorch's built-in (the Part 1.1 baseline).
 
+Two paths compute the same function:
+- the fast path (default): one `torch.autograd.Function` per layer with the analytic backward
+  (`resnorm.norm_functions`), whose passes over the activations are compiled into fused loops
+  once a training run has warmed up (see `norm_functions.set_kernel_mode`), so a layer costs
+  about what PyTorch's built-in kernel does;
+- the reference path (`layer.reference = True`, or `use_reference(model)`): the readable
+  composite code below, differentiated op by op by autograd. Tests check the fast path
+  against it and both against PyTorch.
+
 Shared conventions:
 - inputs are (N, C, H, W); statistics are computed in float32 when the input is float16 or
   bfloat16 (as PyTorch's kernels do under autocast), and the output has the input's dtype;
@@ -17,6 +26,14 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+
+from resnorm.norm_functions import (
+    BatchInstanceNormFunction,
+    BatchNormFunction,
+    GroupNormFunction,
+    check_batch_size,
+    check_instance_size,
+)
 
 __all__ = [
     "BatchNorm2d",
@@ -31,6 +48,7 @@ __all__ = [
     "gate_parameters",
     "clamp_gates_",
     "DEFAULT_GN_GROUPS",
+    "use_reference",
 ]
 
 # Group count for GN when a kind says just "gn". The GN paper's default (32 groups) does not
@@ -39,7 +57,7 @@ __all__ = [
 DEFAULT_GN_GROUPS = 8
 
 
-# --- shared math -----------------------------------------------------------------------------
+# --- shared math of the reference path -------------------------------------------------------
 
 def _stats_dtype_input(x: Tensor) -> Tensor:
     """The input in the dtype statistics are computed in (float32 for half types)."""
@@ -112,7 +130,12 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor, int]:
 # --- layers ----------------------------------------------------------------------------------
 
 class _Affine(nn.Module):
-    """Per-channel weight (gamma, init 1) and bias (beta, init 0), or neither."""
+    """Per-channel weight (gamma, init 1) and bias (beta, init 0), or neither.
+
+    `reference` (a plain attribute, default False) selects the composite reference path.
+    """
+
+    reference: bool = False
 
     def __init__(self, num_channels: int, affine: bool) -> None:
         super().__init__()
@@ -171,19 +194,8 @@ class BatchNorm2d(_Affine):
         self.reset_running_stats()
         self.reset_affine()
 
-    def normalized_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and 1/std this layer normalizes x with (batch or running), shape (1, C, 1, 1).
-
-        In training this also updates the running statistics.
-        """
-        if self.training or not self.track_running_stats:
-            mean, var, count = batch_stats(x)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, count)
-        else:
-            mean, var = self.running_mean, self.running_var
-        rstd = torch.rsqrt(var + self.eps)
-        return mean.view(1, -1, 1, 1), rstd.view(1, -1, 1, 1)
+    def _uses_batch_stats(self) -> bool:
+        return self.training or not self.track_running_stats
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
@@ -198,8 +210,34 @@ class BatchNorm2d(_Affine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x, type(self).__name__)
+        if self.reference:
+            return self._forward_reference(x)
+        if not self._uses_batch_stats():
+            return BatchNormFunction.apply(x, self.weight, self.bias, self.running_mean,
+                                           self.running_var, self.eps)
+        check_batch_size(x)
+        y, mean, var = BatchNormFunction.apply(x, self.weight, self.bias, None, None, self.eps)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        return y
+
+    # reference path
+
+    def reference_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and 1/std this layer normalizes x with (batch or running), shape (1, C, 1, 1),
+        differentiable. In training this also updates the running statistics."""
+        if self._uses_batch_stats():
+            mean, var, count = batch_stats(x)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, count)
+        else:
+            mean, var = self.running_mean, self.running_var
+        rstd = torch.rsqrt(var + self.eps)
+        return mean.view(1, -1, 1, 1), rstd.view(1, -1, 1, 1)
+
+    def _forward_reference(self, x: Tensor) -> Tensor:
         xs = _stats_dtype_input(x)
-        mean, rstd = self.normalized_stats(xs)
+        mean, rstd = self.reference_stats(xs)
         return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -220,6 +258,12 @@ class InstanceNorm2d(_Affine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x, type(self).__name__)
+        if self.reference:
+            return self._forward_reference(x)
+        check_instance_size(x)
+        return GroupNormFunction.apply(x, self.weight, self.bias, x.shape[1], self.eps)
+
+    def _forward_reference(self, x: Tensor) -> Tensor:
         xs = _stats_dtype_input(x)
         mean, rstd = instance_stats(xs, self.eps)
         return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
@@ -245,6 +289,11 @@ class GroupNorm2d(_Affine):
         _check_4d(x, type(self).__name__)
         if x.shape[1] != self.num_channels:
             raise ValueError(f"expected {self.num_channels} channels, got {x.shape[1]}")
+        if self.reference:
+            return self._forward_reference(x)
+        return GroupNormFunction.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+
+    def _forward_reference(self, x: Tensor) -> Tensor:
         xs = _stats_dtype_input(x)
         mean, rstd = group_stats(xs, self.num_groups, self.eps)
         return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
@@ -289,8 +338,24 @@ class BatchInstanceNorm2d(_Affine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x, type(self).__name__)
+        if self.reference:
+            return self._forward_reference(x)
+        bn = self.bn
+        if not bn._uses_batch_stats():
+            check_instance_size(x)
+            return BatchInstanceNormFunction.apply(x, self.gate, self.weight, self.bias,
+                                                   bn.running_mean, bn.running_var, self.eps)
+        check_batch_size(x)
+        check_instance_size(x)
+        y, mean, var = BatchInstanceNormFunction.apply(x, self.gate, self.weight, self.bias,
+                                                       None, None, self.eps)
+        if bn.training and bn.track_running_stats:
+            bn._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        return y
+
+    def _forward_reference(self, x: Tensor) -> Tensor:
         xs = _stats_dtype_input(x)
-        bn_mean, bn_rstd = self.bn.normalized_stats(xs)
+        bn_mean, bn_rstd = self.bn.reference_stats(xs)
         in_mean, in_rstd = instance_stats(xs, self.eps)
         # rho*(x-m1)*r1 + (1-rho)*(x-m2)*r2 is one affine map of x per (sample, channel):
         # mix the two normalizations' scales and shifts instead of two normalized maps.
@@ -353,6 +418,14 @@ def norm_factory(kind: str) -> Callable[[int], nn.Module]:
 def make_norm(kind: str, num_channels: int) -> nn.Module:
     """Build the normalization layer `kind` (see NORM_KINDS) for `num_channels` channels."""
     return norm_factory(kind)(num_channels)
+
+
+def use_reference(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every from-scratch norm in `model` to the composite reference path (or back)."""
+    for module in model.modules():
+        if isinstance(module, _Affine):
+            module.reference = enabled
+    return model
 
 
 # --- BIN gates -------------------------------------------------------------------------------
