@@ -9,7 +9,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from resnorm.distributed import parse_shard, shard_indices, sync_batch_mean_var
+from resnorm.distributed import (DistInfo, contiguous_shard, in_turn, init_from_env,
+                                 launched_world_size, parse_shard, shard_indices,
+                                 sync_batch_mean_var)
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -85,3 +87,24 @@ def test_parse_shard(text, expected):
 def test_parse_shard_rejects_bad_values(text):
     with pytest.raises(ValueError, match="shard"):
         parse_shard(text)
+
+
+@pytest.mark.parametrize("num_items", [0, 1, 5, 30])
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_contiguous_shards_cover_each_row_exactly_once(num_items, count):
+    blocks = [contiguous_shard(num_items, i, count) for i in range(count)]
+    assert [i for start, stop in blocks for i in range(start, stop)] == list(range(num_items))
+    sizes = [stop - start for start, stop in blocks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_outside_torchrun_nothing_is_distributed(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launched_world_size() == 1
+    info = init_from_env("cpu")
+    assert info == DistInfo() and info.is_main and not info.enabled
+    assert not dist.is_initialized()
+    calls = []
+    assert in_turn(info, lambda: calls.append(1) or "built") == "built" and calls == [1]
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert launched_world_size() == 4

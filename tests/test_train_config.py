@@ -49,6 +49,31 @@ def test_adaptive_optimizers_get_their_own_defaults_and_no_momentum():
         resolved(optimizer="adam", momentum=0.9)
 
 
+def test_the_default_recipe_lr_follows_the_global_batch(monkeypatch):
+    """Under torchrun, batch_size is per process and DDP averages the gradients of all
+    processes: a step is the global batch's, and so is the lr."""
+    assert resolve_config(TrainConfig(**BASE, batch_size=8), world_size=4).lr == \
+        pytest.approx(0.025)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # as torchrun sets it
+    assert resolved(batch_size=8).lr == pytest.approx(0.025)
+    assert resolved(batch_size=8, lr=0.01).lr == 0.01            # an explicit lr is kept
+    assert resolved(batch_size=8, optimizer="adam").lr == 1e-3    # not batch-scaled
+    assert resolved(batch_size=8, recipe="literal").lr == 1e-4
+
+
+def test_sync_bn_settings(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # global statistics: one image per process still gives BN two values per channel
+    assert resolved(batch_size=1, norm="bn", sync_bn=True).batch_size == 1
+    with pytest.raises(UsageError, match="batch statistics"):
+        resolved(batch_size=1, norm="bn")
+    # PyTorch's SyncBatchNorm refuses CPU tensors; ours does not
+    with pytest.raises(UsageError, match="sync_bn with norm torch_bn needs CUDA.*use norm bn"):
+        resolved(norm="torch_bn", sync_bn=True, device="cpu")
+    assert resolved(norm="bn", sync_bn=True, device="cpu").sync_bn is True
+    assert resolved(norm="gn", sync_bn=True).sync_bn is True  # nothing to sync: accepted
+
+
 def test_preset_warmup_never_takes_the_whole_run_but_an_explicit_one_must_fit():
     assert resolved(epochs=1).warmup_epochs == 0.0
     with pytest.raises(UsageError, match="warmup_epochs"):
@@ -104,7 +129,8 @@ def test_flags_override_the_config_file(tmp_path):
 
 def test_a_runs_config_yaml_can_be_fed_back():
     cfg = dataclasses.replace(resolved(norm="ln"), num_classes=25)
-    text = yaml.safe_dump({**dataclasses.asdict(cfg), "environment": {"torch": "x"}})
+    text = yaml.safe_dump({**dataclasses.asdict(cfg), "distributed": {"world_size": 2},
+                           "environment": {"torch": "x"}})
     assert resolve_config(config_from_dict(yaml.safe_load(text))) == cfg
 
 
@@ -114,6 +140,7 @@ def test_help_documents_the_recipes_with_an_example():
     text = parser.format_help()
     assert "literal" in text and "0.1 x batch_size/128" in text and "example" in text
     assert "--warmup-epochs" in text and "--no-augment" in text and "--restart" in text
+    assert "--sync-bn" in text and "batch size per process" in text and "torchrun" in text
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -182,6 +209,8 @@ def test_command_line_errors_exit_2_with_one_line(data, tmp_path, capsys):
                                                    "128", *common)
     assert "holds 32px images" in run_cli_error(capsys, "--data", str(data), "--size", "64",
                                                 "--out", str(tmp_path / "r"))
+    assert "needs CUDA" in run_cli_error(capsys, "--data", str(data), "--norm", "torch_bn",
+                                         "--sync-bn", "--device", "cpu", *common)
     if not torch.cuda.is_available():
         assert "CUDA is not available" in run_cli_error(capsys, "--data", str(data), "--device",
                                                         "cuda", *common)

@@ -8,16 +8,20 @@ single-process path never touches torch.distributed.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistInfo", "init_from_env", "shutdown", "is_distributed", "all_reduce_sum",
+__all__ = ["DistInfo", "init_from_env", "launched_world_size", "shutdown", "is_distributed",
+           "is_main_process",
+           "barrier", "in_turn", "broadcast_buffers_", "all_reduce_sum", "all_reduce_min",
            "differentiable_all_reduce_sum", "sync_batch_mean_var", "shard_indices",
-           "parse_shard"]
+           "contiguous_shard", "parse_shard"]
 
 
 @dataclass(frozen=True)
@@ -44,21 +48,36 @@ def _env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun started (WORLD_SIZE), 1 outside torchrun.
+
+    Settings that depend on the global batch (the default recipe's lr) read this before any
+    process group exists, e.g. when a study checks every run's config up front.
+    """
+    return max(1, _env_int("WORLD_SIZE", 1))
+
+
 def init_from_env(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment, if any.
 
     `device_type` is "cuda" or "cpu" (anything but cuda uses gloo). On CUDA each process
-    takes the GPU of its LOCAL_RANK.
+    takes the GPU of its LOCAL_RANK. Idempotent: a study trains several runs in one process,
+    all in the one group, which the process leaves when it exits.
     """
-    world_size = _env_int("WORLD_SIZE", 1)
+    world_size = launched_world_size()
     if world_size <= 1:
         return DistInfo()
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
+    if dist.is_initialized():
+        if dist.get_backend() != backend:
+            raise RuntimeError(f"the process group uses {dist.get_backend()}, but {device_type} "
+                               f"training needs {backend}")
+    else:
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        atexit.register(shutdown)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend)
 
 
@@ -71,11 +90,61 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_main_process() -> bool:
+    """True outside a process group and on rank 0: the process that prints results."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a checkpoint the others read)."""
+    if is_distributed():
+        dist.barrier()
+
+
+T = TypeVar("T")
+
+
+def in_turn(info: DistInfo, build: Callable[[], T]) -> T:
+    """Run `build` (which makes files or reuses them, e.g. the prepared data) on every process,
+    never on two processes of one machine at once: rank 0 first, then the first process of
+    every other machine (which reuses rank 0's files on a shared filesystem, or makes its own),
+    then all the others, which find the files made. Without a process group: just `build()`."""
+    if not info.enabled:
+        return build()
+    result, done = None, False
+    for turn in (info.is_main, info.local_rank == 0 and not info.is_main):
+        if turn:
+            result, done = build(), True
+        barrier()
+    return result if done else build()
+
+
+@torch.no_grad()
+def broadcast_buffers_(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BN running statistics) to every rank, in place.
+
+    Without synced statistics each rank's running statistics follow its own batches; the
+    model that is evaluated and saved is rank 0's, on every rank (as DDP's broadcast_buffers
+    does at the start of each training forward).
+    """
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
 @torch.no_grad()
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum a metric tensor (loss sums, counts, confusion matrix) over ranks, in place."""
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+@torch.no_grad()
+def all_reduce_min(tensor: Tensor) -> Tensor:
+    """The minimum over ranks, in place (e.g. the first step any rank saw a non-finite loss)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return tensor
 
 
@@ -136,6 +205,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard {text!r}: need k >= 1 and 0 <= i < k")
     return index, count
+
+
+def contiguous_shard(num_items: int, index: int, count: int) -> tuple[int, int]:
+    """Rows [start, stop) of shard `index` of `count` contiguous blocks: every item in exactly
+    one block, sizes differing by at most one. Evaluation shards a split this way (no padding,
+    so metrics summed over ranks count each image once; a slice of a memmap is no copy)."""
+    return num_items * index // count, num_items * (index + 1) // count
 
 
 def shard_indices(num_items: int, index: int, count: int) -> list[int]:

@@ -14,6 +14,11 @@ Two paths compute the same function:
   composite code below, differentiated op by op by autograd. Tests check the fast path
   against it and both against PyTorch.
 
+BN and BIN take `sync=True` (or `enable_sync_(model)`): under torch.distributed with several
+processes, training takes the batch statistics over every process's batch
+(`resnorm.distributed.sync_batch_mean_var`, differentiable), so N processes with batch B
+compute what one process with batch N*B computes. Synced layers take the reference path.
+
 Shared conventions:
 - inputs are (N, C, H, W); statistics are computed in float32 when the input is float16 or
   bfloat16 (as PyTorch's kernels do under autocast), and the output has the input's dtype;
@@ -27,6 +32,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from resnorm.distributed import is_distributed, sync_batch_mean_var
 from resnorm.norm_functions import (
     BatchInstanceNormFunction,
     BatchNormFunction,
@@ -49,6 +55,7 @@ __all__ = [
     "clamp_gates_",
     "DEFAULT_GN_GROUPS",
     "use_reference",
+    "enable_sync_",
 ]
 
 # Group count for GN when a kind says just "gn". The GN paper's default (32 groups) does not
@@ -166,15 +173,19 @@ class BatchNorm2d(_Affine):
     Training normalizes with the batch's biased variance and updates the running statistics
     (unbiased variance) as buffers, outside autograd; `momentum=None` keeps a cumulative
     average. Eval uses the running statistics unless `track_running_stats=False`.
+    `sync=True`: in training under a process group of several ranks, the statistics are over
+    every rank's batch (the running statistics then agree on every rank).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True,
+                 sync: bool = False) -> None:
         super().__init__(num_features, affine)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
         self.track_running_stats = track_running_stats
+        self.sync = sync
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features))
             self.register_buffer("running_var", torch.ones(num_features))
@@ -197,6 +208,10 @@ class BatchNorm2d(_Affine):
     def _uses_batch_stats(self) -> bool:
         return self.training or not self.track_running_stats
 
+    def _syncs(self) -> bool:
+        """Statistics over all ranks' batches: asked for, training, and several ranks."""
+        return self.sync and self.training and is_distributed()
+
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
         self.num_batches_tracked.add_(1)
@@ -210,7 +225,7 @@ class BatchNorm2d(_Affine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x, type(self).__name__)
-        if self.reference:
+        if self.reference or self._syncs():
             return self._forward_reference(x)
         if not self._uses_batch_stats():
             return BatchNormFunction.apply(x, self.weight, self.bias, self.running_mean,
@@ -227,7 +242,7 @@ class BatchNorm2d(_Affine):
         """Mean and 1/std this layer normalizes x with (batch or running), shape (1, C, 1, 1),
         differentiable. In training this also updates the running statistics."""
         if self._uses_batch_stats():
-            mean, var, count = batch_stats(x)
+            mean, var, count = sync_batch_mean_var(x) if self._syncs() else batch_stats(x)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, count)
         else:
@@ -242,7 +257,8 @@ class BatchNorm2d(_Affine):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                + (", sync=True" if self.sync else ""))
 
 
 class InstanceNorm2d(_Affine):
@@ -324,11 +340,11 @@ class BatchInstanceNorm2d(_Affine):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True) -> None:
+                 affine: bool = True, sync: bool = False) -> None:
         super().__init__(num_features, affine)
         self.num_features = num_features
         self.eps = eps
-        self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False)
+        self.bn = BatchNorm2d(num_features, eps=eps, momentum=momentum, affine=False, sync=sync)
         self.gate = nn.Parameter(torch.ones(num_features))
 
     def reset_parameters(self) -> None:
@@ -338,7 +354,7 @@ class BatchInstanceNorm2d(_Affine):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x, type(self).__name__)
-        if self.reference:
+        if self.reference or self.bn._syncs():
             return self._forward_reference(x)
         bn = self.bn
         if not bn._uses_batch_stats():
@@ -425,6 +441,17 @@ def use_reference(model: nn.Module, enabled: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, _Affine):
             module.reference = enabled
+    return model
+
+
+def enable_sync_(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Make every from-scratch BN of `model` (BIN's BN branch included) take its training
+    statistics over all ranks (or, with enabled=False, its own batch again). IN, LN and GN
+    have per-sample statistics: nothing to sync. PyTorch's nn.BatchNorm2d is left alone (see
+    nn.SyncBatchNorm.convert_sync_batchnorm)."""
+    for module in model.modules():
+        if isinstance(module, BatchNorm2d):
+            module.sync = enabled
     return model
 
 

@@ -231,7 +231,11 @@ def resolve_fields(plan: Plan, spec: RunSpec) -> tuple[dict[str, Any], str]:
         recipe = fields.get("recipe", _train_default("recipe"))
         base_lr = _recipe_lr(fields, plan.base_batch_size)
         source = f"{recipe} recipe at batch {plan.base_batch_size}"
-    batch = int(fields.get("batch_size", _train_default("batch_size")))
+    from resnorm.distributed import launched_world_size
+
+    # under torchrun a step takes batch_size images on each process: the rule scales the lr
+    # with that global batch
+    batch = int(fields.get("batch_size", _train_default("batch_size"))) * launched_world_size()
     factor = LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
     fields["lr"] = float(base_lr) * factor
     note = f"{float(base_lr):g} ({source})"
@@ -253,7 +257,7 @@ def _recipe_lr(fields: dict[str, Any], base_batch_size: int) -> float:
 
     probe = {**fields, "batch_size": base_batch_size, "lr": None, "data": "-", "out": "-"}
     try:
-        return float(resolve_config(probe).lr)
+        return float(resolve_config(probe, world_size=1).lr)
     except UsageError as exc:
         raise UsageError(f"run settings {fields}: {exc}") from None
 
@@ -358,8 +362,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 class StudyState:
     """STUDY/study.json: what the study did to each run (kept across re-runs)."""
 
-    def __init__(self, study: Path, plan: Plan, data: str) -> None:
-        self.path = study / STATE_FILE
+    def __init__(self, study: Path, plan: Plan, data: str, write: bool = True) -> None:
+        self.path, self.write = study / STATE_FILE, write  # write: False on ranks other than 0
         self.data = read_state(study)
         self.data.update({"data": data, "lr_rule": plan.lr_rule,
                           "base_batch_size": plan.base_batch_size,
@@ -367,12 +371,18 @@ class StudyState:
         self.data.setdefault("runs", {})
 
     def record(self, name: str, **entry: Any) -> None:
-        self.data["runs"][name] = entry
-        _write_json_atomic(self.path, self.data)
+        # Shards of a study (--shard) record their runs into one file: start from what is on
+        # disk now, so the entries other shards wrote meanwhile are kept.
+        self.data["runs"] = {**read_state(self.path.parent).get("runs", {}), name: entry}
+        self._save()
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
-        _write_json_atomic(self.path, self.data)
+        self._save()
+
+    def _save(self) -> None:
+        if self.write:
+            _write_json_atomic(self.path, self.data)
 
 
 @dataclass
@@ -510,24 +520,47 @@ def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
 def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None = None,
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
-              say=print) -> "StudyResult":
-    """The whole study: data once, every run in order, then Grad-CAM and the report."""
+              say=print, shard: tuple[int, int] | None = None) -> "StudyResult":
+    """The whole study: data once, every run in order, then Grad-CAM and the report.
+
+    `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
+    plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
+    Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
+    """
+    from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
+                                     shard_indices)
+    from resnorm.train import device_type
+
     plan = load_plan(plan_path)
     study = Path(out)
     if (data is None) == (synthetic is None):
         raise UsageError("give exactly one of --data DATA or --synthetic DIR")
+    info = DistInfo()
+    if launched_world_size() > 1:  # under torchrun: join the group every run trains in
+        info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
+    if not info.is_main:
+        progress, say = False, lambda *args, **kwargs: None
     if synthetic is not None:
-        data = make_demo_data(synthetic, plan, progress)
+        data = in_turn(info, lambda: make_demo_data(synthetic, plan, progress))
     elif not Path(data).exists():
         raise UsageError(f"data folder {data} does not exist")
 
     with torch_threads(plan.threads):
-        caches = prepare_data(data, plan, cache, progress)
+        caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
         configs = resolved_configs(plan, data, caches, study)  # all checked before any training
         (study / "runs").mkdir(parents=True, exist_ok=True)
-        _write_plan_copy(plan, study)
-        state = StudyState(study, plan, str(data))
+        if info.is_main:
+            _write_plan_copy(plan, study)
+        state = StudyState(study, plan, str(data), write=info.is_main)
         say(f"study {study}: {len(configs)} runs; lr across batch sizes: {plan.lr_rule_text()}")
+        if shard is not None:
+            configs = [configs[j] for j in shard_indices(len(configs), *shard)]
+            say(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the runs: "
+                f"{', '.join(spec.name for spec, _, _ in configs) or 'none'}; Grad-CAM and the "
+                f"report are left to `resnorm study` without --shard or `resnorm report`")
+            gradcam = report = False
+        if not info.is_main:
+            gradcam = report = False
         result = StudyResult(study, train_all(configs, study, state, progress, say))
         if gradcam and not _study_gradcam_step(study, plan, state, say):
             result.gradcam_error = state.data["gradcam_error"]
@@ -542,7 +575,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
 def train_all(configs, study: Path, state: "StudyState", progress: bool, say) -> list[Outcome]:
     """Every run in plan order; each outcome is recorded in study.json as soon as it is known."""
     outcomes = []
-    width = max(len(spec.name) for spec, _, _ in configs)
+    width = max((len(spec.name) for spec, _, _ in configs), default=0)
     for i, (spec, cfg, lr_note) in enumerate(configs, 1):
         outcome = train_one(cfg, study / "runs" / spec.name, progress)
         state.record(spec.name, status=outcome.status, action=outcome.action,
@@ -640,7 +673,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
         "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
         "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
-        "result), 1 when a run failed, 2 for a bad plan or data."
+        "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
+        "Several machines: --shard I/K on each (same --out on a shared filesystem), then\n"
+        "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
+        "-- study ... (see docs/distributed.md)."
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path,
@@ -654,12 +690,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    parser.add_argument("--shard", metavar="I/K", help="train only shard I of K of the plan's "
+                        "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
+                        "one per machine or SLURM array task; no Grad-CAM or report "
+                        "(docs/distributed.md)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from resnorm.distributed import is_main_process, parse_shard
+
+    try:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--shard: {exc}") from None
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
-                       gradcam=not args.no_gradcam, report=not args.no_report)
+                       gradcam=not args.no_gradcam, report=not args.no_report, shard=shard)
+    if not is_main_process():
+        return 0
     status = 0
     if result.failed:
         print(f"resnorm study: {len(result.failed)} run(s) failed: {', '.join(result.failed)} "

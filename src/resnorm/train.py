@@ -38,6 +38,20 @@ checkpoint, `--restart` deletes the run's files and starts over. A config that d
 the run's (other than data/cache paths, device, amp, channels_last, compile, eval batch size)
 is refused.
 
+Several processes (torchrun; docs/distributed.md): `torchrun --nproc_per_node=N -m resnorm
+train ...` trains with DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on
+CPU). `batch_size` is per process; the global batch is batch_size x N, and the default
+recipe's lr follows the global batch. Each rank trains on a disjoint share of every epoch's
+shuffled order and evaluates a disjoint block of each split; losses and confusion counts are
+summed over ranks, so metrics.csv and final.json describe each image exactly once. Without
+`--sync-bn` each rank's BN normalizes by its own batch of batch_size images (as on N separate
+GPUs); with it, bn/bin (and torch_bn, on CUDA) use statistics over the global batch, so the
+run computes what one process with the global batch computes. Rank 0 writes every file and
+prints; the run folder must be visible to every rank (the others read best.pt and last.pt).
+config.yaml records `distributed:` world_size, batch_size_per_rank, global_batch_size and
+bn_statistics (per_rank, global, or none for norms without batch statistics). A run resumes
+only with the world size it was started with.
+
 Exit codes: 0 done, 2 invalid settings (one line), 3 diverged (non-finite training loss:
 final.json says "diverged" with the epoch and step).
 """
@@ -63,16 +77,20 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from resnorm import __version__
 from resnorm.checkpoint import RUN_FILES, RunFiles, load_checkpoint, rng_state, set_rng_state
 from resnorm.data import BatchStream, load_cache, prepare
 from resnorm.data.cache import read_manifest
+from resnorm.distributed import (DistInfo, all_reduce_min, barrier, broadcast_buffers_,
+                                 contiguous_shard, in_turn, init_from_env, is_distributed,
+                                 is_main_process, launched_world_size)
 from resnorm.errors import DivergedError, UsageError
 from resnorm.metrics import EpochMeter, read_metrics_csv
 from resnorm.model import STAGE_WIDTHS, ResNet, count_parameters
-from resnorm.norms import clamp_gates_, gate_parameters, norm_factory
+from resnorm.norms import clamp_gates_, enable_sync_, gate_parameters, norm_factory
 
 __all__ = ["TrainConfig", "train", "resolve_config", "config_from_dict", "load_config_file",
            "build_optimizer", "build_scheduler", "lr_factor", "evaluate", "load_run_model",
@@ -95,7 +113,7 @@ class TrainConfig:
     norm: str = "torch_bn"           # torch_bn bn in bin ln gn[:G] nn
     n: int = 2                       # blocks per stage: 6n+2 layers
     shortcut: str = "A"              # A (parameter-free, 6n+2 layers) | B (1x1 projection)
-    batch_size: int = 32
+    batch_size: int = 32             # per process: under torchrun the global batch is x world size
     epochs: int = 50
     recipe: str = "default"          # default | literal: presets for the None fields below
     optimizer: str | None = None     # sgd | adam | adamw
@@ -116,6 +134,7 @@ class TrainConfig:
     compile: bool = False            # torch.compile the model
     eval_batch_size: int = 256
     num_classes: int | None = None   # None: from the data (a disagreeing value is an error)
+    sync_bn: bool = False            # under torchrun: bn/bin/torch_bn statistics over all ranks
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
@@ -136,6 +155,8 @@ RESUMABLE_CHANGES = frozenset({"data", "cache", "out", "name", "device", "amp", 
                                "compile", "eval_batch_size"})
 # Norms that compute batch statistics in training: a batch of one is meaningless for them.
 BATCH_STAT_NORMS = ("torch_bn", "bn", "bin")
+# What config.yaml records besides the settings (read back as settings, they are ignored).
+RECORD_KEYS = ("environment", "distributed")
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -152,13 +173,13 @@ ADAPTIVE_DEFAULTS = {"adam": dict(lr=1e-3, weight_decay=0.0),
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """A TrainConfig from a mapping (a YAML file, a plan entry); unknown keys are an error.
 
-    Keys may use '-' for '_'. An `environment` key (as in a run's config.yaml) is ignored, so
-    a run's config.yaml can be fed back with --config.
+    Keys may use '-' for '_'. The `environment` and `distributed` records of a run's
+    config.yaml are ignored, so a run's config.yaml can be fed back with --config.
     """
     kwargs = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name == "environment":
+        if name in RECORD_KEYS:
             continue
         if name not in FIELD_NAMES:
             raise UsageError(f"unknown setting {key!r}; valid settings: {', '.join(FIELD_NAMES)}")
@@ -204,12 +225,18 @@ def load_config_file(path: str | os.PathLike) -> dict:
     return values
 
 
-def resolve_config(cfg: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+def resolve_config(cfg: TrainConfig | Mapping[str, Any], *,
+                   world_size: int | None = None) -> TrainConfig:
     """Fill the recipe's presets into the unset fields and check every value.
 
     Raises UsageError with one line naming the problem. Needs no data: `num_classes` stays as
-    given (it is checked against the dataset when the data is loaded).
+    given (it is checked against the dataset when the data is loaded). `world_size` is the
+    number of processes sharing each step (default: torchrun's WORLD_SIZE, else 1): the
+    default recipe scales its lr with the global batch, batch_size x world_size.
     """
+    world_size = launched_world_size() if world_size is None else world_size
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
     if not isinstance(cfg, TrainConfig):
         cfg = config_from_dict(cfg)
     for name in FIELD_NAMES:  # catches wrong types set in Python, not only from YAML
@@ -224,11 +251,11 @@ def resolve_config(cfg: TrainConfig | Mapping[str, Any]) -> TrainConfig:
         raise UsageError("no run folder: set --out")
     if cfg.name is None:
         cfg = dataclasses.replace(cfg, name=Path(cfg.out).expanduser().resolve().name)
-    _check_model_settings(cfg)
-    return _check_optimizer_settings(_fill_recipe(cfg))
+    _check_model_settings(cfg, world_size)
+    return _check_optimizer_settings(_fill_recipe(cfg, world_size))
 
 
-def _check_model_settings(cfg: TrainConfig) -> None:
+def _check_model_settings(cfg: TrainConfig, world_size: int = 1) -> None:
     if cfg.size < 8 or cfg.size % 4:
         raise UsageError(f"size must be >= 8 and divisible by 4, got {cfg.size}")
     if cfg.n < 1:
@@ -241,8 +268,14 @@ def _check_model_settings(cfg: TrainConfig) -> None:
         raise UsageError(str(exc)) from None
     if cfg.batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.batch_size < 2 and cfg.norm.split(":")[0].lower() in BATCH_STAT_NORMS:
+    # The batch BN statistics are taken over: this rank's, or every rank's with sync_bn.
+    stats_batch = cfg.batch_size * (world_size if cfg.sync_bn else 1)
+    if stats_batch < 2 and cfg.norm.split(":")[0].lower() in BATCH_STAT_NORMS:
         raise UsageError(f"norm {cfg.norm!r} computes batch statistics; batch_size must be >= 2")
+    if cfg.sync_bn and cfg.norm.split(":")[0].lower() == "torch_bn" and \
+            device_type(cfg.device) != "cuda":
+        raise UsageError("sync_bn with norm torch_bn needs CUDA (PyTorch's SyncBatchNorm refuses "
+                         "CPU tensors); use norm bn, whose sync works on every device")
     if cfg.eval_batch_size < 1:
         raise UsageError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
     if cfg.epochs < 1:
@@ -255,12 +288,12 @@ def _check_model_settings(cfg: TrainConfig) -> None:
         raise UsageError(f"min_delta must be >= 0, got {cfg.min_delta}")
 
 
-def _fill_recipe(cfg: TrainConfig) -> TrainConfig:
+def _fill_recipe(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
     preset = dict(RECIPES[cfg.recipe])
     optimizer = cfg.optimizer or preset["optimizer"]
     if cfg.recipe == "default":
-        if optimizer == "sgd":
-            preset["lr"] = DEFAULT_LR_PER_128 * cfg.batch_size / 128
+        if optimizer == "sgd":  # DDP averages gradients: the step is the global batch's
+            preset["lr"] = DEFAULT_LR_PER_128 * cfg.batch_size * world_size / 128
         else:
             preset.update(ADAPTIVE_DEFAULTS[optimizer])
     if optimizer != "sgd":  # momentum and Nesterov are SGD settings
@@ -348,8 +381,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def select_device(name: str) -> torch.device:
-    """auto: CUDA, else MPS, else CPU. Asking for a missing accelerator is a usage error."""
+def device_type(name: str) -> str:
+    """auto: cuda, else mps, else cpu (without selecting a GPU). Asking for a missing
+    accelerator is a usage error."""
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
@@ -357,6 +391,13 @@ def select_device(name: str) -> torch.device:
         raise UsageError("device cuda requested but CUDA is not available")
     if name == "mps" and not has_mps:
         raise UsageError("device mps requested but MPS is not available")
+    return name
+
+
+def select_device(name: str) -> torch.device:
+    """The device `device_type(name)` names; for CUDA the current GPU (under torchrun
+    `init_from_env` has made it the process's LOCAL_RANK)."""
+    name = device_type(name)
     # With an index ("cuda:0", not "cuda"): it compares equal to the device of a tensor on it.
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
@@ -425,15 +466,53 @@ def load_data(cfg: TrainConfig, progress: bool):
     return data
 
 
-def make_stream(data, split: str, cfg: TrainConfig, rt: Runtime, training: bool) -> BatchStream:
-    """Batches of one split on the device. Training: shuffled, augmented if the config says so,
-    trailing partial batch dropped; order and augmentation depend only on (seed, epoch).
-    Evaluation: every image once, in order, no augmentation."""
+def sync_batch_norms(model: nn.Module) -> nn.Module:
+    """The model with BN statistics over every rank's batch: our bn/bin layers switched to
+    sync in place, PyTorch's BatchNorm2d (torch_bn) converted to nn.SyncBatchNorm, which works
+    on CUDA only (resolve_config refuses torch_bn + sync_bn elsewhere). Parameters and
+    buffers are kept, so checkpoints load into the plain model."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same model without torch_bn
+    enable_sync_(model)
+    return model
+
+
+def distributed_record(cfg: TrainConfig, info: DistInfo) -> dict:
+    """config.yaml's `distributed:` mapping: how many processes shared each step, the batch
+    per process and per step, and which batch the BN statistics were taken over."""
+    if cfg.norm.split(":")[0].lower() not in BATCH_STAT_NORMS:
+        statistics = "none"      # per-sample statistics (in, ln, gn) or no norm
+    elif cfg.sync_bn or info.world_size == 1:
+        statistics = "global"    # over the global batch of the step
+    else:
+        statistics = "per_rank"  # each rank over its own batch_size images
+    return {"world_size": info.world_size, "batch_size_per_rank": cfg.batch_size,
+            "global_batch_size": cfg.batch_size * info.world_size,
+            "bn_statistics": statistics, "backend": info.backend}
+
+
+def make_stream(data, split: str, cfg: TrainConfig, rt: Runtime, training: bool,
+                info: DistInfo = DistInfo()) -> BatchStream:
+    """Batches of one split on the device, for this rank.
+
+    Training: shuffled, augmented if the config says so, trailing partial batch dropped; order
+    and augmentation depend only on (seed, epoch, rank); each rank takes a disjoint share of
+    the epoch's order (the global batch of a step is the single-process batch of
+    batch_size x world_size images at that step, as a set).
+    Evaluation: every image once, in order, no augmentation; each rank evaluates one
+    contiguous block of the split, unpadded, so the metrics summed over ranks count every
+    image exactly once (BatchStream would pad evaluation by wrapping around).
+    """
     split_data = data.splits[split]
-    return BatchStream(split_data.images, split_data.labels,
-                       cfg.batch_size if training else cfg.eval_batch_size, device=rt.device,
-                       mean=data.mean, std=data.std, shuffle=training,
-                       augment=training and cfg.augment, seed=cfg.seed, drop_last=training,
+    images, labels = split_data.images, split_data.labels
+    if training:
+        return BatchStream(images, labels, cfg.batch_size, device=rt.device, mean=data.mean,
+                           std=data.std, shuffle=True, augment=cfg.augment, seed=cfg.seed,
+                           drop_last=True, rank=info.rank, world_size=info.world_size,
+                           channels_last=rt.channels_last)
+    start, stop = contiguous_shard(len(labels), info.rank, info.world_size)
+    return BatchStream(images[start:stop], labels[start:stop], cfg.eval_batch_size,
+                       device=rt.device, mean=data.mean, std=data.std, shuffle=False,
+                       augment=False, seed=cfg.seed, drop_last=False,
                        channels_last=rt.channels_last)
 
 
@@ -541,7 +620,20 @@ def _refuse_mismatch(files: RunFiles, cfg: TrainConfig, saved: Mapping[str, Any]
                          f"use another --out, or --restart to discard it")
 
 
-def _finished_run(files: RunFiles, cfg: TrainConfig, resume: str) -> dict | None:
+def _refuse_other_world_size(files: RunFiles, saved: Mapping[str, Any], info: DistInfo) -> None:
+    """A run is continued (or found finished) only by as many processes as trained it: the
+    world size sets the global batch, the lr of the default recipe and each rank's data."""
+    record = saved.get("distributed") or {}
+    world_size = record.get("world_size", 1)
+    if world_size != info.world_size:
+        raise UsageError(f"{files.dir} was trained by {world_size} process(es) (global batch "
+                         f"{record.get('global_batch_size', saved.get('batch_size'))}), not "
+                         f"{info.world_size}; launch it with {world_size} process(es) in all "
+                         f"(torchrun), or --restart to discard it")
+
+
+def _finished_run(files: RunFiles, cfg: TrainConfig, resume: str,
+                  info: DistInfo = DistInfo()) -> dict | None:
     """final.json of a finished run in the folder (the same run, else UsageError), or None.
 
     A diverged run stays diverged: DivergedError again, so the exit code says so again.
@@ -553,6 +645,7 @@ def _finished_run(files: RunFiles, cfg: TrainConfig, resume: str) -> dict | None
         saved = yaml.safe_load(files.path("config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         saved = {}
+    _refuse_other_world_size(files, saved, info)
     _refuse_mismatch(files, cfg, saved)
     if files.is_main:
         log(f"{files.dir}: already finished ({final['status']}, {final['epochs_run']} epochs); "
@@ -564,14 +657,17 @@ def _finished_run(files: RunFiles, cfg: TrainConfig, resume: str) -> dict | None
     return final
 
 
-def _checkpoint_to_resume(files: RunFiles, cfg: TrainConfig, resume: str) -> dict | None:
-    """last.pt of an interrupted run of the same config, or None to start from scratch."""
+def _checkpoint_to_resume(files: RunFiles, cfg: TrainConfig, resume: str,
+                          info: DistInfo = DistInfo()) -> dict | None:
+    """last.pt of an interrupted run of the same config, or None to start from scratch.
+    Under torchrun every rank reads it (the run folder is on a shared filesystem)."""
     last = files.path("last.pt")
     if resume == "require" and not last.exists():
         raise UsageError(f"--resume: nothing to resume, {last} does not exist")
     if resume == "restart" or not last.exists():
         return None
     checkpoint = load_checkpoint(last)
+    _refuse_other_world_size(files, checkpoint, info)
     _refuse_mismatch(files, cfg, checkpoint["config"])
     return checkpoint
 
@@ -634,35 +730,52 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     cfg = resolve_config(cfg)
-    is_main = True  # under DDP (a later issue): rank == 0; only it prints and writes files
+    # Processes: under torchrun join the group (once per process); only rank 0 prints and
+    # writes files. Single-process runs never touch torch.distributed.
+    info = init_from_env(device_type(cfg.device))
+    is_main = info.is_main
     files = RunFiles(Path(cfg.out).expanduser(), is_main)
 
     # A finished run is left alone: re-running a study or a command is a no-op.
-    final = _finished_run(files, cfg, resume)
+    final = _finished_run(files, cfg, resume, info)
     if final is not None:
         return final
-    checkpoint = _checkpoint_to_resume(files, cfg, resume)
+    checkpoint = _checkpoint_to_resume(files, cfg, resume, info)
+    barrier()  # every rank has looked at the folder before rank 0 clears or writes it
 
     # Data: decoded once into the uint8 cache; its classes fix the output layer.
-    data = load_data(cfg, progress and is_main)
+    data = in_turn(info, lambda: load_data(cfg, progress and is_main))  # one builder at a time
     cfg = dataclasses.replace(cfg, num_classes=len(data.classes))
     if checkpoint is not None and checkpoint["classes"] != data.classes:
         raise UsageError(f"the dataset's classes differ from those {files.dir} was trained on")
     rt = Runtime.for_config(cfg)
 
-    # Model, seeded: runs with one seed start from the same weights.
+    # Model, seeded: runs with one seed start from the same weights (on every rank).
     torch.manual_seed(cfg.seed)
     model_args = dict(n=cfg.n, num_classes=cfg.num_classes, norm=cfg.norm, shortcut=cfg.shortcut)
     model = ResNet(**model_args).to(rt.device)
+    if cfg.sync_bn:  # batch statistics over every rank's batch (a no-op in one process)
+        model = sync_batch_norms(model)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
-    train_stream = make_stream(data, "train", cfg, rt, training=True)
-    val_stream = make_stream(data, "valid", cfg, rt, training=False)
+    # Evaluation runs the plain model (each rank on its own block of a split, no collectives
+    # inside); training goes through DDP, which averages the gradients over ranks.
+    eval_forward = torch.compile(model) if cfg.compile else model
+    forward = eval_forward
+    if info.enabled:
+        # (DDP also sends rank 0's buffers to every rank before each training forward, so
+        # per-rank running statistics restart from rank 0's at every step.)
+        ddp = DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        forward = torch.compile(ddp) if cfg.compile else ddp
+    train_stream = make_stream(data, "train", cfg, rt, training=True, info=info)
+    val_stream = make_stream(data, "valid", cfg, rt, training=False, info=info)
     optimizer = build_optimizer(model, cfg)
     parts = TrainParts(model, forward, optimizer,
                        build_scheduler(optimizer, cfg, len(train_stream)),
-                       torch.amp.GradScaler(rt.device.type, enabled=rt.amp is torch.float16))
+                       torch.amp.GradScaler(rt.device.type, enabled=rt.amp is torch.float16),
+                       eval_forward=eval_forward, info=info)
+    record = distributed_record(cfg, info)
 
     # Resume: everything the next epoch depends on comes from last.pt; else start clean.
     if checkpoint is not None:
@@ -672,12 +785,17 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
     else:
         state = RunState()
         files.clear()
-        files.write_config(dataclasses.asdict(cfg), environment(rt, data))
+        files.write_config({**dataclasses.asdict(cfg), "distributed": record},
+                           environment(rt, data))
     files.write_metrics(state.history)  # the csv always matches the checkpoint
+    if is_main and info.enabled:
+        log(f"{files.dir}: {info.world_size} processes ({info.backend}), batch "
+            f"{cfg.batch_size} per process = {record['global_batch_size']} per step, "
+            f"BN statistics: {record['bn_statistics']}")
 
     def snapshot() -> dict:
         return {"format": "resnorm-run", "version": 1, "config": dataclasses.asdict(cfg),
-                "model_args": model_args, "classes": list(data.classes),
+                "model_args": model_args, "classes": list(data.classes), "distributed": record,
                 **parts.state_dict(), "state": dataclasses.asdict(state)}
 
     show = Progress(progress and is_main, cfg.epochs, every=1 if rt.device.type == "cpu" else 25)
@@ -692,8 +810,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
                                                        state.step, cfg.num_classes)
             state.step += len(train_stream)
 
-            # Validation in eval mode (running statistics), no augmentation.
-            val_stats = evaluate(forward, val_stream, cfg.num_classes, rt)
+            # Validation in eval mode (running statistics), no augmentation. Every rank
+            # evaluates (and rank 0 saves) the same model: rank 0's running statistics.
+            broadcast_buffers_(model)
+            val_stats = evaluate(eval_forward, val_stream, cfg.num_classes, rt)
             epoch_s = time.perf_counter() - started
             state.elapsed_s += epoch_s
 
@@ -702,7 +822,8 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
                    **{f"train_{k}": train_stats[k] for k in SCORE_KEYS},
                    **{f"val_{k}": val_stats[k] for k in SCORE_KEYS},
                    "epoch_time_s": round(epoch_s, 3),
-                   "images_per_s": round(train_stream.num_samples / train_s, 1)}
+                   "images_per_s": round(train_stream.num_samples * info.world_size / train_s,
+                                         1)}
             improved = state.record(row, cfg)
 
             # Checkpoints: best first, then last, so last.pt never points past a best.pt.
@@ -729,10 +850,16 @@ class TrainParts:
     """What a training step touches, and what a checkpoint saves besides the run state."""
 
     model: nn.Module                 # the module whose state_dict is saved
-    forward: nn.Module               # the same model, torch.compile'd or not
+    forward: nn.Module               # training: the same model, DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    eval_forward: nn.Module | None = None  # evaluation: the model, compiled or not (no DDP)
+    info: DistInfo = DistInfo()      # this process's place among the ranks
+
+    def __post_init__(self) -> None:
+        if self.eval_forward is None:
+            self.eval_forward = self.forward
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -756,8 +883,11 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     the device anyway, and at the end of the epoch).
     """
     model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
-    model.train()
+    parts.forward.train()  # the DDP/compile wrappers and the model inside them
     stream.set_epoch(epoch - 1)
+    # Under DDP a rank must not stop alone mid-epoch (the others would wait for it in the
+    # gradient all-reduce): divergence is checked by all ranks together at the epoch's end.
+    check_early = not parts.info.enabled
     meter = EpochMeter(num_classes, rt.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=rt.device)
     show.start(epoch, len(stream))
@@ -781,16 +911,27 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
         # Statistics accumulate on the device: no host synchronisation here.
         meter.update(loss, logits, y)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        # Read back only when the display needs numbers; check for divergence then.
+        # Read back only when the display needs numbers; check for divergence then. Under
+        # DDP the numbers shown are rank 0's batches', the speed is all ranks' images.
         if show.wants(step):
-            _raise_if_diverged(first_bad, epoch, global_step)
+            if check_early:
+                _raise_if_diverged(first_bad, epoch, global_step)
             loss_so_far, acc_so_far = meter.running()
-            seen = step * stream.batch_size
+            seen = step * stream.batch_size * stream.world_size
             show.update(step, loss_so_far, acc_so_far, seen / (time.perf_counter() - started))
-    _raise_if_diverged(first_bad, epoch, global_step)
+    _raise_if_diverged(_first_bad_on_any_rank(first_bad), epoch, global_step)
     stats = meter.compute()  # synchronises, so the time below includes all device work
     show.close()
     return stats, lr, time.perf_counter() - started
+
+
+def _first_bad_on_any_rank(first_bad: torch.Tensor) -> torch.Tensor:
+    """The first step at which any rank saw a non-finite loss (-1: none), on every rank."""
+    if not is_distributed():
+        return first_bad
+    none = torch.iinfo(torch.long).max
+    earliest = all_reduce_min(torch.where(first_bad < 0, none, first_bad))
+    return torch.where(earliest == none, -1, earliest)
 
 
 def _raise_if_diverged(first_bad: torch.Tensor, epoch: int, global_step: int) -> None:
@@ -819,15 +960,18 @@ def evaluate(model: nn.Module, stream, num_classes: int, rt: Runtime | None = No
 
 def evaluate_best(files: RunFiles, parts: TrainParts, data, cfg: TrainConfig,
                   rt: Runtime) -> dict:
-    """best.pt evaluated in eval mode on every split (train as "train", valid as "val")."""
+    """best.pt evaluated in eval mode on every split (train as "train", valid as "val").
+    Under torchrun every rank loads it (after rank 0 has written it) and evaluates its block
+    of each split; the scores are summed over ranks."""
+    barrier()
     if not files.path("best.pt").exists():
         return {}
     parts.model.load_state_dict(load_checkpoint(files.path("best.pt"), rt.device)["model"])
     results = {}
     for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
         if split in data.splits and len(data.splits[split]):
-            stream = make_stream(data, split, cfg, rt, training=False)
-            results[key] = evaluate(parts.forward, stream, cfg.num_classes, rt)
+            stream = make_stream(data, split, cfg, rt, training=False, info=parts.info)
+            results[key] = evaluate(parts.eval_forward, stream, cfg.num_classes, rt)
     return results
 
 
@@ -917,7 +1061,8 @@ HELP = {
     "norm": "normalization: torch_bn bn in bin ln gn[:G] nn",
     "n": "blocks per stage; the network has 6n+2 layers",
     "shortcut": "A: identity + zero-padded channels, B: 1x1 projection",
-    "batch_size": "training batch size",
+    "batch_size": "training batch size per process (under torchrun the batch of a step is "
+                  "this x the number of processes)",
     "epochs": "epochs",
     "recipe": "presets for the optimizer settings not given (see below)",
     "optimizer": "optimizer",
@@ -938,6 +1083,8 @@ HELP = {
     "compile": "torch.compile the model",
     "eval_batch_size": "batch size for evaluation",
     "num_classes": "expected number of classes (default: from the data)",
+    "sync_bn": "under torchrun, bn/bin (torch_bn: CUDA only) normalize by statistics over all "
+               "processes' batches instead of each process's own",
 }
 
 
@@ -976,6 +1123,8 @@ recipes (fill in the optimizer settings not set explicitly):
            (the assignment's SGD with initial lr 1e-4)
 
 Re-running a command continues an interrupted run from last.pt; a finished run is a no-op.
+Several GPUs or machines: torchrun --nproc_per_node=4 -m resnorm train ... [--sync-bn]
+(--batch-size is per process; see docs/distributed.md).
 Exit codes: 0 done, 2 invalid settings, 3 diverged (non-finite loss; see final.json).
 """
 
@@ -1017,6 +1166,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_cli(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     final = train(cfg, resume=args.resume_mode, progress=not args.quiet)
+    if not is_main_process():
+        return 0
     val = final["eval"].get("val", {})
     print(json.dumps({"out": cfg.out, "status": final["status"], "best_epoch": final["best_epoch"],
                       "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1")}))
