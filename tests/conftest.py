@@ -29,3 +29,14 @@ def synth_cache(synth_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "birds-32"
     return load_cache(prepare(synth_root, size=SYNTH_CACHE_SIZE, out=out, workers=1,
                               progress=False))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: fast on a shared 2-core machine, and the same in every test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

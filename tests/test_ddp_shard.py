@@ -11,15 +11,9 @@ import yaml
 from resnorm import cli, study
 from resnorm.study import Outcome
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NAMES = ["a", "b", "c", "d", "e"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_plan(path, names, **defaults):

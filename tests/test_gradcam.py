@@ -15,12 +15,7 @@ from resnorm.gradcam import (ASSIGNMENT_CLASSES, _short, compute_cams, concentra
 from resnorm.model import ResNet
 from resnorm.train import train
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- pure functions ---------------------------------------------------------------------------

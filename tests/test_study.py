@@ -18,17 +18,11 @@ from resnorm.data import make_synthetic
 from resnorm.errors import UsageError
 from resnorm.study import RunSpec, load_plan, parse_plan, resolve_fields
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MARKUP = "<img src=x onerror=alert(1)>"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VALID = {"defaults": {"n": 1}, "runs": [{"name": "bn", "norm": "bn"}]}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- the plan ---------------------------------------------------------------------------------

@@ -18,18 +18,11 @@ from resnorm.norms import BatchInstanceNorm2d
 from resnorm.train import (Progress, TrainConfig, build_optimizer, evaluate, load_run_model,
                            resolve_config, train)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FINAL_KEYS = {"name", "status", "epochs_run", "best_epoch", "wall_time_s", "parameters",
               "classes", "eval"}
 SPLIT_KEYS = {"loss", "acc", "micro_f1", "macro_f1", "per_class_f1", "confusion"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: fast on a shared 2-core machine, and the same in every test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
