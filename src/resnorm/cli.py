@@ -27,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnorm",
         description="Study BN, IN, BIN, LN and GN in a 6n+2-layer ResNet.",
-        epilog="example: resnorm synth data/synth && resnorm study --data data/synth "
-        "--plan configs/demo.yaml --out studies/demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
+        "  resnorm study --data /path/to/Birds_25 --plan configs/assignment.yaml --out studies/birds\n"
+        "  resnorm train --data /path/to/Birds_25 --norm gn --out runs/gn\n\n"
+        "`resnorm COMMAND --help` describes each command. Exit codes: 0 ok, 2 bad usage or "
+        "config,\n3 a run diverged.",
     )
     parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
