@@ -228,3 +228,37 @@ def test_restart_discards_a_run_and_trains_again(data, tmp_path):
     assert final["epochs_run"] == 2
     assert (tmp_path / "r" / "final.json").stat().st_mtime_ns != first
     assert (tmp_path / "r" / "keep.txt").exists()  # only the run's own files are removed
+
+
+def test_compile_mode_reaches_torch_compile(data, tmp_path, monkeypatch):
+    """--compile-mode is passed to torch.compile (recorded here; nothing is compiled), is a
+    checked choice, and may change when a run resumes (it changes speed, not results)."""
+    from resnorm.train import RESUMABLE_CHANGES
+
+    modes = []
+
+    def fake_compile(module, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = config_from_args(parse(["--data", str(data), "--out", str(tmp_path / "r"), "--size",
+                                  "32", "--n", "1", "--batch-size", "16", "--epochs", "1",
+                                  "--device", "cpu", "--compile",
+                                  "--compile-mode", "reduce-overhead"]))
+    assert cfg.compile_mode == "reduce-overhead"
+    train(cfg, progress=False)
+    assert modes == ["reduce-overhead"]
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["compile_mode"] == \
+        "reduce-overhead"
+    modes.clear()
+    train(dataclasses.replace(cfg, compile=False), progress=False)  # finished: a no-op
+    assert modes == [] and TrainConfig().compile_mode == "default"
+    assert "compile_mode" in RESUMABLE_CHANGES
+    with pytest.raises(UsageError, match="compile_mode must be one of default, reduce-overhead"):
+        resolved(compile_mode="fast")
+    with pytest.raises(SystemExit):
+        parse(["--compile-mode", "fast"])
+    help_text = argparse.ArgumentParser()
+    configure_parser(help_text)
+    assert "CUDA graphs" in help_text.format_help()

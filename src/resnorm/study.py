@@ -6,6 +6,8 @@ STUDY/runs/<name>/. Re-running the same command finishes an interrupted study: c
 are skipped, an interrupted run resumes from its last checkpoint, and a run that failed before
 is tried again. A run that diverges or fails is recorded and the study goes on.
 
+`--jobs K` trains up to K runs at once, each in its own process (see `train_jobs`).
+
 example:
   resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo
 """
@@ -19,7 +21,7 @@ import os
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -520,12 +522,14 @@ def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
 def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None = None,
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
-              say=print, shard: tuple[int, int] | None = None) -> "StudyResult":
+              say=print, shard: tuple[int, int] | None = None, jobs: int = 1) -> "StudyResult":
     """The whole study: data once, every run in order, then Grad-CAM and the report.
 
     `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
     plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
     Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
+    `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
+    not under torchrun.
     """
     from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
                                      shard_indices)
@@ -535,6 +539,11 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     study = Path(out)
     if (data is None) == (synthetic is None):
         raise UsageError("give exactly one of --data DATA or --synthetic DIR")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and launched_world_size() > 1:
+        raise UsageError("--jobs > 1 cannot be combined with torchrun (every process of the "
+                         "group trains each run); use --jobs 1, or --shard per machine")
     info = DistInfo()
     if launched_world_size() > 1:  # under torchrun: join the group every run trains in
         info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
@@ -561,7 +570,8 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
             gradcam = report = False
         if not info.is_main:
             gradcam = report = False
-        result = StudyResult(study, train_all(configs, study, state, progress, say))
+        result = StudyResult(study, train_all(configs, study, state, progress, say,
+                                              jobs=jobs, threads=plan.threads))
         if gradcam and not _study_gradcam_step(study, plan, state, say):
             result.gradcam_error = state.data["gradcam_error"]
         if report:
@@ -572,18 +582,168 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     return result
 
 
-def train_all(configs, study: Path, state: "StudyState", progress: bool, say) -> list[Outcome]:
-    """Every run in plan order; each outcome is recorded in study.json as soon as it is known."""
-    outcomes = []
+def train_all(configs, study: Path, state: "StudyState", progress: bool, say, *,
+              jobs: int = 1, threads: int | None = None) -> list[Outcome]:
+    """Every run; each outcome is recorded in study.json (by this process alone) and gets its
+    summary line as soon as it is known. jobs=1: in plan order, in this process; jobs>1: see
+    `train_jobs` (lines in completion order, numbered as they finish). Returns the outcomes in
+    plan order."""
     width = max((len(spec.name) for spec, _, _ in configs), default=0)
-    for i, (spec, cfg, lr_note) in enumerate(configs, 1):
-        outcome = train_one(cfg, study / "runs" / spec.name, progress)
-        state.record(spec.name, status=outcome.status, action=outcome.action,
-                     seconds=round(outcome.seconds, 3), error=outcome.error,
-                     lr=cfg.lr, lr_note=lr_note)
-        say(summary_line(i, len(configs), outcome, width))
-        outcomes.append(outcome)
-    return outcomes
+    done: dict[str, Outcome] = {}
+    if jobs > 1:
+        outcomes = train_jobs(configs, study, progress, jobs, threads, say)
+    else:
+        outcomes = ((spec, train_one(cfg, study / "runs" / spec.name, progress))
+                    for spec, cfg, _ in configs)
+    notes = {spec.name: (cfg.lr, lr_note) for spec, cfg, lr_note in configs}
+    with closing(outcomes):  # whatever happens here, running jobs are stopped
+        for spec, outcome in outcomes:
+            lr, lr_note = notes[spec.name]
+            state.record(spec.name, status=outcome.status, action=outcome.action,
+                         seconds=round(outcome.seconds, 3), error=outcome.error,
+                         lr=lr, lr_note=lr_note)
+            done[spec.name] = outcome
+            say(summary_line(len(done), len(configs), outcome, width))
+    return [done[spec.name] for spec, _, _ in configs]
+
+
+# --- several runs at once (--jobs) ------------------------------------------------------------
+# Each run trains in a fresh process started with "spawn" (safe with CUDA, the same on every
+# OS) that calls train_one, exactly as the sequential path does. Not a ProcessPoolExecutor: a
+# worker that dies (out of memory, a segfault) breaks such a pool and every run still queued
+# in it, and a pool cannot stop a running worker on Ctrl-C. One process per run costs one
+# `import torch` (a second or two) per run, nothing next to training it.
+
+LOG_FILE = "train.log"  # a run's output when it trains in its own process (--jobs > 1)
+
+
+def job_threads(jobs: int, threads: int | None) -> int:
+    """torch intra-op threads per job: the plan's `threads`, else the cores shared out."""
+    if threads is not None:
+        return threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
+def train_jobs(configs, study: Path, progress: bool, jobs: int, threads: int | None, say):
+    """Train the runs of `configs` with up to `jobs` at once; yield (spec, Outcome) as each
+    finishes (completion order).
+
+    A finished run is skipped here without a process. Each other run trains in its own
+    process (`_job_main`), with `job_threads` torch threads, its output appended to
+    runs/<name>/train.log. A process that dies without reporting (killed, out of memory) is
+    a failed run (its error.txt says how it ended) and the others go on. If this process is
+    interrupted (Ctrl-C, an exception) the running jobs are terminated; if it is killed
+    outright, each job notices its lifeline close and exits (its last.pt lets a re-run resume).
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    per_job = job_threads(jobs, threads)
+    say(f"jobs: up to {jobs} runs at once, {per_job} torch thread(s) each; each run's output "
+        f"goes to runs/<name>/{LOG_FILE}")
+    queue = []
+    for spec, cfg, _ in configs:
+        run_dir = study / "runs" / spec.name
+        if (run_dir / "final.json").exists():  # nothing to train: no process needed
+            yield spec, train_one(cfg, run_dir, progress)
+        else:
+            queue.append((spec, cfg))
+    queue.reverse()  # pop() takes them in plan order
+    running: dict[int, tuple] = {}  # sentinel -> (spec, process, result conn, lifeline, ...)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec, cfg = queue.pop()
+                run_dir = study / "runs" / spec.name
+                action = "resumed" if (run_dir / "last.pt").exists() else "trained"
+                result_recv, result_send = ctx.Pipe(duplex=False)
+                life_recv, life_send = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_job_main, name=f"resnorm-{spec.name}",
+                                      args=(cfg, run_dir, progress, per_job, result_send,
+                                            life_recv))
+                process.start()
+                result_send.close()  # the child's ends: closed here, so EOF means it is gone
+                life_recv.close()
+                running[process.sentinel] = (spec, process, result_recv, life_send, action,
+                                             time.perf_counter())
+            for sentinel in wait(list(running)):
+                spec, process, result_recv, life_send, action, started = running.pop(sentinel)
+                process.join()
+                outcome = None
+                try:  # read after exit: the Outcome is a few hundred bytes (fits the pipe)
+                    if result_recv.poll():
+                        outcome = result_recv.recv()
+                except (EOFError, OSError):
+                    pass
+                result_recv.close()
+                life_send.close()
+                if outcome is None:
+                    outcome = _died(spec.name, study / "runs" / spec.name, action,
+                                    process.exitcode, time.perf_counter() - started)
+                elif outcome.status != "failed":  # the job sent all but final.json
+                    outcome.final = _read_json(study / "runs" / spec.name / "final.json")
+                yield spec, outcome
+    finally:  # interrupted (Ctrl-C, an error here, the caller stopped): stop what still runs
+        for spec, process, result_recv, life_send, *_ in running.values():
+            process.terminate()
+        for spec, process, result_recv, life_send, *_ in running.values():
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            result_recv.close()
+            life_send.close()
+
+
+def _died(name: str, run_dir: Path, action: str, exitcode: int | None, seconds: float
+          ) -> Outcome:
+    """The outcome of a job process that ended without reporting one."""
+    how = (f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0
+           else f"exit code {exitcode}")
+    message = (f"the run's process ended without a result ({how}); "
+               f"see runs/{name}/{LOG_FILE}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").write_text(message + "\n")
+    return Outcome(name, "failed", action, None, seconds, message)
+
+
+def _job_main(cfg, run_dir: Path, progress: bool, threads: int, result, lifeline) -> None:
+    """One run in a job process: output to the run's log, train_one, send back the Outcome."""
+    import threading
+
+    import torch
+    from tqdm import tqdm
+
+    def watch_parent() -> None:  # the study process is gone (killed): stop training too
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    # tqdm's default lock is a multiprocessing semaphore; a job killed mid-run would leave it
+    # to the resource tracker (a warning). This process writes only its own log.
+    tqdm.set_lock(threading.RLock())
+    torch.set_num_threads(threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / LOG_FILE, "a", buffering=1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 1)  # file descriptors too: C++ warnings, torch.compile's output
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {cfg.name}: pid {os.getpid()}, "
+          f"{threads} torch thread(s) ===")
+    outcome = train_one(cfg, run_dir, progress)
+    # final.json is on disk; send the rest only (a pipe blocks on large messages)
+    result.send(dataclasses.replace(outcome, final=None))
+    result.close()
 
 
 @contextmanager
@@ -669,11 +829,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "examples:\n"
         "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n\n"
+        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
+        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+        "--jobs 4\n\n"
         "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
         "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
         "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
         "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
+        "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
+        "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
+        "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
+        "prints one line per run as it finishes (completion order, numbered as they finish).\n"
+        "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
+        "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
+        "shard); not with torchrun.\n\n"
         "Several machines: --shard I/K on each (same --out on a shared filesystem), then\n"
         "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
         "-- study ... (see docs/distributed.md)."
@@ -690,6 +859,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="train up to K runs at once, each in its own process sharing the "
+                        "device or the CPU cores; torch threads per job: the plan's `threads`, "
+                        "else cores // K; each run's output goes to runs/<name>/train.log "
+                        "(default: 1, one run after another in this process)")
     parser.add_argument("--shard", metavar="I/K", help="train only shard I of K of the plan's "
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
@@ -705,7 +879,8 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"--shard: {exc}") from None
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
-                       gradcam=not args.no_gradcam, report=not args.no_report, shard=shard)
+                       gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
+                       jobs=args.jobs)
     if not is_main_process():
         return 0
     status = 0

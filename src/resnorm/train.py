@@ -35,8 +35,14 @@ weights_only=True.
 Resume: running the same command again continues from last.pt exactly (same metrics.csv as an
 uninterrupted run, on CPU); a finished run is left alone and says so. `--resume` insists on a
 checkpoint, `--restart` deletes the run's files and starts over. A config that differs from
-the run's (other than data/cache paths, device, amp, channels_last, compile, eval batch size)
-is refused.
+the run's (other than data/cache paths, device, amp, channels_last, compile, compile_mode,
+eval batch size) is refused.
+
+Compilation: `--compile` wraps the model in torch.compile(model, mode=--compile-mode).
+"default" compiles with Inductor; "reduce-overhead" also records CUDA graphs, which replay a
+whole step's kernels with one launch: that helps the launch-bound small-batch runs (batch 8)
+on a GPU and does nothing on a CPU; "max-autotune" searches kernel configurations (long first
+epoch). The mode changes speed, not results' meaning, so a run may resume with another one.
 
 Several processes (torchrun; docs/distributed.md): `torchrun --nproc_per_node=N -m resnorm
 train ...` trains with DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on
@@ -132,6 +138,7 @@ class TrainConfig:
     amp: str = "auto"                # auto (bf16 on CUDA, else off) | bf16 | fp16 | off
     channels_last: str = "auto"      # auto (on for CUDA) | on | off
     compile: bool = False            # torch.compile the model
+    compile_mode: str = "default"    # torch.compile mode: default | reduce-overhead | max-autotune
     eval_batch_size: int = 256
     num_classes: int | None = None   # None: from the data (a disagreeing value is an error)
     sync_bn: bool = False            # under torchrun: bn/bin/torch_bn statistics over all ranks
@@ -148,11 +155,12 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "channels_last": ("auto", "on", "off"),
+    "compile_mode": ("default", "reduce-overhead", "max-autotune"),
 }
 # Settings that may change when a run is resumed: where things are and how fast they run.
 # Everything else must match the run being resumed.
 RESUMABLE_CHANGES = frozenset({"data", "cache", "out", "name", "device", "amp", "channels_last",
-                               "compile", "eval_batch_size"})
+                               "compile", "compile_mode", "eval_batch_size"})
 # Norms that compute batch statistics in training: a batch of one is meaningless for them.
 BATCH_STAT_NORMS = ("torch_bn", "bn", "bin")
 # What config.yaml records besides the settings (read back as settings, they are ignored).
@@ -760,14 +768,14 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
         model = model.to(memory_format=torch.channels_last)
     # Evaluation runs the plain model (each rank on its own block of a split, no collectives
     # inside); training goes through DDP, which averages the gradients over ranks.
-    eval_forward = torch.compile(model) if cfg.compile else model
+    eval_forward = _compiled(model, cfg)
     forward = eval_forward
     if info.enabled:
         # (DDP also sends rank 0's buffers to every rank before each training forward, so
         # per-rank running statistics restart from rank 0's at every step.)
         ddp = DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-        forward = torch.compile(ddp) if cfg.compile else ddp
+        forward = _compiled(ddp, cfg)
     train_stream = make_stream(data, "train", cfg, rt, training=True, info=info)
     val_stream = make_stream(data, "valid", cfg, rt, training=False, info=info)
     optimizer = build_optimizer(model, cfg)
@@ -843,6 +851,15 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
         if writer is not None:
             writer.close()
     return _finish(files, cfg, state, parts, data, rt, state.status)
+
+
+def _compiled(module: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """`module` under torch.compile with the run's mode when `cfg.compile`, else itself.
+
+    mode "reduce-overhead" adds CUDA graphs (one launch per step: the batch-8 runs on a GPU
+    are launch-bound); "max-autotune" also tunes kernels; "default" is plain Inductor.
+    """
+    return torch.compile(module, mode=cfg.compile_mode) if cfg.compile else module
 
 
 @dataclass
@@ -1081,6 +1098,8 @@ HELP = {
     "amp": "autocast dtype (auto: bf16 on CUDA, else off)",
     "channels_last": "channels-last memory format (auto: on for CUDA)",
     "compile": "torch.compile the model",
+    "compile_mode": "torch.compile mode with --compile: reduce-overhead adds CUDA graphs (for "
+                    "launch-bound small batches on a GPU), max-autotune tunes kernels",
     "eval_batch_size": "batch size for evaluation",
     "num_classes": "expected number of classes (default: from the data)",
     "sync_bn": "under torchrun, bn/bin (torch_bn: CUDA only) normalize by statistics over all "
@@ -1123,6 +1142,8 @@ recipes (fill in the optimizer settings not set explicitly):
            (the assignment's SGD with initial lr 1e-4)
 
 Re-running a command continues an interrupted run from last.pt; a finished run is a no-op.
+Compiled: --compile [--compile-mode reduce-overhead] (CUDA graphs: one launch per step, for the
+launch-bound batch-8 runs on a GPU; max-autotune tunes kernels, a slow first epoch).
 Several GPUs or machines: torchrun --nproc_per_node=4 -m resnorm train ... [--sync-bn]
 (--batch-size is per process; see docs/distributed.md).
 Exit codes: 0 done, 2 invalid settings, 3 diverged (non-finite loss; see final.json).
