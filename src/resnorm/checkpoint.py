@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_text
 from resnorm.metrics import write_metrics_csv
 
 __all__ = ["RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint", "rng_state",
@@ -105,17 +106,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     except Exception as exc:  # a torn or foreign file: say which file, not a pickle traceback
         raise UsageError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict:

@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from resnorm.distributed import all_reduce_sum
+
 __all__ = [
     "EpochMeter",
     "classification_report",
@@ -51,14 +53,6 @@ METRICS_COLUMNS = (
 )
 # The columns that measure the machine rather than the run (they differ run to run).
 TIMING_COLUMNS = ("epoch_time_s", "images_per_s")
-
-
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    """Sum of `t` over all ranks when running under torch.distributed, else `t` itself."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-    return t
 
 
 def _f32(t: Tensor) -> float:
@@ -122,11 +116,11 @@ class EpochMeter:
     def compute(self) -> dict:
         """Loss, accuracy, micro/macro F1, per-class F1 and confusion matrix as plain Python
         (summed over all ranks under torch.distributed)."""
-        count = int(_all_reduce_sum(self.count))
+        count = int(all_reduce_sum(self.count.clone()))  # clones: the meter keeps its own
         if count == 0:
             raise ValueError("no samples were added to this meter")
-        confusion = _all_reduce_sum(self.confusion)
-        return {"loss": float(_all_reduce_sum(self.loss_sum)) / count,
+        confusion = all_reduce_sum(self.confusion.clone())
+        return {"loss": float(all_reduce_sum(self.loss_sum.clone())) / count,
                 **scores_from_confusion(confusion), "confusion": confusion.tolist()}
 
 

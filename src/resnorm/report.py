@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from resnorm import __version__
 from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_text, read_yaml
 from resnorm.gradcam import mpl_text
 from resnorm.study import (
     PLAN_FILE,
@@ -250,13 +251,14 @@ def find_roles(runs: list[RunRecord]) -> Roles:
 
 def _manifest(runs: list[RunRecord]) -> dict | None:
     """The prepared-data manifest the runs were trained on (from a run's cache folder)."""
-    import json
+    from resnorm.data.cache import read_manifest
 
     for r in runs:
         for folder in (_nested(r.config, "environment.data_cache"), r.config.get("data"),
                        r.config.get("cache")):
-            if folder and Path(folder, "manifest.json").is_file():
-                return json.loads(Path(folder, "manifest.json").read_text())
+            manifest = read_manifest(Path(folder)) if folder else None
+            if manifest is not None:
+                return manifest
     return None
 
 
@@ -359,7 +361,12 @@ def plot_gates(layers: list[dict], title: str, path: Path) -> Path:
 
 # --- sections ---------------------------------------------------------------------------------
 
-def section_setup(runs, manifest, plan, roles) -> Section:
+def _lr_rule_text(plan: dict) -> str:
+    """The plan's lr rule across batch sizes in words (as the study stated it, if it did)."""
+    return plan.get("lr_rule_text") or f"lr_rule: {plan.get('lr_rule', 'not stated')}"
+
+
+def section_setup(runs, manifest, plan) -> Section:
     s = Section("Setup")
     if plan.get("description"):
         s.add(Para(f"Plan: {plan['description']}"))
@@ -371,8 +378,7 @@ def section_setup(runs, manifest, plan, roles) -> Section:
     s.add(Sub("Machine and versions"))
     s.add(_machine_table(runs))
     s.add(Sub("Recipe per run"))
-    rule = plan.get("lr_rule_text") or f"lr_rule: {plan.get('lr_rule', 'not stated')}"
-    s.add(Para(f"Learning rate across batch sizes — {rule}."))
+    s.add(Para(f"Learning rate across batch sizes — {_lr_rule_text(plan)}."))
     s.add(Table(["Run", "Norm", "n", "Batch", "Epochs", "Patience", "Recipe", "Optimizer", "lr",
                  "Schedule", "Weight decay", "Augment", "Seed"],
                 [[r.name] + [val(r.config.get(k)) for k in
@@ -633,8 +639,7 @@ def _granularity(run: RunRecord) -> str:
 
 def section_batch(roles: Roles, plan: dict, assets: Path) -> Section:
     s = Section("Batch size: BN vs GN")
-    rule = plan.get("lr_rule_text") or f"lr_rule: {plan.get('lr_rule', 'not stated')}"
-    s.add(Para(f"Learning-rate rule across batch sizes: {rule}."))
+    s.add(Para(f"Learning-rate rule across batch sizes: {_lr_rule_text(plan)}."))
     if not roles.batch:
         s.add(Para("Needs BN or GN runs at two or more batch sizes with otherwise the same "
                    "recipe. Not available in this study yet."))
@@ -960,10 +965,7 @@ def _slug(name: str) -> str:
 
 def _plan_info(study: Path) -> dict:
     """The study's plan copy with the lr rule in words (as the study stated it)."""
-    import yaml
-
-    path = study / PLAN_FILE
-    plan = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    plan = read_yaml(study / PLAN_FILE)
     state = read_state(study)
     if state.get("lr_rule_text"):
         plan["lr_rule_text"] = state["lr_rule_text"]
@@ -989,7 +991,7 @@ def build_report(study: str | os.PathLike) -> Report:
     gradcam_section, gradcam = section_gradcam(study, runs)
     spreads = batch_spreads(roles)
     sections = [
-        section_setup(runs, _manifest(runs), plan, roles),
+        section_setup(runs, _manifest(runs), plan),
         section_results(runs),
         section_curves(runs, roles, assets),
         sanity_section,
@@ -1010,15 +1012,9 @@ def write_report(study: str | os.PathLike) -> tuple[Path, Path]:
     report = build_report(study)
     study = Path(study)
     html_path, md_path = study / "report.html", study / "report.md"
-    _write_atomic(html_path, render_html(report))
-    _write_atomic(md_path, render_markdown(report))
+    atomic_write_text(html_path, render_html(report))
+    atomic_write_text(md_path, render_markdown(report))
     return html_path, md_path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # HTML: every string goes through esc(); images are embedded as base64 data URIs.

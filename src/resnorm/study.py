@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from resnorm.errors import DivergedError, UsageError
+from resnorm.fileio import atomic_write_text, read_json, read_yaml
 
 __all__ = [
     "Plan",
@@ -297,22 +298,8 @@ class RunRecord:
             return None
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        return {}
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-
-
 def read_state(study: Path) -> dict:
-    return _read_json(study / STATE_FILE) or {"runs": {}}
+    return read_json(study / STATE_FILE) or {"runs": {}}
 
 
 def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
@@ -320,7 +307,7 @@ def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
     from resnorm.metrics import read_metrics_csv
 
     study = Path(study)
-    plan_raw = _read_yaml(study / PLAN_FILE)
+    plan_raw = read_yaml(study / PLAN_FILE)
     planned = [str(r["name"]) for r in plan_raw.get("runs", [])
                if isinstance(r, dict) and "name" in r]
     found = sorted(p.name for p in (study / "runs").glob("*") if p.is_dir())
@@ -328,7 +315,7 @@ def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
     records = []
     for name in planned + [n for n in found if n not in planned]:
         run_dir = study / "runs" / name
-        final = _read_json(run_dir / "final.json")
+        final = read_json(run_dir / "final.json")
         csv_path = run_dir / "metrics.csv"
         rows = read_metrics_csv(csv_path) if csv_path.exists() else []
         entry = state.get(name, {})
@@ -340,7 +327,7 @@ def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
             status = "interrupted"
         else:
             status = "not started"
-        records.append(RunRecord(name, run_dir, status, _read_yaml(run_dir / "config.yaml"), final,
+        records.append(RunRecord(name, run_dir, status, read_yaml(run_dir / "config.yaml"), final,
                                  rows, entry.get("error") if status == "failed" else None,
                                  name in planned))
     return records
@@ -356,9 +343,7 @@ def best_run(records: list[RunRecord]) -> RunRecord | None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 class StudyState:
@@ -410,6 +395,12 @@ class StudyResult:
         return [o.name for o in self.outcomes if o.status == "failed"]
 
 
+def _data_key(fields: dict[str, Any]) -> tuple[int, str]:
+    """The (size, resize) a run's images are prepared at: which cache it trains on."""
+    return (int(fields.get("size", _train_default("size"))),
+            str(fields.get("resize", _train_default("resize"))))
+
+
 def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
                  ) -> dict[tuple[int, str], Path]:
     """Decode the dataset once per distinct (size, resize) of the plan's runs; return the caches."""
@@ -418,9 +409,7 @@ def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
 
     wanted = []
     for spec in plan.runs:
-        fields = {**plan.defaults, **spec.overrides}
-        key = (int(fields.get("size", _train_default("size"))),
-               str(fields.get("resize", _train_default("resize"))))
+        key = _data_key({**plan.defaults, **spec.overrides})
         if key not in wanted:
             wanted.append(key)
     manifest = read_manifest(Path(data))
@@ -449,9 +438,7 @@ def resolved_configs(plan: Plan, data: str | Path, caches: dict, study: Path):
     out = []
     for spec in plan.runs:
         fields, lr_note = resolve_fields(plan, spec)
-        key = (int(fields.get("size", _train_default("size"))),
-               str(fields.get("resize", _train_default("resize"))))
-        run_data = caches.get(key, Path(data))
+        run_data = caches.get(_data_key(fields), Path(data))
         try:
             cfg = resolve_config({**fields, "data": str(run_data), "name": spec.name,
                                   "out": str(study / "runs" / spec.name)})
@@ -466,7 +453,7 @@ def _check_unchanged(cfg, run_dir: Path) -> None:
     """Refuse to reuse a run folder trained with other settings than the plan now gives."""
     from resnorm.train import RESUMABLE_CHANGES
 
-    saved = _read_yaml(run_dir / "config.yaml")
+    saved = read_yaml(run_dir / "config.yaml")
     if not saved:
         return
     changed = [f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}"
@@ -484,7 +471,7 @@ def train_one(cfg, run_dir: Path, progress: bool) -> Outcome:
 
     name = cfg.name
     if (run_dir / "final.json").exists():
-        final = _read_json(run_dir / "final.json")
+        final = read_json(run_dir / "final.json")
         return Outcome(name, final.get("status", "completed"), "skipped", final, 0.0)
     action = "resumed" if (run_dir / "last.pt").exists() else "trained"
     started = time.perf_counter()
@@ -492,7 +479,7 @@ def train_one(cfg, run_dir: Path, progress: bool) -> Outcome:
         final = train(cfg, resume="auto", progress=progress)
     except DivergedError:
         # train() wrote final.json (status diverged) before raising: the run is recorded.
-        final = _read_json(run_dir / "final.json")
+        final = read_json(run_dir / "final.json")
         return Outcome(name, "diverged", action, final, time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - one broken run must not stop the study
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -686,7 +673,7 @@ def train_jobs(configs, study: Path, progress: bool, jobs: int, threads: int | N
                     outcome = _died(spec.name, study / "runs" / spec.name, action,
                                     process.exitcode, time.perf_counter() - started)
                 elif outcome.status != "failed":  # the job sent all but final.json
-                    outcome.final = _read_json(study / "runs" / spec.name / "final.json")
+                    outcome.final = read_json(study / "runs" / spec.name / "final.json")
                 yield spec, outcome
     finally:  # interrupted (Ctrl-C, an error here, the caller stopped): stop what still runs
         for spec, process, result_recv, life_send, *_ in running.values():
@@ -777,10 +764,7 @@ def make_demo_data(directory: str | Path, plan: Plan, progress: bool) -> Path:
 
 
 def _write_plan_copy(plan: Plan, study: Path) -> None:
-    text = yaml.safe_dump(plan.to_yaml_dict(), sort_keys=False)
-    tmp = study / f".{PLAN_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, study / PLAN_FILE)
+    atomic_write_text(study / PLAN_FILE, yaml.safe_dump(plan.to_yaml_dict(), sort_keys=False))
 
 
 def _study_gradcam_step(study: Path, plan: Plan, state: "StudyState", say) -> bool:

@@ -835,9 +835,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
             improved = state.record(row, cfg)
 
             # Checkpoints: best first, then last, so last.pt never points past a best.pt.
+            saved = snapshot()  # built once: both files hold the same state
             if improved:
-                files.save("best.pt", snapshot())
-            files.save("last.pt", snapshot())
+                files.save("best.pt", saved)
+            files.save("last.pt", saved)
             files.write_metrics(state.history)
             _log_scalars(writer, row)
             if is_main:

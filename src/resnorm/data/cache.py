@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_text
 
 __all__ = ["PreparedData", "SplitData", "load_cache", "default_cache_dir", "CACHE_FORMAT",
            "CACHE_VERSION", "read_manifest"]
@@ -134,12 +135,7 @@ def publish(staging: Path, out: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _remove_stale_staging(out: Path) -> None:
