@@ -14,6 +14,7 @@ ln -> nn.GroupNorm(1, C), gn -> nn.GroupNorm(G, C), bin -> nn.BatchNorm2d + nn.I
     python benchmarks/norm_speed.py                              # 2-core CPU defaults
     python benchmarks/norm_speed.py --device cuda --size 256 --channels-last --amp bf16
     python benchmarks/norm_speed.py --compile --variants bn,gn   # torch.compile both sides
+    python benchmarks/norm_speed.py --default-malloc             # glibc malloc untouched
 
 `--reference` adds the readable composite path (`layer.reference = True`) as a third column.
 """
@@ -39,6 +40,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from resnorm import norm_functions  # noqa: E402
+from resnorm.cpu_memory import keep_freed_memory  # noqa: E402
 from resnorm.model import ResNet  # noqa: E402
 from resnorm.norms import (  # noqa: E402
     DEFAULT_GN_GROUPS,
@@ -211,6 +213,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=25)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch.set_num_threads (default: the core count)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default on CPU: keep freed memory, "
+                        "as `resnorm train` does; see resnorm.cpu_memory)")
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -234,13 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
+    kept = device.type == "cpu" and not args.default_malloc and keep_freed_memory()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"# norm_speed: torch {torch.__version__}, {args.device} ({name or platform.machine()}), "
           f"{args.threads} threads, ResNet n=2, {args.size}x{args.size}, batch {args.batch_size}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, amp {args.amp}, "
           f"{'compiled' if args.compile else 'eager'} model, {args.kernels} norm kernels, "
           f"{args.repeats} interleaved rounds "
-          f"(median), {args.warmup} warm-up")
+          f"(median), {args.warmup} warm-up, malloc {'keeps freed memory' if kept else 'default'}")
     cols = ["ours", "builtin"] + (["reference"] if args.reference else [])
     header = "| variant | what | " + " | ".join(f"{c} ms" for c in cols) + \
         " | ours/builtin | (min/min) |" + (" reference/builtin |" if args.reference else "")

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from resnorm import cli
+from resnorm.cpu_memory import keep_freed_memory
 from resnorm.data import BatchStream, load_cache
 from resnorm.errors import EXIT_DIVERGED, DivergedError
 from resnorm.metrics import METRICS_COLUMNS, TIMING_COLUMNS
@@ -215,6 +216,8 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(data, tmp_path):
     assert 0.0 <= final["eval"]["val"]["acc"] <= 1.0
     env = yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["environment"]
     assert env["amp"] == "bfloat16" and env["channels_last"] is True
+    # CPU training asks malloc to keep freed memory (where it can: glibc, not opted out)
+    assert env["keeps_freed_memory"] is keep_freed_memory()
 
 
 def test_progress_lines_when_stderr_is_not_a_terminal(data, tmp_path, capsys):

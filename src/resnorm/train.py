@@ -88,6 +88,7 @@ from tqdm import tqdm
 
 from resnorm import __version__
 from resnorm.checkpoint import RUN_FILES, RunFiles, load_checkpoint, rng_state, set_rng_state
+from resnorm.cpu_memory import keep_freed_memory
 from resnorm.data import BatchStream, load_cache, prepare
 from resnorm.data.cache import read_manifest
 from resnorm.distributed import (DistInfo, all_reduce_min, barrier, broadcast_buffers_,
@@ -430,6 +431,7 @@ class Runtime:
     device: torch.device
     amp: torch.dtype | None          # autocast dtype; None: plain float32
     channels_last: bool
+    keeps_freed_memory: bool = False  # CPU: malloc keeps freed memory (resnorm.cpu_memory)
 
     @classmethod
     def for_config(cls, cfg: TrainConfig) -> "Runtime":
@@ -440,7 +442,8 @@ class Runtime:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        return cls(device, resolve_amp(cfg.amp, device), channels_last)
+        kept = device.type == "cpu" and keep_freed_memory()
+        return cls(device, resolve_amp(cfg.amp, device), channels_last, kept)
 
     def autocast(self):
         """A fresh autocast context (a no-op without amp)."""
@@ -694,6 +697,7 @@ def environment(rt: Runtime, data) -> dict:
                         else platform.processor() or platform.machine()),
         "amp": str(rt.amp).replace("torch.", "") if rt.amp else "off",
         "channels_last": rt.channels_last,
+        "keeps_freed_memory": rt.keeps_freed_memory,
         "git_commit": None, "git_dirty": None,
         "data_cache": str(data.path), "classes": len(data.classes),
         "images": {name: len(split) for name, split in data.splits.items()},
