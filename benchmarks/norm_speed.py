@@ -17,6 +17,8 @@ ln -> nn.GroupNorm(1, C), gn -> nn.GroupNorm(G, C), bin -> nn.BatchNorm2d + nn.I
     python benchmarks/norm_speed.py --default-malloc             # glibc malloc untouched
 
 `--reference` adds the readable composite path (`layer.reference = True`) as a third column.
+On a CPU both sides run with malloc keeping freed memory, as `resnorm train` does
+(`resnorm.cpu_memory`); `--default-malloc` leaves glibc's malloc as it is.
 """
 from __future__ import annotations
 

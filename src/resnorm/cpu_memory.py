@@ -7,9 +7,10 @@ then costs a page fault and zeroing on first touch. Which steps trigger it depen
 order of frees, so it varies from model to model. PyTorch's CPU tuning guide suggests
 jemalloc or TCMalloc for this; `keep_freed_memory` gets the same effect from glibc itself.
 
-Measured (2026-12-02, 2-core Xeon, torch 2.14, ResNet(n=2) at 64x64, batch 32): 8,000-25,000
-page faults per training step by default, none with freed memory kept; the step 10-15 %
-faster for PyTorch's GroupNorm and for ours alike (benchmarks/RESULTS.md).
+Measured (2026-12-02, 2-core EPYC VM, torch 2.14, ResNet(n=2) at 64x64, batch 32): 8,000 to
+32,000 page faults per training step by default (how many depends on the order of frees,
+so on the model and the norm), none with freed memory kept; steps 5-15 % shorter with
+PyTorch's GroupNorm and with ours alike (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
