@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
 from resnorm import cpu_memory
-
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # Page faults of 5 rounds of a training-step-like pattern: ten 4 MiB activations allocated
 # and filled, then all freed at once (glibc trims the heap once enough is free at its top).
@@ -39,7 +36,7 @@ def _faults(env_update: dict[str, str]) -> tuple[bool, int]:
     return out[0] == "True", int(out[1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc malloc only")
+@pytest.mark.skipif(not cpu_memory.on_glibc(), reason="glibc malloc only")
 def test_freed_memory_is_reused_without_page_faults():
     kept, faults = _faults({})
     assert kept

@@ -15,10 +15,11 @@ PyTorch's GroupNorm and with ours alike (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
-__all__ = ["OPT_OUT_VARIABLE", "keep_freed_memory"]
+__all__ = ["OPT_OUT_VARIABLE", "keep_freed_memory", "on_glibc"]
 
 OPT_OUT_VARIABLE = "RESNORM_KEEP_FREED_MEMORY"
 
@@ -31,6 +32,12 @@ _MMAP_THRESHOLD = 32 << 20
 _TRIM_THRESHOLD = 1 << 30
 
 _state = {"applied": False}
+
+
+@functools.cache
+def on_glibc() -> bool:
+    """Linux with glibc (`platform.libc_ver` scans the interpreter binary: once is enough)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def _user_tuned_malloc() -> bool:
@@ -54,7 +61,7 @@ def keep_freed_memory() -> bool:
         return True
     if os.environ.get(OPT_OUT_VARIABLE, "1") == "0" or _user_tuned_malloc():
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
