@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
-from resnorm import cli, study
-from resnorm.study import Outcome
+from resnorm import cli
+from resnorm.study import runner
+from resnorm.study.training import Outcome
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +38,7 @@ def trained(monkeypatch):
         names.append(cfg.name)
         return Outcome(cfg.name, "completed", "trained", None, 0.0)
 
-    monkeypatch.setattr(study, "train_one", fake_train_one)
+    monkeypatch.setattr(runner, "train_one", fake_train_one)
     return names
 
 

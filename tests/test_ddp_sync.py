@@ -25,7 +25,7 @@ from torch import nn
 
 from resnorm.distributed import broadcast_buffers_, is_main_process
 from resnorm.norms import BatchNorm2d, enable_sync_, make_norm
-from resnorm.train import _first_bad_on_any_rank
+from resnorm.train.loop import _first_bad_on_any_rank
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 WORLD = 2

@@ -37,8 +37,9 @@ import yaml
 from resnorm.data import load_cache, make_synthetic, prepare
 from resnorm.errors import UsageError
 from resnorm.metrics import TIMING_COLUMNS
-from resnorm.train import (Runtime, TrainConfig, evaluate, load_run_model, make_stream,
-                           train)
+from resnorm.train import TrainConfig, load_run_model, train
+from resnorm.train.loop import evaluate
+from resnorm.train.runtime import Runtime, make_stream
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from resnorm import cli
-from resnorm.gradcam import (ASSIGNMENT_CLASSES, _short, compute_cams, concentration, grad_cam,
-                             match_classes, pointing_hit, predict, render_class_grid, run_gradcam,
-                             scale_box, select_examples, val_boxes)
+from resnorm.gradcam.gallery import _short, render_class_grid
+from resnorm.gradcam.maps import (compute_cams, concentration, grad_cam, pointing_hit, predict,
+                                  scale_box, val_boxes)
+from resnorm.gradcam.run import run_gradcam
+from resnorm.gradcam.select import ASSIGNMENT_CLASSES, match_classes, select_examples
 from resnorm.model import ResNet
 from resnorm.train import train
 

@@ -10,7 +10,8 @@ import os
 import pytest
 import yaml
 
-from resnorm import cli, study
+from resnorm import cli
+from resnorm.study import jobs as study_jobs
 from resnorm.metrics import TIMING_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,13 +85,13 @@ def crashing_job(cfg, run_dir, progress, threads, result, lifeline):
     """A job whose process dies without a word for run 'too_big' (as if killed)."""
     if cfg.name == "too_big":
         os._exit(9)
-    study._job_main(cfg, run_dir, progress, threads, result, lifeline)
+    study_jobs._job_main(cfg, run_dir, progress, threads, result, lifeline)
 
 
 def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_path,
                                                             monkeypatch, capsys):
     """...also within a shard: --shard 0/2 trains runs 0 and 2 (gn, too_big) with 2 jobs."""
-    monkeypatch.setattr(study, "_job_main", crashing_job)
+    monkeypatch.setattr(study_jobs, "_job_main", crashing_job)
     out_dir = tmp_path / "s"
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({**PLAN, "runs": [{"name": "gn", "norm": "gn"},
@@ -106,9 +107,9 @@ def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_pa
 
 
 def test_jobs_threads_and_usage_errors(synth_cache, plan_file, tmp_path, monkeypatch, capsys):
-    assert study.job_threads(4, 3) == 3            # the plan's threads win
+    assert study_jobs.job_threads(4, 3) == 3            # the plan's threads win
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    assert study.job_threads(3, None) == 2 and study.job_threads(16, None) == 1
+    assert study_jobs.job_threads(3, None) == 2 and study_jobs.job_threads(16, None) == 1
     assert cli.main(argv(synth_cache.path, plan_file, tmp_path / "a", 0)) == 2
     assert "--jobs must be a positive integer" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")          # as under torchrun

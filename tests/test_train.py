@@ -16,8 +16,10 @@ from resnorm.data import BatchStream, load_cache
 from resnorm.errors import EXIT_DIVERGED, DivergedError
 from resnorm.metrics import METRICS_COLUMNS, TIMING_COLUMNS
 from resnorm.norms import BatchInstanceNorm2d
-from resnorm.train import (Progress, TrainConfig, build_optimizer, evaluate, load_run_model,
-                           resolve_config, train)
+from resnorm.train import TrainConfig, load_run_model, resolve_config, train
+from resnorm.train.loop import evaluate
+from resnorm.train.optim import build_optimizer
+from resnorm.train.progress import Progress
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

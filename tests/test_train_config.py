@@ -13,8 +13,9 @@ import yaml
 from resnorm import cli
 from resnorm.errors import EXIT_USAGE, UsageError
 from resnorm.model import ResNet
-from resnorm.train import (TrainConfig, build_optimizer, build_scheduler, config_from_args,
-                           config_from_dict, configure_parser, lr_factor, resolve_config, train)
+from resnorm.train import TrainConfig, config_from_dict, resolve_config, train
+from resnorm.train.cli import config_from_args, configure_parser
+from resnorm.train.optim import build_optimizer, build_scheduler, lr_factor
 
 BASE = dict(data="some/data", out="runs/x")
 

@@ -7,17 +7,20 @@ float, bool, None) — the config as a dict, RNG states as uint8 tensors — so 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
 
-from resnorm.errors import UsageError
-from resnorm.fileio import atomic_write_text
+from resnorm.errors import DiskFullError, UsageError
+from resnorm.fileio import (atomic_write_bytes, atomic_write_text, format_bytes, free_bytes,
+                            is_disk_full, temp_path)
 from resnorm.metrics import write_metrics_csv
 
 __all__ = ["RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint", "rng_state",
@@ -50,22 +53,30 @@ class RunFiles:
         if self.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             text = yaml.safe_dump({**config, "environment": environment}, sort_keys=False)
-            atomic_write_text(self.path("config.yaml"), text)
+            with _run_write(self.path("config.yaml"), hint=False):  # nothing to resume yet
+                atomic_write_text(self.path("config.yaml"), text)
 
     def save(self, name: str, checkpoint: dict) -> None:
+        """Write a checkpoint; on a full disk the previous one is kept and the error says how
+        to continue."""
         if self.is_main:
-            save_checkpoint(checkpoint, self.path(name))
+            with _run_write(self.path(name)):
+                save_checkpoint(checkpoint, self.path(name))
 
     def write_metrics(self, history: list) -> None:
         if self.is_main:
-            write_metrics_csv(history, self.path("metrics.csv"))
+            path = self.path("metrics.csv")
+            with _run_write(path):
+                write_metrics_csv(history, path)
 
     def write_final(self, final: dict, history: list, title: str) -> None:
         """curves.png, then final.json (last: its presence marks the run finished)."""
         if self.is_main:
             from resnorm.plots import plot_run_curves  # matplotlib only when a run ends
-            plot_run_curves(history, self.path("curves.png"), title=title)
-            atomic_write_text(self.path("final.json"), to_json(final))
+            with _run_write(self.path("curves.png")):
+                plot_run_curves(history, self.path("curves.png"), title=title)
+            with _run_write(self.path("final.json")):
+                atomic_write_text(self.path("final.json"), to_json(final))
 
     def read_final(self) -> dict | None:
         try:
@@ -81,19 +92,39 @@ def to_json(value: Any) -> str:
                   lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
+@contextlib.contextmanager
+def _run_write(path: Path, hint: bool = True) -> Iterator[None]:
+    """Around a write of a run file: a full disk (in our atomic writes or in a library that
+    writes `path` itself) becomes a one-line `DiskFullError` that names the file and the free
+    space and says how the run continues; the temp file `fileio.temp_path(path)` is removed.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        temp_path(path).unlink(missing_ok=True)
+        free = free_bytes(path.parent)
+        raise DiskFullError(
+            f"no space left on the device of {path.parent} "
+            f"({format_bytes(free) + ' free' if free is not None else 'free space unknown'}): "
+            f"could not write {path.name}, any previous {path.name} is unchanged"
+            + ("; free some space, then continue the run with --resume" if hint else "")
+        ) from exc
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write `state` to `path` atomically: a temp file in the same folder, fsync, rename.
 
-    A run killed mid-write leaves the previous checkpoint intact (plus at most a stray temp
-    file, which the next save replaces).
+    The state is serialized in memory first (checkpoints here are a few MB), so a full disk
+    shows up as a plain OSError ENOSPC from the write (not as an error inside torch's zip
+    writer), the temp file is removed and the previous checkpoint is intact; `RunFiles.save`
+    turns it into a one-line `DiskFullError`. A run killed mid-write leaves the previous
+    checkpoint intact too (plus at most a stray temp file, which the next save replaces).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:

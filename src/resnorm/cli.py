@@ -10,16 +10,18 @@ import importlib
 import sys
 
 from resnorm import __version__
-from resnorm.errors import EXIT_DIVERGED, EXIT_USAGE, DivergedError, UsageError
+from resnorm.errors import (EXIT_DIVERGED, EXIT_RESOURCE, EXIT_USAGE, DivergedError,
+                            ResourceError, UsageError)
+from resnorm.fileio import is_disk_full
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "synth": ("resnorm.data.synth", "write the synthetic stand-in dataset"),
     "prepare": ("resnorm.data.prepare", "decode an image-folder dataset once into a uint8 cache"),
-    "train": ("resnorm.train", "train one model variant"),
-    "study": ("resnorm.study", "run a whole study plan: train, Grad-CAM, report"),
-    "gradcam": ("resnorm.gradcam", "render Grad-CAM galleries for a trained run"),
-    "report": ("resnorm.report", "write the HTML/Markdown report of a study"),
+    "train": ("resnorm.train.cli", "train one model variant"),
+    "study": ("resnorm.study.cli", "run a whole study plan: train, Grad-CAM, report"),
+    "gradcam": ("resnorm.gradcam.cli", "render Grad-CAM galleries for a trained run"),
+    "report": ("resnorm.report.cli", "write the HTML/Markdown report of a study"),
 }
 
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  resnorm study --data /path/to/Birds_25 --plan configs/assignment.yaml --out studies/birds\n"
         "  resnorm train --data /path/to/Birds_25 --norm gn --out runs/gn\n\n"
         "`resnorm COMMAND --help` describes each command. Exit codes: 0 ok, 2 bad usage or "
-        "config,\n3 a run diverged.",
+        "config,\n3 a run diverged, 4 out of disk space or memory (or a worker died).",
     )
     parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -60,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as exc:
         print(f"resnorm {args.command}: diverged: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    except ResourceError as exc:  # a full disk, a dead worker: expected faults, one line
+        print(f"resnorm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_RESOURCE
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"resnorm {args.command}: error: no space left on the device "
+              f"({exc.filename or 'writing a file'}): {exc.strerror}", file=sys.stderr)
+        return EXIT_RESOURCE
     except KeyboardInterrupt:
         print(f"resnorm {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_USAGE = 2      # bad usage, invalid config, missing data: one line on stderr
 EXIT_DIVERGED = 3   # a training run hit a non-finite loss and stopped cleanly
+EXIT_RESOURCE = 4   # out of disk space or memory, or a worker process died: one line on stderr
 
 
 class UsageError(ValueError):
@@ -11,3 +12,14 @@ class UsageError(ValueError):
 
 class DivergedError(RuntimeError):
     """A run stopped on a non-finite loss; exit code 3."""
+
+
+class ResourceError(RuntimeError):
+    """The machine ran out of something a command needs (disk space, memory) or a worker
+    process died: an expected fault, not a bug. One line on stderr, exit code 4; the command
+    leaves no half-written file that a later run would trust."""
+
+
+class DiskFullError(ResourceError):
+    """A write failed for lack of space (ENOSPC or a quota); the file it was replacing is
+    intact."""

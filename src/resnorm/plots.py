@@ -14,7 +14,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-__all__ = ["CURVE_PANELS", "plot_run_curves"]
+__all__ = ["CURVE_PANELS", "mpl_text", "plot_run_curves"]
 
 # (metrics.csv column suffix, panel title): train_<suffix> and val_<suffix> are drawn together.
 CURVE_PANELS = (
@@ -24,6 +24,11 @@ CURVE_PANELS = (
     ("macro_f1", "Macro F1"),
 )
 SPLIT_STYLES = (("train", "-"), ("val", "--"))
+
+
+def mpl_text(text: str) -> str:
+    """`text` with '$' escaped for matplotlib (unescaped pairs start mathtext)."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_run_curves(rows: Sequence[dict], path: str | os.PathLike,

@@ -4,17 +4,31 @@ Every image is decoded once, in parallel over the CPU cores, straight into a mem
 (N, 3, S, S) uint8 file per split; training then reads tensors, never JPEGs. Bad files are
 skipped and listed in the manifest with the reason; exact and near duplicates are counted.
 Re-running on an unchanged dataset reuses the cache after one `stat` per file.
+
+Faults end the command with one line and leave nothing a later `prepare` would trust (the
+unfinished folder is removed; the manifest, which marks a folder complete, is written last):
+too little free space is found before decoding starts; the image files are reserved on disk
+up front (fallocate), so a disk that fills up anyway fails in the parent as ENOSPC rather
+than as SIGBUS in a worker; a worker that dies (killed for memory, a signal) is noticed at
+once, because the pool is a `ProcessPoolExecutor`, which fails its futures when a worker
+disappears (`multiprocessing.Pool` replaces the worker and waits forever for its task).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import errno
+import faulthandler
 import hashlib
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +40,17 @@ from resnorm.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, default_c
                                 publish, read_manifest, staging_dir, write_json_atomic)
 from resnorm.data.decode import MAX_PIXELS, RESIZE_MODES, Decoded, decode_file
 from resnorm.data.folders import Layout, discover
-from resnorm.errors import UsageError
+from resnorm.errors import DiskFullError, ResourceError, UsageError
+from resnorm.fileio import format_bytes, free_bytes, is_disk_full, nearest_existing
 
 __all__ = ["prepare", "configure_parser", "run_cli"]
 
 SYNTHETIC_MARKER = "SYNTHETIC.txt"
 MIN_FILES_PER_WORKER = 32  # below this a worker process costs more than it saves
+# Free space asked for beyond the cache's own size (file-system blocks, the manifest's temp
+# copy, other writers): 1 MiB plus 1 %.
+SPACE_MARGIN_BYTES = 1 << 20
+SPACE_MARGIN_FRACTION = 0.01
 
 
 def prepare(root: str | os.PathLike, size: int = 256, out: str | os.PathLike | None = None,
@@ -133,14 +152,40 @@ def _worker_count(workers: int | None, layout: Layout) -> int:
     return max(1, min(workers, total // MIN_FILES_PER_WORKER))
 
 
+def cache_bytes(layout: Layout, size: int) -> int:
+    """The bytes the cache of `layout` at `size` takes on disk, estimated on the high side
+    before decoding: the image rows (N x 3 x S x S; skipped files only make it smaller), the
+    labels, and the manifest (a source path and hash per file, the audit)."""
+    total = 0
+    for items in layout.splits.values():
+        total += len(items) * (3 * size * size + 8) + 4096  # images + int64 labels (+ header)
+        total += sum(2 * (len(layout.relpath(path)) + 96) for path, _ in items)  # manifest
+    return total + 64 * 1024
+
+
+def _check_space(layout: Layout, out: Path, size: int) -> int:
+    """The bytes the cache needs; UsageError when its file system has less free (one line)."""
+    need = cache_bytes(layout, size)
+    need += int(need * SPACE_MARGIN_FRACTION) + SPACE_MARGIN_BYTES
+    free = free_bytes(out.parent)
+    if free is not None and free < need:
+        raise UsageError(f"not enough disk space for the cache: it needs {format_bytes(need)} "
+                         f"({sum(len(i) for i in layout.splits.values()):,} images at "
+                         f"{size}x{size}), {format_bytes(free)} is free on the file system of "
+                         f"{nearest_existing(out.parent)}; put the cache elsewhere (--out, "
+                         f"--cache or $RESNORM_CACHE) or free some space")
+    return need
+
+
 def _build(layout: Layout, out: Path, params: dict, fingerprint: str, workers: int,
            progress: bool) -> dict:
     start = time.perf_counter()
+    need = _check_space(layout, out, params["size"])
     staging = staging_dir(out)
     try:
         files = {split: [layout.relpath(p) for p, _ in items]
                  for split, items in layout.splits.items()}
-        results = _decode_all(layout, staging, params, workers, progress)
+        results = _decode_all(layout, staging, params, workers, progress, out)
         decode_seconds = time.perf_counter() - start
         manifest = _assemble(layout, staging, params, files, results)
         manifest["fingerprint"] = fingerprint
@@ -149,22 +194,59 @@ def _build(layout: Layout, out: Path, params: dict, fingerprint: str, workers: i
         manifest["workers"] = workers
         write_json_atomic(staging / MANIFEST, manifest)  # last: it marks the folder complete
         publish(staging, out)
-    except BaseException:  # interrupted or failed: leave nothing behind
+    except BaseException as exc:  # interrupted or failed: leave nothing behind
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFullError(f"the disk filled up while writing the cache {out}: "
+                                f"{_free_text(out)} (it needs about {format_bytes(need)}); "
+                                f"the unfinished cache was removed") from exc
         raise
     return manifest
 
 
+def _free_text(out: Path) -> str:
+    free = free_bytes(out.parent)
+    where = nearest_existing(out.parent)
+    return f"{format_bytes(free)} free on {where}" if free is not None else \
+        f"free space on {where} unknown"
+
+
+def _allocate(path: Path, nbytes: int) -> None:
+    """Create `path` with `nbytes` reserved on disk, so that a disk too full for the cache
+    fails here, in the parent, with ENOSPC, and never as SIGBUS in a worker writing its rows
+    through the memory map. A file system that cannot reserve (some NFS, older ZFS) gets a
+    sparse file; a disk that fills up then kills a worker with SIGBUS, reported as such."""
+    with open(path, "wb") as f:
+        if nbytes and not _reserve(f.fileno(), nbytes):
+            f.truncate(nbytes)
+
+
+def _reserve(fd: int, nbytes: int) -> bool:
+    """fallocate(2): reserve the blocks (instant where supported). Not posix_fallocate, whose
+    fallback writes a byte per block: minutes for a large cache over NFS."""
+    try:
+        import ctypes
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate64
+    except (OSError, AttributeError):  # not Linux/glibc
+        return False
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    if fallocate(fd, 0, 0, nbytes) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
 def _decode_all(layout: Layout, staging: Path, params: dict, workers: int,
-                progress: bool) -> dict[str, list]:
+                progress: bool, out: Path) -> dict[str, list]:
     """Decode every file into row i of its split's image file; return per-split results."""
     size = params["size"]
     row_bytes = 3 * size * size
     targets = {}
     for split, items in layout.splits.items():
         target = staging / f"{split}_images.u8"
-        with open(target, "wb") as f:
-            f.truncate(len(items) * row_bytes)  # sparse until written
+        _allocate(target, len(items) * row_bytes)
         targets[split] = str(target)
     tasks = [(split, i, str(path)) for split, items in layout.splits.items()
              for i, (path, _) in enumerate(items)]
@@ -172,32 +254,107 @@ def _decode_all(layout: Layout, staging: Path, params: dict, workers: int,
     results: dict[str, list] = {split: [None] * len(items) for split, items in
                                 layout.splits.items()}
     bar = _progress_bar(len(tasks), progress, workers)
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    chunks = [tasks[k:k + chunksize] for k in range(0, len(tasks), chunksize)]
+    try:
+        # closing(): on any error the pool is shut down here, not when the generator is freed
+        with contextlib.closing(_decode_chunks(chunks, config, workers, out)) as decoded:
+            for done in decoded:
+                for split, i, outcome in done:
+                    results[split][i] = outcome
+                bar.update(len(done))
+    except MemoryError as exc:
+        raise ResourceError(f"out of memory decoding images for {out} (try fewer --workers "
+                            f"or a smaller --size); the unfinished cache was removed") from exc
+    finally:
+        bar.close()
+    return results
+
+
+def _decode_chunks(chunks: list[list], config, workers: int, out: Path):
+    """Yield the decoded chunks (in any order): in this process, or in `workers` processes."""
     if workers == 1:
         _init_worker(config)
         try:
-            for split, i, outcome in map(_decode_task, tasks):
-                results[split][i] = outcome
-                bar.update()
+            yield from map(_decode_chunk, chunks)
         finally:
             _WORKER_STATE.clear()  # closes the memory maps
-    else:
-        chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-        with multiprocessing.get_context().Pool(workers, _init_worker, (config,)) as pool:
-            for split, i, outcome in pool.imap_unordered(_decode_task, tasks, chunksize):
-                results[split][i] = outcome
-                bar.update()
-    bar.close()
-    return results
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
+                               initializer=_init_worker, initargs=(config, os.getpid()))
+    processes: list = []
+    try:
+        futures = [pool.submit(_decode_chunk, chunk) for chunk in chunks]
+        # The worker processes, to tell how one died (the pool itself does not say).
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for future in as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise ResourceError(f"{_death_text(processes)}; {_free_text(out)}; the unfinished "
+                            f"cache was removed") from None
+    finally:
+        # On an error, drop the chunks not started (instead of decoding them all first).
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _death_text(processes: list) -> str:
+    """How a decode worker died, from the exit codes of the pool's processes."""
+    deadline = time.monotonic() + 2  # the dead one has exited; the others are being stopped
+    codes = []
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        codes.append(p.exitcode)
+    dead = [c for c in codes if c not in (None, 0, -signal.SIGTERM)] or \
+        [c for c in codes if c not in (None, 0)]
+    if not dead:
+        return "a decode worker process died unexpectedly"
+    code = dead[0]
+    if code > 0:
+        return f"a decode worker process exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    why = {"SIGKILL": " (usually the kernel's out-of-memory killer, see `dmesg`; try fewer "
+                      "--workers)",
+           "SIGBUS": " (a write to the memory-mapped cache failed: usually a full disk)"}
+    return f"a decode worker process was killed by {name}{why.get(name, '')}"
 
 
 # Per-process state of a decode worker: the open memory maps and the decode parameters.
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(config) -> None:
+def _init_worker(config, parent: int | None = None) -> None:
+    if parent is not None:  # in a worker process
+        # Ctrl-C is the parent's to handle: it stops the pool and cleans up. A worker killed
+        # by a signal is reported by the parent in one line, not by a stack dump from here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        faulthandler.disable()
+        _die_with_parent(parent)
     targets, size, resize, max_pixels = config
     _WORKER_STATE.update(targets=targets, size=size, resize=resize, max_pixels=max_pixels,
                          maps={})
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this worker when the parent dies (SIGKILL, OOM) instead of leaving it
+    waiting for work forever; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(1)
+
+
+def _decode_chunk(tasks: list) -> list:
+    return [_decode_task(task) for task in tasks]
 
 
 def _decode_task(task):

@@ -1,0 +1,155 @@
+"""Grad-CAM of one run (`run_gradcam`) and of a study's best run (`study_gradcam`): loading
+the model and its data, the galleries, the pointing-game scores, and `gradcam.json`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from resnorm.errors import UsageError
+from resnorm.gradcam.gallery import ClassGallery, _gallery
+from resnorm.gradcam.maps import TOP_SHARE, pointing_game, predict, val_boxes
+from resnorm.gradcam.select import PER_CLASS, _choose_classes
+from resnorm.study.records import best_run, collect_runs, read_state, write_state
+
+
+# --- data plumbing ----------------------------------------------------------------------------
+
+def _prepared_for_config(config: dict):
+    """The prepared dataset a run was trained on: its `data` when that is a cache (as in a
+    study), else its dataset prepared (or the cache reused) with the run's size and resize."""
+    from resnorm.data import load_cache, prepare
+    from resnorm.data.cache import read_manifest
+
+    data = config.get("data")
+    if not data or not Path(data).exists():
+        raise UsageError(f"the run's dataset {data!r} is not available")
+    if read_manifest(Path(data)) is not None:
+        return load_cache(data)
+    return load_cache(prepare(data, size=int(config.get("size", 256)), out=config.get("cache"),
+                              resize=config.get("resize", "squash"), progress=False))
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+def _load_model(run_dir: Path, device: str):
+    from resnorm.train import load_run_model
+
+    model, config = load_run_model(run_dir, which="best")
+    return model.to(_resolve_device(device)), config
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
+                classes: Sequence[str] | None = None, per_class: int = PER_CLASS, seed: int = 0,
+                score_runs: dict[str, str | Path] | None = None, device: str = "auto") -> dict:
+    """Galleries for the best checkpoint of `run_dir`, and pointing-game scores.
+
+    `data` is the run's PreparedData (found from the run's config when None). `score_runs`
+    (name -> run dir) are scored with the pointing game when the dataset has boxes; by default
+    just this run. Writes `out_dir/gradcam.json` (returned), one PNG and two .npy per class.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if per_class < 1:
+        raise UsageError(f"--per-class must be at least 1, got {per_class}")
+    model, config = _load_model(run_dir, device)
+    data = data if data is not None else _prepared_for_config(config)
+    class_names = list(data.classes)
+    chosen, note = _choose_classes(class_names, classes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_previous_output(out_dir)
+
+    val = data.splits["valid"]
+    labels = np.asarray(val.labels)
+    preds, probs = predict(model, val.images, data.mean, data.std)
+    run_name = config.get("name") or run_dir.name
+    boxes = val_boxes(data)
+    galleries = [_gallery(model, data, class_names.index(name), preds, probs, per_class, seed,
+                          out_dir, run_name, boxes) for name in chosen]
+
+    summary = {
+        "run": run_name,
+        "run_dir": str(run_dir),
+        "val_acc": float((preds == labels).mean()) if len(labels) else float("nan"),
+        "target_layers": [n for n, m in model.named_modules()
+                          if any(m is layer for layer in model.gradcam_layers())],
+        "map_size": int(val.images.shape[-1]),
+        "per_class": per_class,
+        "note": note,
+        "classes": [g.to_json() for g in galleries],
+        "concentration": {kind: _mean([t["concentration"] for g in galleries
+                                       for t in getattr(g, kind)])
+                          for kind in ("correct", "incorrect")},
+        "concentration_top_share": TOP_SHARE,
+        "gallery_pointing": _gallery_pointing(galleries),
+        "pointing": _score_runs(model, run_name, data, boxes, score_runs, device, seed),
+    }
+    (out_dir / "gradcam.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _gallery_pointing(galleries: list[ClassGallery]) -> dict | None:
+    """Pointing-game hit rate of the gallery maps, correct vs incorrect (None without boxes)."""
+    out = {}
+    for kind in ("correct", "incorrect"):
+        hits = [t["pointing_hit"] for g in galleries for t in getattr(g, kind)
+                if "pointing_hit" in t]
+        out[kind] = float(np.mean(hits)) if hits else None
+    return out if any(v is not None for v in out.values()) else None
+
+
+def _remove_previous_output(out_dir: Path) -> None:
+    """Delete the files an earlier run_gradcam listed in out_dir/gradcam.json (and only those),
+    so galleries of classes no longer chosen do not linger beside the new ones."""
+    previous = out_dir / "gradcam.json"
+    if not previous.is_file():
+        return
+    for c in json.loads(previous.read_text()).get("classes", []):
+        stem = Path(c["png"]).stem
+        for name in (c["png"], f"{stem}_correct.npy", f"{stem}_incorrect.npy"):
+            (out_dir / Path(name).name).unlink(missing_ok=True)
+    previous.unlink()
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _score_runs(model, run_name: str, data, boxes, score_runs, device: str, seed: int
+                ) -> dict | None:
+    if not boxes:
+        return None
+    scores = {}
+    for name, path in (score_runs or {run_name: None}).items():
+        m = model if name == run_name else _load_model(Path(path), device)[0]
+        scores[name] = pointing_game(m, data, boxes, seed=seed)
+    return scores
+
+
+# --- a study's best run ------------------------------------------------------------------------
+
+def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class: int = 5,
+                  seed: int = 0, device: str = "auto") -> dict:
+    """Grad-CAM galleries of the study's best run, pointing-game scores of every finished run."""
+    study = Path(study)
+    records = collect_runs(study)
+    best = best_run(records)
+    if best is None:
+        raise UsageError(f"{study} has no finished run to explain yet")
+    others = {r.name: r.dir for r in records if r.ok and (r.dir / "best.pt").exists()}
+    summary = run_gradcam(best.dir, out, classes=classes, per_class=per_class, seed=seed,
+                          score_runs=others, device=device)
+    state = read_state(study)
+    if state.get("gradcam_error"):  # an earlier failure is superseded
+        state["gradcam_error"] = None
+        write_state(study, state)
+    return summary

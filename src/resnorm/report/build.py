@@ -1,0 +1,76 @@
+"""Assembling the report: read the study folder, build every section in order, write
+STUDY/report.html and STUDY/report.md."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from resnorm import __version__
+from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_text, read_yaml
+from resnorm.report.comparisons import batch_spreads, section_batch, section_sanity
+from resnorm.report.document import Bullets, Report, Section
+from resnorm.report.inspection import section_gates, section_gradcam
+from resnorm.report.observations import observations
+from resnorm.report.render import render_html, render_markdown
+from resnorm.report.roles import data_manifest, find_roles
+from resnorm.report.sections import section_curves, section_results, section_setup
+from resnorm.study.plan import DEFAULT_TOLERANCE
+from resnorm.study.records import PLAN_FILE, collect_runs, read_state
+
+ASSETS = "report_assets"
+
+
+def _plan_info(study: Path) -> dict:
+    """The study's plan copy with the lr rule in words (as the study stated it)."""
+    plan = read_yaml(study / PLAN_FILE)
+    state = read_state(study)
+    if state.get("lr_rule_text"):
+        plan["lr_rule_text"] = state["lr_rule_text"]
+    return plan
+
+
+def build_report(study: str | os.PathLike) -> Report:
+    """Read a study folder and build the report's document (plots are written to report_assets/)."""
+    study = Path(study)
+    if not study.is_dir():
+        raise UsageError(f"study folder {study} does not exist")
+    runs = collect_runs(study)
+    if not runs:
+        raise UsageError(f"{study} holds no runs (expected {study}/runs/<name>/ or {PLAN_FILE})")
+    assets = study / ASSETS
+    assets.mkdir(exist_ok=True)
+    plan = _plan_info(study)
+    tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
+    roles = find_roles(runs)
+
+    sanity_section, sanity = section_sanity(roles, tol, assets)
+    gates_section, gates = section_gates(runs, assets)
+    gradcam_section, gradcam = section_gradcam(study, runs)
+    spreads = batch_spreads(roles)
+    sections = [
+        section_setup(runs, data_manifest(runs), plan),
+        section_results(runs),
+        section_curves(runs, roles, assets),
+        sanity_section,
+        section_batch(roles, plan, assets),
+        gates_section,
+        gradcam_section,
+        Section("Observations", [Bullets(observations(runs, roles, sanity, tol, spreads, gates,
+                                                      gradcam))]),
+    ]
+    finished = sum(r.final is not None for r in runs)
+    subtitle = (f"{finished} of {len(runs)} runs finished · written "
+                f"{time.strftime('%Y-%m-%d %H:%M')} by resnorm {__version__}")
+    return Report(f"Normalization study: {study.resolve().name}", subtitle, sections, study)
+
+
+def write_report(study: str | os.PathLike) -> tuple[Path, Path]:
+    """Write STUDY/report.html and STUDY/report.md; return their paths."""
+    report = build_report(study)
+    study = Path(study)
+    html_path, md_path = study / "report.html", study / "report.md"
+    atomic_write_text(html_path, render_html(report))
+    atomic_write_text(md_path, render_markdown(report))
+    return html_path, md_path

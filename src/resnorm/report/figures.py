@@ -1,0 +1,124 @@
+"""The report's matplotlib figures, written as PNG files to the study's report_assets/."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from resnorm.plots import mpl_text, plot_run_curves
+from resnorm.report.roles import NORM_LABELS, mean_of, norm_kind
+from resnorm.study.records import RunRecord
+
+NORM_COLORS = {"torch_bn": "0.45", "bn": "C0", "in": "C1", "bin": "C2", "ln": "C3", "gn": "C4",
+               "nn": "C5"}
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "run"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _style(run: RunRecord) -> dict:
+    kind = norm_kind(run)
+    return {"color": NORM_COLORS.get(kind, "k"), "linestyle": "--" if kind == "torch_bn" else "-",
+            "marker": "o" if len(run.rows) < 20 else None, "markersize": 3}
+
+
+def plot_overlay(runs: list[RunRecord], path: Path) -> Path:
+    """Val accuracy and val loss per epoch, one line per variant."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for r in runs:
+        epochs = [row["epoch"] for row in r.rows]
+        label = mpl_text(r.name)
+        ax_acc.plot(epochs, [row["val_acc"] for row in r.rows], label=label, **_style(r))
+        ax_loss.plot(epochs, [row["val_loss"] for row in r.rows], label=label, **_style(r))
+    ax_acc.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_loss.set(title="Validation loss (cross-entropy)", xlabel="epoch", ylabel="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8, ncols=2)
+    return _save(fig, path)
+
+
+def plot_sanity(a: RunRecord, b: RunRecord, path: Path) -> Path:
+    """PyTorch BN (dashed) over own BN (solid): train loss, val loss, val accuracy."""
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    for ax, column, title in zip(fig.subplots(1, 3), ("train_loss", "val_loss", "val_acc"),
+                                 ("Train loss", "Val loss", "Val accuracy")):
+        for run, style in ((b, dict(color="C0", lw=3, alpha=0.5)), (a, dict(color="k", ls="--"))):
+            ax.plot([r["epoch"] for r in run.rows], [r[column] for r in run.rows],
+                    label=mpl_text(run.name), **style)
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _nan(x: float | None) -> float:
+    """None as NaN, so matplotlib leaves a gap (and 0.0 stays 0.0)."""
+    return float("nan") if x is None else x
+
+
+def plot_batch(groups: dict[str, list[RunRecord]], path: Path) -> Path:
+    """Best-checkpoint val accuracy and time per epoch against batch size, BN vs GN."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_acc, ax_time = fig.subplots(1, 2)
+    sizes = sorted({r.config.get("batch_size") for g in groups.values() for r in g})
+    for kind, members in groups.items():
+        xs = [r.config.get("batch_size") for r in members]
+        style = dict(color=NORM_COLORS.get(kind, "k"), marker="o",
+                     label=NORM_LABELS.get(kind, kind))
+        ax_acc.plot(xs, [_nan(r.score("val", "acc")) for r in members], **style)
+        ax_time.plot(xs, [_nan(mean_of(r, "epoch_time_s")) for r in members], **style)
+    for ax in (ax_acc, ax_time):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_acc.set(title="Val accuracy (best checkpoint)", ylabel="accuracy")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax_time.set(title="Time per epoch", ylabel="seconds")
+    return _save(fig, path)
+
+
+def plot_gates(layers: list[dict], title: str, path: Path) -> Path:
+    """Mean gate rho per BIN layer with its min-max range (1 = BN, 0 = IN)."""
+    fig = Figure(figsize=(max(6, 0.45 * len(layers) + 2), 3.6), layout="constrained")
+    ax = fig.subplots()
+    xs = range(len(layers))
+    means = [l["mean"] for l in layers]
+    ax.errorbar(xs, means, yerr=[[m - l["min"] for m, l in zip(means, layers)],
+                                 [l["max"] - m for m, l in zip(means, layers)]],
+                fmt="o", color="C2", ecolor="0.6", capsize=3)
+    ax.axhline(1.0, color="C0", lw=0.8, ls="--")
+    ax.axhline(0.0, color="C1", lw=0.8, ls="--")
+    ax.text(len(layers) - 0.5, 1.0, "BN", va="bottom", ha="right", color="C0", fontsize=8)
+    ax.text(len(layers) - 0.5, 0.0, "IN", va="bottom", ha="right", color="C1", fontsize=8)
+    ax.set_xticks(list(xs), [l["layer"] for l in layers], rotation=60, ha="right", fontsize=7)
+    ax.set(ylim=(-0.05, 1.1), ylabel="gate ρ (mean, min–max)", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def run_curves(r: RunRecord, assets: Path) -> Path | None:
+    """The run's curves figure: the one training drew, else drawn from its metrics (None
+    before its first epoch)."""
+    if (r.dir / "curves.png").is_file():
+        return r.dir / "curves.png"
+    if not r.rows:
+        return None
+    return plot_run_curves(r.rows, assets / f"curves-{slug(r.name)}.png", title=mpl_text(r.name))

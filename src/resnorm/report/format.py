@@ -1,0 +1,57 @@
+"""Number formatting: tables and observations share it, so the numbers match."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def pts(x: float) -> str:
+    return f"{100 * x:.1f} points"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def fine_pts(x: float) -> str:
+    """A (possibly tiny) accuracy difference in points, without rounding it to zero."""
+    p = 100 * x
+    if p == 0:
+        return "0 points"
+    return f"{p:.2f} points" if p >= 0.01 else f"{p:.1e} points"
+
+
+def fine_pct(x: float) -> str:
+    """A (possibly tiny) relative difference in percent, without rounding it to zero."""
+    p = 100 * x
+    if p == 0:
+        return "0%"
+    return f"{p:.2f}%" if p >= 0.01 else f"{p:.1e}%"
+
+
+def secs(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    if x < 120:
+        return f"{x:.1f} s"
+    if x < 7200:
+        return f"{x / 60:.1f} min"
+    return f"{x / 3600:.1f} h"
+
+
+def val(x: Any) -> str:
+    """A config value for a table cell."""
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:g}"
+    return str(x)
+
+
+def lr_rule_text(plan: dict) -> str:
+    """The plan's lr rule across batch sizes in words (as the study stated it, if it did)."""
+    return plan.get("lr_rule_text") or f"lr_rule: {plan.get('lr_rule', 'not stated')}"

@@ -1,0 +1,121 @@
+"""Looking inside the models: the learned gates of BIN runs (from their best checkpoints) and
+the Grad-CAM results `resnorm gradcam` left in STUDY/gradcam/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from resnorm.plots import mpl_text
+from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
+from resnorm.report.figures import plot_gates, slug
+from resnorm.report.format import num, pct, val
+from resnorm.report.roles import norm_kind
+from resnorm.study.records import RunRecord, read_state
+
+
+def bin_gates(run: RunRecord) -> list[dict]:
+    """Per BIN layer of the run's best checkpoint: gate statistics (rho per channel)."""
+    from resnorm.norms import BatchInstanceNorm2d
+    from resnorm.train import load_run_model
+
+    model, _ = load_run_model(run.dir, which="best")
+    layers = []
+    for name, module in model.named_modules():
+        if isinstance(module, BatchInstanceNorm2d):
+            g = module.gate.detach().float().cpu()
+            layers.append({"layer": name, "channels": g.numel(), "mean": float(g.mean()),
+                           "min": float(g.min()), "max": float(g.max()),
+                           "below_half": int((g < 0.5).sum())})
+    return layers
+
+
+def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | None]:
+    s = Section("BIN gates")
+    s.add(Para("Each BIN layer mixes BN and IN per channel: "
+               "y = γ(ρ·BN(x) + (1−ρ)·IN(x)) + β, "
+               "with ρ starting at 1 (pure BN) and clamped to [0, 1]. 1 − ρ is how far a "
+               "channel moved toward IN."))
+    bins = [r for r in runs if r.ok and norm_kind(r) == "bin" and (r.dir / "best.pt").exists()]
+    if not bins:
+        s.add(Para("No finished BIN run in this study yet."))
+        return s, None
+    summary = None
+    for r in bins:
+        layers = bin_gates(r)
+        if not layers:
+            continue
+        channels = sum(l["channels"] for l in layers)
+        overall = sum(l["mean"] * l["channels"] for l in layers) / channels
+        below = sum(l["below_half"] for l in layers)
+        s.add(Sub(r.name))
+        s.add(Img(plot_gates(layers, mpl_text(f"{r.name}: learned gates per layer"),
+                             assets / f"gates-{slug(r.name)}.png"),
+                  f"{r.name}: mean gate per layer (points) and its range over channels."))
+        s.add(Table(["Layer", "Channels", "Mean ρ", "Min ρ", "Max ρ", "Channels with ρ < 0.5"],
+                    [[l["layer"], str(l["channels"]), num(l["mean"]), num(l["min"]), num(l["max"]),
+                      str(l["below_half"])] for l in layers]
+                    + [[Bold("all layers"), str(channels), Bold(num(overall)), "", "",
+                        str(below)]]))
+        if summary is None:
+            furthest = min(layers, key=lambda l: l["mean"])
+            summary = {"run": r.name, "mean": overall, "below": below, "channels": channels,
+                       "furthest": furthest}
+    return s, summary
+
+
+def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict | None]:
+    s = Section("Grad-CAM")
+    path = study / "gradcam" / "gradcam.json"
+    error = read_state(study).get("gradcam_error")
+    if error:
+        s.add(Para(f"Grad-CAM failed in the last study run: {error} (the traceback was printed "
+                   f"there; `resnorm gradcam {study}` retries it)."))
+    if not path.is_file():
+        s.add(Para("No Grad-CAM results yet (they are made after the runs; `resnorm gradcam "
+                   f"{study}`)."))
+        return s, None
+    g = json.loads(path.read_text())
+    s.add(Para(f"Model: run {g['run']} (the study's best by val accuracy, "
+               f"{pct(g.get('val_acc'))} on the validation images used here). Gradients of "
+               f"the true class's score, taken at the last stage's conv layers "
+               f"({', '.join(g.get('target_layers', []))}) and averaged over those layers by "
+               f"pytorch-grad-cam; maps at {g.get('map_size')}×{g.get('map_size')}. "
+               f"Up to {g.get('per_class')} correctly and {g.get('per_class')} incorrectly "
+               "classified validation images per class, a seeded random choice."))
+    if g.get("note"):
+        s.add(Para(f"Note: {g['note']}."))
+    conc = g.get("concentration") or {}
+    share = g.get("concentration_top_share", 0.1)
+    hits = g.get("gallery_pointing")
+    header = ["Images", "Maps", f"Mass in brightest {share:.0%} of pixels (mean)"]
+    rows = [["correctly classified", str(sum(len(c["correct"]) for c in g["classes"])),
+             pct(conc.get("correct"))],
+            ["misclassified", str(sum(len(c["incorrect"]) for c in g["classes"])),
+             pct(conc.get("incorrect"))]]
+    if hits:
+        header.append("Maximum inside the object's box")
+        rows[0].append(pct(hits.get("correct")))
+        rows[1].append(pct(hits.get("incorrect")))
+    s.add(Table(header, rows, caption=f"The galleries' maps below. A flat map scores {share:.0%} "
+                "on concentration; a map focused on one spot approaches 100%."))
+    if g.get("pointing"):
+        s.add(Sub("Pointing game (synthetic boxes)"))
+        s.add(Para("Share of validation maps whose maximum falls inside the object's box; "
+                   "chance is the boxes' mean share of the image (a map pointing at a random "
+                   "pixel)."))
+        s.add(Table(["Run", "Norm", "Hits", "Score", "Chance"],
+                    [[name, _norm_of(runs, name), f"{p['hits']}/{p['total']}", pct(p["score"]),
+                      pct(p.get("chance"))] for name, p in g["pointing"].items()]))
+    for c in g["classes"]:
+        s.add(Sub(c["name"]))
+        if c.get("note"):
+            s.add(Para(f"Note: {c['note']}."))
+        img = study / "gradcam" / c["png"]
+        if img.is_file():
+            s.add(Img(img, f"{c['name']}: correctly classified (top row) and misclassified "
+                           "(bottom row) validation images, Grad-CAM for the true class."))
+    return s, g
+
+
+def _norm_of(runs: list[RunRecord], name: str) -> str:
+    return next((val(r.config.get("norm")) for r in runs if r.name == name), "—")

@@ -1,0 +1,187 @@
+"""The report's first sections: Setup (dataset, machine and versions, recipe per run), Results
+(scores of every run, per-class F1, runs not finished) and Curves."""
+from __future__ import annotations
+
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from resnorm import __version__
+from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Sub, Table
+from resnorm.report.figures import plot_overlay, run_curves
+from resnorm.report.format import lr_rule_text, num, pct, secs, val
+from resnorm.report.roles import find_roles, mean_of, nested
+from resnorm.study.records import RunRecord, best_run
+
+
+def section_setup(runs, manifest, plan) -> Section:
+    s = Section("Setup")
+    if plan.get("description"):
+        s.add(Para(f"Plan: {plan['description']}"))
+    s.add(Sub("Dataset"))
+    if manifest is None:
+        s.add(Para("The prepared dataset's manifest was not found (no run points to a cache)."))
+    else:
+        s.add(_dataset_table(manifest))
+    s.add(Sub("Machine and versions"))
+    s.add(_machine_table(runs))
+    s.add(Sub("Recipe per run"))
+    s.add(Para(f"Learning rate across batch sizes — {lr_rule_text(plan)}."))
+    s.add(Table(["Run", "Norm", "n", "Batch", "Epochs", "Patience", "Recipe", "Optimizer", "lr",
+                 "Schedule", "Weight decay", "Augment", "Seed"],
+                [[r.name] + [val(r.config.get(k)) for k in
+                             ("norm", "n", "batch_size", "epochs", "patience", "recipe",
+                              "optimizer", "lr", "schedule", "weight_decay", "augment", "seed")]
+                 for r in runs if r.config]))
+    return s
+
+
+def _dataset_table(m: dict) -> Table:
+    splits = m.get("splits", {})
+    counts = ", ".join(f"{name} {info.get('count', 0):,}" for name, info in splits.items())
+    params = m.get("params", {})
+    kind = "SYNTHETIC stand-in (resnorm synth)" if m.get("synthetic") else "real images"
+    rows = [["Source", f"{m.get('root', '?')} — {kind}"],
+            ["Classes", str(len(m.get("classes", [])))],
+            ["Images", counts or "—"],
+            ["Prepared as", f"{params.get('size', '?')}×{params.get('size', '?')} "
+                            f"({params.get('resize', '?')})"]]
+    rows.append(["Ignored files", f"{len(m.get('ignored', []))} (hidden or not an image)"])
+    skipped = m.get("skipped", [])
+    reasons = Counter(_reason(s) for s in skipped)
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    rows.append(["Skipped files", f"{len(skipped)} ({why})" if skipped else "0"])
+    audit = m.get("audit")
+    if isinstance(audit, dict):
+        rule = audit.get("near_rule") or (f"dHash distance <= {audit['near_threshold_bits']} "
+                                          "bits" if "near_threshold_bits" in audit else None)
+        rows.append(["Exact duplicate pairs", _counts(audit.get("exact_pair_counts"))])
+        rows.append(["Near-duplicate pairs", _counts(audit.get("near_pair_counts"))
+                     + (f" ({rule})" if rule else "")])
+        rows.append(["Images with a copy in train", _leaks(audit.get("leaked_into_train"), m)])
+    return Table(["", ""], rows)
+
+
+def _leaks(leaked: dict | None, m: dict) -> str:
+    """'valid: 12 of 7,500 (0.2%)' per split: images with an exact or near copy in train."""
+    if not leaked:
+        return "none"
+    parts = []
+    for split, n in leaked.items():
+        total = m.get("splits", {}).get(split, {}).get("count")
+        parts.append(f"{split}: {n:,} of {total:,} ({pct(n / total)})" if total else
+                     f"{split}: {n:,}")
+    return ", ".join(parts)
+
+
+def _reason(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return str(entry.get("reason", "unknown")).split(":")[0]
+    if isinstance(entry, (list, tuple)) and len(entry) > 1:
+        return str(entry[1]).split(":")[0]
+    return "unknown"
+
+
+def _counts(d: Any) -> str:
+    if not d:
+        return "none"
+    return ", ".join(f"{k}: {v:,}" for k, v in d.items())
+
+
+def _machine_table(runs: list[RunRecord]) -> Table:
+    import torch
+
+    def distinct(*keys: str) -> str:
+        found = []
+        for r in runs:
+            value = nested(r.config, *keys)
+            if value is not None and str(value) not in found:
+                found.append(str(value))
+        return ", ".join(found) or "—"
+
+    devices = sorted({f"{nested(r.config, 'environment.device') or r.config.get('device')} "
+                      f"({nested(r.config, 'environment.device_name') or '?'})"
+                      for r in runs if r.config})
+    rows = [["Runs trained on", ", ".join(devices) or "—"],
+            ["Platform (training)", distinct("environment.platform")],
+            ["Mixed precision (training)", distinct("environment.amp")],
+            ["Versions (training)", "torch " + distinct("environment.torch") + ", resnorm "
+             + distinct("environment.resnorm") + ", git " + distinct("environment.git_commit")],
+            ["Report written on", f"{platform.node() or '?'}: {platform.platform()}, "
+                                  f"{os.cpu_count()} CPU cores, Python "
+                                  f"{platform.python_version()}, torch {torch.__version__}, "
+                                  f"resnorm {__version__}"]]
+    return Table(["", ""], rows)
+
+
+def section_results(runs: list[RunRecord]) -> Section:
+    s = Section("Results")
+    s.add(Para("Best checkpoint (by val accuracy) evaluated in eval mode on the full train and "
+               "val splits without augmentation. Micro F1 equals accuracy for single-label "
+               "classification; both are shown because the assignment asks for both."))
+    done = [r for r in runs if r.final is not None]
+    best = best_run(runs)
+    rows = []
+    for r in done:
+        va = pct(r.score("val", "acc"))
+        rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")), r.status,
+                     f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
+                     pct(r.score("train", "acc")), pct(r.score("train", "micro_f1")),
+                     pct(r.score("train", "macro_f1")),
+                     Bold(va) if r is best else va, pct(r.score("val", "micro_f1")),
+                     pct(r.score("val", "macro_f1")), secs(r.final.get("wall_time_s")),
+                     num(mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"])
+    s.add(Table(["Run", "Norm", "Batch", "Status", "Epochs (best)", "Train acc", "Train micro F1",
+                 "Train macro F1", "Val acc", "Val micro F1", "Val macro F1", "Wall time",
+                 "Images/s", "Parameters"], rows))
+    s.add(*_per_class_table(_comparison_runs(done)))
+    missing = [r for r in runs if r.final is None]
+    if missing:
+        s.add(Sub("Not finished"), Bullets([_missing_text(r) for r in missing]))
+    return s
+
+
+def _comparison_runs(done: list[RunRecord]) -> list[RunRecord]:
+    """The norm variants when the study has them, else every finished run."""
+    variants = [r for r in find_roles(done).variants if r.ok]
+    return variants if len(variants) >= 2 else [r for r in done if r.ok]
+
+
+def _per_class_table(runs: list[RunRecord]) -> list[Block]:
+    """Val F1 per class (rows) and run (columns): where the variants differ."""
+    runs = [r for r in runs if isinstance(r.evaluation("val").get("per_class_f1"), list)]
+    if not runs:
+        return []
+    classes = runs[0].final.get("classes") or []
+    f1 = [r.evaluation("val")["per_class_f1"] for r in runs]
+    rows = []
+    for k, name in enumerate(classes):
+        rows.append([name] + [pct(v[k]) if k < len(v) else "—" for v in f1])
+    return [Sub("Per-class val F1"), Table(["Class"] + [r.name for r in runs], rows)]
+
+
+def _missing_text(r: RunRecord) -> str:
+    if r.status == "failed":
+        return f"{r.name}: failed — {r.error or 'see its error.txt'}"
+    if r.status == "interrupted":
+        return f"{r.name}: interrupted after {len(r.rows)} epoch(s); re-run the study to resume it"
+    return f"{r.name}: not started"
+
+
+def section_curves(runs, roles, assets: Path) -> Section:
+    s = Section("Curves")
+    shown = [r for r in roles.variants if r.rows]
+    if len(shown) >= 2:
+        s.add(Img(plot_overlay(shown, assets / "overlay.png"),
+                  "Validation accuracy and loss of the norm variants (same recipe, batch size "
+                  f"{val(shown[0].config.get('batch_size'))}); PyTorch BN dashed."))
+    for r in runs:
+        path = run_curves(r, assets)
+        if path is not None:
+            s.add(Img(path, f"{r.name}: error (loss), accuracy, micro F1 and macro F1 per epoch, "
+                            "train (solid) and val (dashed).", narrow=True))
+    if len(s.blocks) == 0:
+        s.add(Para("No run has finished an epoch yet."))
+    return s

@@ -1,0 +1,79 @@
+"""`resnorm study`: the command line of the whole study (see resnorm.study.runner)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from resnorm.errors import UsageError
+from resnorm.study.runner import run_study
+
+__all__ = ["configure_parser", "run_cli"]
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "examples:\n"
+        "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
+        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
+        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+        "--jobs 4\n\n"
+        "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
+        "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
+        "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
+        "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
+        "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
+        "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
+        "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
+        "prints one line per run as it finishes (completion order, numbered as they finish).\n"
+        "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
+        "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
+        "shard); not with torchrun.\n\n"
+        "Several machines: --shard I/K on each (same --out on a shared filesystem), then\n"
+        "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
+        "-- study ... (see docs/distributed.md)."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path,
+                        help="dataset folder (train/ valid/) or a prepared cache")
+    source.add_argument("--synthetic", type=Path, metavar="DIR",
+                        help="use the synthetic dataset in DIR, generating it first if missing")
+    parser.add_argument("--plan", type=Path, required=True, help="study plan (YAML)")
+    parser.add_argument("--out", type=Path, required=True, help="study folder")
+    parser.add_argument("--cache", help="folder for prepared-data caches "
+                        "(default: $RESNORM_CACHE or ~/.cache/resnorm)")
+    parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
+    parser.add_argument("--no-report", action="store_true", help="skip the report")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+                        help="train up to K runs at once, each in its own process sharing the "
+                        "device or the CPU cores; torch threads per job: the plan's `threads`, "
+                        "else cores // K; each run's output goes to runs/<name>/train.log "
+                        "(default: 1, one run after another in this process)")
+    parser.add_argument("--shard", metavar="I/K", help="train only shard I of K of the plan's "
+                        "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
+                        "one per machine or SLURM array task; no Grad-CAM or report "
+                        "(docs/distributed.md)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from resnorm.distributed import is_main_process, parse_shard
+
+    try:
+        shard = parse_shard(args.shard) if args.shard is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--shard: {exc}") from None
+    result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
+                       cache=args.cache, progress=not args.quiet,
+                       gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
+                       jobs=args.jobs)
+    if not is_main_process():
+        return 0
+    status = 0
+    if result.failed:
+        print(f"resnorm study: {len(result.failed)} run(s) failed: {', '.join(result.failed)} "
+              f"(see runs/<name>/error.txt; re-run to retry them)", file=sys.stderr)
+        status = 1
+    if result.gradcam_error:
+        print(f"resnorm study: Grad-CAM failed: {result.gradcam_error}", file=sys.stderr)
+        status = 1
+    return status

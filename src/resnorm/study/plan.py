@@ -1,0 +1,239 @@
+"""A study plan: the YAML that lists a study's runs, parsed, validated and expanded.
+
+A plan has shared `defaults:` (any TrainConfig field) and a list of `runs:` (a `name` plus
+overrides); see configs/demo.yaml and docs/architecture.md. `load_plan(path)` gives a `Plan`;
+`resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
+applied across batch sizes. Every problem is a one-line UsageError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnorm.errors import UsageError
+
+__all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "resolve_fields", "DEFAULT_TOLERANCE",
+           "LR_RULES", "train_default"]
+
+PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
+             "synthetic", "gradcam", "defaults", "runs")
+# TrainConfig fields a plan may not set: the study decides where data and runs live.
+STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
+# How the learning rate follows the batch size B, relative to the plan's base batch size B0.
+LR_RULES = {
+    "linear": lambda ratio: ratio,          # lr = base_lr * B / B0 (Goyal et al. 2017)
+    "sqrt": lambda ratio: math.sqrt(ratio),  # lr = base_lr * sqrt(B / B0)
+    "none": lambda ratio: 1.0,               # the same lr at every batch size
+}
+GRADCAM_KEYS = ("classes", "per_class", "seed")
+# make_synthetic's settings a plan may give for `resnorm study --synthetic DIR`.
+SYNTHETIC_KEYS = ("num_classes", "class_names", "train_per_class", "val_per_class", "seed",
+                  "side_range", "png_fraction")
+# Sanity check (PyTorch BN vs own BN): largest allowed difference between their curves over all
+# epochs (metric: accuracy/F1, absolute; loss: relative) and after the first epoch, before
+# rounding differences have compounded (first_epoch: both kinds).
+DEFAULT_TOLERANCE = {"metric": 0.02, "loss": 0.05, "first_epoch": 0.01}
+OK_STATUSES = ("completed", "early_stopped")
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+@dataclass
+class RunSpec:
+    """One run of a plan: its name and the fields it sets beyond the defaults."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    description: str
+    defaults: dict[str, Any]
+    runs: list[RunSpec]
+    lr_rule: str = "none"
+    base_batch_size: int = 32
+    sanity_tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    gradcam: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # torch intra-op threads while the study runs (None: torch's)
+
+    def lr_rule_text(self) -> str:
+        """The learning-rate rule across batch sizes in words (the report repeats it)."""
+        if self.lr_rule == "linear":
+            return (f"linear scaling: lr = base lr x batch size / {self.base_batch_size} "
+                    "for runs that do not set their own lr")
+        if self.lr_rule == "sqrt":
+            return (f"square-root scaling: lr = base lr x sqrt(batch size / "
+                    f"{self.base_batch_size}) for runs that do not set their own lr")
+        return "none: every batch size uses the recipe's lr unchanged"
+
+    def to_yaml_dict(self) -> dict:
+        return {"description": self.description, "lr_rule": self.lr_rule,
+                "base_batch_size": self.base_batch_size,
+                "sanity_tolerance": self.sanity_tolerance, "threads": self.threads,
+                "synthetic": self.synthetic,
+                "gradcam": self.gradcam,
+                "defaults": self.defaults,
+                "runs": [{"name": r.name, **r.overrides} for r in self.runs]}
+
+
+def _train_fields() -> dict[str, dataclasses.Field]:
+    from resnorm.train import TrainConfig
+
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _check_fields(where: str, values: dict, allowed: dict[str, Any]) -> None:
+    for key in values:
+        if key in STUDY_OWNED_FIELDS:
+            raise UsageError(f"{where}: '{key}' is set by the study, not the plan "
+                             "(use --data/--out)")
+        if key not in allowed:
+            raise UsageError(f"{where}: unknown field '{key}' (TrainConfig fields: "
+                             f"{', '.join(k for k in allowed if k not in STUDY_OWNED_FIELDS)})")
+
+
+def parse_plan(raw: Any, source: str = "plan") -> Plan:
+    """Validate a plan's parsed YAML; every problem is a one-line UsageError."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: a plan is a mapping with 'defaults:' and 'runs:'")
+    unknown = [k for k in raw if k not in PLAN_KEYS]
+    if unknown:
+        raise UsageError(f"{source}: unknown key '{unknown[0]}' "
+                         f"(plan keys: {', '.join(PLAN_KEYS)})")
+    allowed = _train_fields()
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise UsageError(f"{source}: 'defaults' must be a mapping of TrainConfig fields")
+    _check_fields(f"{source}: defaults", defaults, allowed)
+    runs_raw = raw.get("runs")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise UsageError(f"{source}: 'runs' must be a non-empty list of runs (each with a name)")
+    runs, seen = [], set()
+    for i, entry in enumerate(runs_raw, 1):
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise UsageError(f"{source}: run #{i} must be a mapping with a 'name'")
+        name = str(entry["name"])
+        if name in seen:
+            raise UsageError(f"{source}: two runs are named '{name}'")
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise UsageError(f"{source}: run name '{name}' must be a plain folder name")
+        seen.add(name)
+        overrides = {k: v for k, v in entry.items() if k != "name"}
+        _check_fields(f"{source}: run '{name}'", overrides, allowed)
+        runs.append(RunSpec(name, overrides))
+    plan = Plan(description=str(raw.get("description") or ""), defaults=dict(defaults), runs=runs)
+    plan.lr_rule = str(raw.get("lr_rule", "none"))
+    if plan.lr_rule not in LR_RULES:
+        raise UsageError(f"{source}: lr_rule '{plan.lr_rule}' is not one of {', '.join(LR_RULES)}")
+    plan.base_batch_size = _positive_int(raw.get("base_batch_size", 32),
+                                         f"{source}: base_batch_size")
+    plan.sanity_tolerance = _tolerance(raw.get("sanity_tolerance"), source)
+    if raw.get("threads") is not None:
+        plan.threads = _positive_int(raw["threads"], f"{source}: threads")
+    plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
+    plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
+    return plan
+
+
+def _sub_mapping(raw: dict, key: str, allowed: tuple[str, ...], source: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{source}: '{key}' must be a mapping ({', '.join(allowed)})")
+    bad = [k for k in value if k not in allowed]
+    if bad:
+        raise UsageError(f"{source}: {key}: unknown key '{bad[0]}' ({', '.join(allowed)})")
+    return dict(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _tolerance(value: Any, source: str) -> dict[str, float]:
+    """`sanity_tolerance`: a number (for accuracy/F1) or {metric:, loss:, first_epoch:}."""
+    tol = dict(DEFAULT_TOLERANCE)
+    if value is None:
+        return tol
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"metric": value}
+    if not isinstance(value, dict) or any(k not in tol for k in value):
+        raise UsageError(f"{source}: sanity_tolerance must be a number or a mapping with "
+                         f"'metric' (absolute, accuracy/F1), 'loss' (relative) and "
+                         f"'first_epoch' (both, after epoch 1)")
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise UsageError(f"{source}: sanity_tolerance.{k} must be a number >= 0")
+        tol[k] = float(v)
+    return tol
+
+
+def load_plan(path: str | os.PathLike) -> Plan:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"plan {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UsageError(f"plan {path} is not valid YAML{where}: "
+                         f"{getattr(exc, 'problem', None) or exc}") from None
+    return parse_plan(raw, str(path))
+
+
+# --- resolving a run's configuration ----------------------------------------------------------
+
+def resolve_fields(plan: Plan, spec: RunSpec) -> tuple[dict[str, Any], str]:
+    """The TrainConfig fields of one run (defaults + overrides + lr rule), and how lr was set.
+
+    A run that sets `lr` itself keeps it. Otherwise the base lr (the defaults' `lr`, else the
+    recipe's lr at the plan's base batch size) is scaled by the plan's rule to the run's batch
+    size, and written into the run's config explicitly, so config.yaml shows the lr used.
+    """
+    fields = {**plan.defaults, **spec.overrides}
+    if "lr" in spec.overrides:
+        return fields, "set by the run"
+    base_lr, source = fields.get("lr"), "plan default"
+    if base_lr is None:
+        recipe = fields.get("recipe", train_default("recipe"))
+        base_lr = _recipe_lr(fields, plan.base_batch_size)
+        source = f"{recipe} recipe at batch {plan.base_batch_size}"
+    from resnorm.distributed import launched_world_size
+
+    # under torchrun a step takes batch_size images on each process: the rule scales the lr
+    # with that global batch
+    batch = int(fields.get("batch_size", train_default("batch_size"))) * launched_world_size()
+    factor = LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
+    fields["lr"] = float(base_lr) * factor
+    note = f"{float(base_lr):g} ({source})"
+    if factor != 1.0:
+        note += f" x {factor:g} ({plan.lr_rule} rule, batch {batch})"
+    return fields, note
+
+
+def train_default(name: str) -> Any:
+    f = _train_fields()[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _recipe_lr(fields: dict[str, Any], base_batch_size: int) -> float:
+    """The lr the run's recipe gives at the plan's base batch size (the base of the lr rule)."""
+    from resnorm.train import resolve_config
+
+    probe = {**fields, "batch_size": base_batch_size, "lr": None, "data": "-", "out": "-"}
+    try:
+        return float(resolve_config(probe, world_size=1).lr)
+    except UsageError as exc:
+        raise UsageError(f"run settings {fields}: {exc}") from None

@@ -1,0 +1,279 @@
+"""Run a whole study plan: prepare the data once, train every run, then Grad-CAM and the report.
+
+Each run trains into STUDY/runs/<name>/. Re-running the same command finishes an interrupted
+study: completed runs are skipped, an interrupted run resumes from its last checkpoint, and a
+run that failed before is tried again. A run that diverges or fails is recorded and the study
+goes on. `--jobs K` trains up to K runs at once, each in its own process (resnorm.study.jobs).
+
+example:
+  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo
+"""
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_text, read_yaml
+from resnorm.study.jobs import train_jobs
+from resnorm.study.plan import Plan, load_plan, resolve_fields, train_default
+from resnorm.study.records import PLAN_FILE, STATE_FILE, read_state, write_state
+from resnorm.study.training import Outcome, summary_line, train_one
+
+__all__ = ["run_study", "StudyResult", "StudyState", "prepare_data", "resolved_configs",
+           "torch_threads", "make_demo_data"]
+
+
+class StudyState:
+    """STUDY/study.json: what the study did to each run (kept across re-runs)."""
+
+    def __init__(self, study: Path, plan: Plan, data: str, write: bool = True) -> None:
+        self.path, self.write = study / STATE_FILE, write  # write: False on ranks other than 0
+        self.data = read_state(study)
+        self.data.update({"data": data, "lr_rule": plan.lr_rule,
+                          "base_batch_size": plan.base_batch_size,
+                          "lr_rule_text": plan.lr_rule_text()})
+        self.data.setdefault("runs", {})
+
+    def record(self, name: str, **entry: Any) -> None:
+        # Shards of a study (--shard) record their runs into one file: start from what is on
+        # disk now, so the entries other shards wrote meanwhile are kept.
+        self.data["runs"] = {**read_state(self.path.parent).get("runs", {}), name: entry}
+        self._save()
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self._save()
+
+    def _save(self) -> None:
+        if self.write:
+            write_state(self.path.parent, self.data)
+
+
+@dataclass
+class StudyResult:
+    study: Path
+    outcomes: list[Outcome]
+    gradcam_error: str | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [o.name for o in self.outcomes if o.status == "failed"]
+
+
+def _data_key(fields: dict[str, Any]) -> tuple[int, str]:
+    """The (size, resize) a run's images are prepared at: which cache it trains on."""
+    return (int(fields.get("size", train_default("size"))),
+            str(fields.get("resize", train_default("resize"))))
+
+
+def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
+                 ) -> dict[tuple[int, str], Path]:
+    """Decode the dataset once per distinct (size, resize) of the plan's runs; return the caches."""
+    from resnorm.data import prepare
+    from resnorm.data.cache import default_cache_dir, read_manifest
+
+    wanted = []
+    for spec in plan.runs:
+        key = _data_key({**plan.defaults, **spec.overrides})
+        if key not in wanted:
+            wanted.append(key)
+    manifest = read_manifest(Path(data))
+    if manifest is not None:  # --data is already a prepared cache: it must fit every run
+        have = (manifest["params"]["size"], manifest["params"]["resize"])
+        other = [k for k in wanted if k != have]
+        if other:
+            raise UsageError(f"{data} is a cache of {have[0]}px images ({have[1]}), but the "
+                             f"plan has runs at {other[0][0]}px ({other[0][1]}); point --data "
+                             "at the dataset folder instead")
+        return {}
+    caches = {}
+    for size, resize in wanted:
+        out = None
+        if cache is not None:  # under --cache, named as prepare names its default caches
+            out = Path(cache) / default_cache_dir(Path(data).resolve(), size, resize).name
+        caches[(size, resize)] = prepare(data, size=size, out=out, resize=resize,
+                                         progress=progress)
+    return caches
+
+
+def resolved_configs(plan: Plan, data: str | Path, caches: dict, study: Path):
+    """Each run's fully resolved TrainConfig (checked now, so a bad plan fails before training)."""
+    from resnorm.train import resolve_config
+
+    out = []
+    for spec in plan.runs:
+        fields, lr_note = resolve_fields(plan, spec)
+        run_data = caches.get(_data_key(fields), Path(data))
+        try:
+            cfg = resolve_config({**fields, "data": str(run_data), "name": spec.name,
+                                  "out": str(study / "runs" / spec.name)})
+        except UsageError as exc:
+            raise UsageError(f"plan run '{spec.name}': {exc}") from None
+        _check_unchanged(cfg, study / "runs" / spec.name)
+        out.append((spec, cfg, lr_note))
+    return out
+
+
+def _check_unchanged(cfg, run_dir: Path) -> None:
+    """Refuse to reuse a run folder trained with other settings than the plan now gives."""
+    from resnorm.train import RESUMABLE_CHANGES
+
+    saved = read_yaml(run_dir / "config.yaml")
+    if not saved:
+        return
+    changed = [f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}"
+               for k in dataclasses.asdict(cfg)
+               if k not in RESUMABLE_CHANGES and k != "num_classes" and k in saved
+               and saved[k] != getattr(cfg, k)]
+    if changed:
+        raise UsageError(f"{run_dir} was trained with other settings than the plan now gives "
+                         f"({'; '.join(changed)}); delete that folder or use another --out")
+
+
+def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None = None,
+              synthetic: str | Path | None = None, cache: str | None = None,
+              progress: bool = True, gradcam: bool = True, report: bool = True,
+              say=print, shard: tuple[int, int] | None = None, jobs: int = 1) -> "StudyResult":
+    """The whole study: data once, every run in order, then Grad-CAM and the report.
+
+    `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
+    plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
+    Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
+    `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
+    not under torchrun.
+    """
+    from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
+                                     shard_indices)
+    from resnorm.train import device_type
+
+    plan = load_plan(plan_path)
+    study = Path(out)
+    if (data is None) == (synthetic is None):
+        raise UsageError("give exactly one of --data DATA or --synthetic DIR")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and launched_world_size() > 1:
+        raise UsageError("--jobs > 1 cannot be combined with torchrun (every process of the "
+                         "group trains each run); use --jobs 1, or --shard per machine")
+    info = DistInfo()
+    if launched_world_size() > 1:  # under torchrun: join the group every run trains in
+        info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
+    if not info.is_main:
+        progress, say = False, lambda *args, **kwargs: None
+    if synthetic is not None:
+        data = in_turn(info, lambda: make_demo_data(synthetic, plan, progress))
+    elif not Path(data).exists():
+        raise UsageError(f"data folder {data} does not exist")
+
+    with torch_threads(plan.threads):
+        caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
+        configs = resolved_configs(plan, data, caches, study)  # all checked before any training
+        (study / "runs").mkdir(parents=True, exist_ok=True)
+        if info.is_main:
+            _write_plan_copy(plan, study)
+        state = StudyState(study, plan, str(data), write=info.is_main)
+        say(f"study {study}: {len(configs)} runs; lr across batch sizes: {plan.lr_rule_text()}")
+        if shard is not None:
+            configs = [configs[j] for j in shard_indices(len(configs), *shard)]
+            say(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the runs: "
+                f"{', '.join(spec.name for spec, _, _ in configs) or 'none'}; Grad-CAM and the "
+                f"report are left to `resnorm study` without --shard or `resnorm report`")
+            gradcam = report = False
+        if not info.is_main:
+            gradcam = report = False
+        result = StudyResult(study, train_all(configs, study, state, progress, say,
+                                              jobs=jobs, threads=plan.threads))
+        if gradcam and not _study_gradcam_step(study, plan, state, say):
+            result.gradcam_error = state.data["gradcam_error"]
+        if report:
+            from resnorm.report import write_report
+
+            html_path, _ = write_report(study)
+            say(f"report: {html_path}")
+    return result
+
+
+def train_all(configs, study: Path, state: "StudyState", progress: bool, say, *,
+              jobs: int = 1, threads: int | None = None) -> list[Outcome]:
+    """Every run; each outcome is recorded in study.json (by this process alone) and gets its
+    summary line as soon as it is known. jobs=1: in plan order, in this process; jobs>1: see
+    `train_jobs` (lines in completion order, numbered as they finish). Returns the outcomes in
+    plan order."""
+    width = max((len(spec.name) for spec, _, _ in configs), default=0)
+    done: dict[str, Outcome] = {}
+    if jobs > 1:
+        outcomes = train_jobs(configs, study, progress, jobs, threads, say)
+    else:
+        outcomes = ((spec, train_one(cfg, study / "runs" / spec.name, progress))
+                    for spec, cfg, _ in configs)
+    notes = {spec.name: (cfg.lr, lr_note) for spec, cfg, lr_note in configs}
+    with closing(outcomes):  # whatever happens here, running jobs are stopped
+        for spec, outcome in outcomes:
+            lr, lr_note = notes[spec.name]
+            state.record(spec.name, status=outcome.status, action=outcome.action,
+                         seconds=round(outcome.seconds, 3), error=outcome.error,
+                         lr=lr, lr_note=lr_note)
+            done[spec.name] = outcome
+            say(summary_line(len(done), len(configs), outcome, width))
+    return [done[spec.name] for spec, _, _ in configs]
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Run with `threads` intra-op threads (the plan's `threads`), restored afterwards.
+
+    Small models on a CPU spend more time synchronising threads than computing, and on a
+    shared machine idle threads spin; the demo plan asks for one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_demo_data(directory: str | Path, plan: Plan, progress: bool) -> Path:
+    """The synthetic dataset in `directory`: generated when missing (plan's `synthetic:` sizes)."""
+    from resnorm.data import make_synthetic
+    from resnorm.data.synth import read_marker
+
+    directory = Path(directory)
+    params = dict(plan.synthetic)
+    if read_marker(directory) is not None and not params:
+        return directory  # already there, and the plan does not ask for particular sizes
+    return make_synthetic(directory, progress=progress, **params)
+
+
+def _write_plan_copy(plan: Plan, study: Path) -> None:
+    atomic_write_text(study / PLAN_FILE, yaml.safe_dump(plan.to_yaml_dict(), sort_keys=False))
+
+
+def _study_gradcam_step(study: Path, plan: Plan, state: "StudyState", say) -> bool:
+    """Grad-CAM of the best run. A failure is printed with its traceback and kept in
+    study.json, and the report is still written; the study then exits 1. Returns success."""
+    from resnorm.gradcam import format_summary, study_gradcam
+
+    try:
+        summary = study_gradcam(study, study / "gradcam", **plan.gradcam)
+    except UsageError as exc:  # e.g. no finished run: nothing to explain, not an error
+        say(f"gradcam: skipped: {exc}")
+        state.set("gradcam_error", None)
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported in full, reflected in the exit code
+        traceback.print_exc()
+        state.set("gradcam_error", f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return False
+    state.set("gradcam_error", None)
+    say(format_summary(summary, study / "gradcam"))
+    return True

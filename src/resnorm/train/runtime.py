@@ -1,0 +1,217 @@
+"""Where and how a run computes: device, autocast, memory format, compilation, processes,
+and the prepared data as batches on the device.
+
+Compilation: `--compile` wraps the model in torch.compile(model, mode=--compile-mode).
+"default" compiles with Inductor; "reduce-overhead" also records CUDA graphs, which replay a
+whole step's kernels with one launch: that helps the launch-bound small-batch runs (batch 8)
+on a GPU and does nothing on a CPU; "max-autotune" searches kernel configurations (long first
+epoch). The mode changes speed, not results' meaning, so a run may resume with another one.
+
+Several processes (torchrun; docs/distributed.md): `torchrun --nproc_per_node=N -m resnorm
+train ...` trains with DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on
+CPU). `batch_size` is per process; the global batch is batch_size x N, and the default
+recipe's lr follows the global batch. Each rank trains on a disjoint share of every epoch's
+shuffled order and evaluates a disjoint block of each split; losses and confusion counts are
+summed over ranks, so metrics.csv and final.json describe each image exactly once. Without
+`--sync-bn` each rank's BN normalizes by its own batch of batch_size images (as on N separate
+GPUs); with it, bn/bin (and torch_bn, on CUDA) use statistics over the global batch, so the
+run computes what one process with the global batch computes. Rank 0 writes every file and
+prints; the run folder must be visible to every rank (the others read best.pt and last.pt).
+config.yaml records `distributed:` world_size, batch_size_per_rank, global_batch_size and
+bn_statistics (per_rank, global, or none for norms without batch statistics). A run resumes
+only with the world size it was started with.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resnorm import __version__
+from resnorm.cpu_memory import keep_freed_memory
+from resnorm.data import BatchStream, load_cache, prepare
+from resnorm.data.cache import read_manifest
+from resnorm.distributed import DistInfo, contiguous_shard
+from resnorm.errors import UsageError
+from resnorm.norms import enable_sync_
+from resnorm.train.config import BATCH_STAT_NORMS, TrainConfig, device_type
+
+
+def select_device(name: str) -> torch.device:
+    """The device `device_type(name)` names; for CUDA the current GPU (under torchrun
+    `init_from_env` has made it the process's LOCAL_RANK)."""
+    name = device_type(name)
+    # With an index ("cuda:0", not "cuda"): it compares equal to the device of a tensor on it.
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name, 0) if name == "mps" else torch.device(name)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: full float32)."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError("amp fp16 needs a CUDA device (use bf16 or off)")
+    if amp == "bf16" and device.type == "mps":
+        raise UsageError("amp bf16 is not supported on mps (use off)")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a run computes and in what numerics."""
+
+    device: torch.device
+    amp: torch.dtype | None          # autocast dtype; None: plain float32
+    channels_last: bool
+    keeps_freed_memory: bool = False  # CPU: malloc keeps freed memory (resnorm.cpu_memory)
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> "Runtime":
+        device = select_device(cfg.device)
+        channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto"
+                                                      and device.type == "cuda")
+        if device.type == "cuda":  # speed over bit-exactness on GPUs (determinism: CPU only)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        kept = device.type == "cpu" and keep_freed_memory()
+        return cls(device, resolve_amp(cfg.amp, device), channels_last, kept)
+
+    def autocast(self):
+        """A fresh autocast context (a no-op without amp)."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+
+def load_data(cfg: TrainConfig, progress: bool):
+    """The prepared dataset: `cfg.data` is a cache folder, or a dataset prepared on the fly."""
+    root = Path(cfg.data).expanduser()
+    if not root.exists():
+        raise UsageError(f"data folder {root} does not exist")
+    if read_manifest(root) is not None:
+        data = load_cache(root)
+    else:
+        data = load_cache(prepare(root, size=cfg.size, out=cfg.cache, resize=cfg.resize,
+                                  progress=progress))
+    if data.size != cfg.size:
+        raise UsageError(f"the cache at {data.path} holds {data.size}px images, not {cfg.size}px "
+                         f"(set --size {data.size} or point --data at the dataset)")
+    cached_resize = data.manifest.get("params", {}).get("resize", cfg.resize)
+    if cached_resize != cfg.resize:
+        raise UsageError(f"the cache at {data.path} was resized with {cached_resize!r}, not "
+                         f"{cfg.resize!r} (set --resize {cached_resize})")
+    if cfg.num_classes is not None and cfg.num_classes != len(data.classes):
+        raise UsageError(f"num_classes is {cfg.num_classes} but the dataset has "
+                         f"{len(data.classes)} classes")
+    if "valid" not in data.splits:
+        raise UsageError(f"the dataset at {data.root} has no valid/ split")
+    return data
+
+
+def sync_batch_norms(model: nn.Module) -> nn.Module:
+    """The model with BN statistics over every rank's batch: our bn/bin layers switched to
+    sync in place, PyTorch's BatchNorm2d (torch_bn) converted to nn.SyncBatchNorm, which works
+    on CUDA only (resolve_config refuses torch_bn + sync_bn elsewhere). Parameters and
+    buffers are kept, so checkpoints load into the plain model."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same model without torch_bn
+    enable_sync_(model)
+    return model
+
+
+def distributed_record(cfg: TrainConfig, info: DistInfo) -> dict:
+    """config.yaml's `distributed:` mapping: how many processes shared each step, the batch
+    per process and per step, and which batch the BN statistics were taken over."""
+    if cfg.norm.split(":")[0].lower() not in BATCH_STAT_NORMS:
+        statistics = "none"      # per-sample statistics (in, ln, gn) or no norm
+    elif cfg.sync_bn or info.world_size == 1:
+        statistics = "global"    # over the global batch of the step
+    else:
+        statistics = "per_rank"  # each rank over its own batch_size images
+    return {"world_size": info.world_size, "batch_size_per_rank": cfg.batch_size,
+            "global_batch_size": cfg.batch_size * info.world_size,
+            "bn_statistics": statistics, "backend": info.backend}
+
+
+def make_stream(data, split: str, cfg: TrainConfig, rt: Runtime, training: bool,
+                info: DistInfo = DistInfo()) -> BatchStream:
+    """Batches of one split on the device, for this rank.
+
+    Training: shuffled, augmented if the config says so, trailing partial batch dropped; order
+    and augmentation depend only on (seed, epoch, rank); each rank takes a disjoint share of
+    the epoch's order (the global batch of a step is the single-process batch of
+    batch_size x world_size images at that step, as a set).
+    Evaluation: every image once, in order, no augmentation; each rank evaluates one
+    contiguous block of the split, unpadded, so the metrics summed over ranks count every
+    image exactly once (BatchStream would pad evaluation by wrapping around).
+    """
+    split_data = data.splits[split]
+    images, labels = split_data.images, split_data.labels
+    if training:
+        return BatchStream(images, labels, cfg.batch_size, device=rt.device, mean=data.mean,
+                           std=data.std, shuffle=True, augment=cfg.augment, seed=cfg.seed,
+                           drop_last=True, rank=info.rank, world_size=info.world_size,
+                           channels_last=rt.channels_last)
+    start, stop = contiguous_shard(len(labels), info.rank, info.world_size)
+    return BatchStream(images[start:stop], labels[start:stop], cfg.eval_batch_size,
+                       device=rt.device, mean=data.mean, std=data.std, shuffle=False,
+                       augment=False, seed=cfg.seed, drop_last=False,
+                       channels_last=rt.channels_last)
+
+
+def _compiled(module: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """`module` under torch.compile with the run's mode when `cfg.compile`, else itself.
+
+    mode "reduce-overhead" adds CUDA graphs (one launch per step: the batch-8 runs on a GPU
+    are launch-bound); "max-autotune" also tunes kernels; "default" is plain Inductor.
+    """
+    return torch.compile(module, mode=cfg.compile_mode) if cfg.compile else module
+
+
+def environment(rt: Runtime, data) -> dict:
+    """What the run ran with, for config.yaml: versions, device, git commit, data cache."""
+    import numpy
+    import torchmetrics
+
+    env = {
+        "resnorm": __version__, "torch": str(torch.__version__),
+        "torchmetrics": torchmetrics.__version__, "numpy": numpy.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "device": str(rt.device),
+        "device_name": (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "amp": str(rt.amp).replace("torch.", "") if rt.amp else "off",
+        "channels_last": rt.channels_last,
+        "keeps_freed_memory": rt.keeps_freed_memory,
+        "git_commit": None, "git_dirty": None,
+        "data_cache": str(data.path), "classes": len(data.classes),
+        "images": {name: len(split) for name, split in data.splits.items()},
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    env["git_commit"], env["git_dirty"] = _git_state()
+    return env
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    """HEAD commit and dirtiness of the git checkout holding this package, if any."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args):  # read-only: --no-optional-locks keeps `status` from rewriting the index
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(here), *args],
+                              capture_output=True, text=True, timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None, None
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return head.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
