@@ -15,6 +15,8 @@ ln -> nn.GroupNorm(1, C), gn -> nn.GroupNorm(G, C), bin -> nn.BatchNorm2d + nn.I
     python benchmarks/norm_speed.py --device cuda --size 256 --channels-last --amp bf16
     python benchmarks/norm_speed.py --compile --variants bn,gn   # torch.compile both sides
     python benchmarks/norm_speed.py --default-malloc             # glibc malloc untouched
+    python benchmarks/norm_speed.py --fresh --kernels eager --size 32 --threads 1
+                                   # a fresh process's first steps, as a short run sees them
 
 `--reference` adds the readable composite path (`layer.reference = True`) as a third column.
 On a CPU both sides run with malloc keeping freed memory, as `resnorm train` does
@@ -212,6 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", action="store_true",
                    help="also time the composite reference path")
     p.add_argument("--no-layer", action="store_true", help="skip the layer-alone timings")
+    p.add_argument("--fresh", action="store_true",
+                   help="a fresh process's first steps: 1 untimed round (compiling, with "
+                        "compiled kernels), then 8 timed ones, no long warm-up")
     p.add_argument("--num-classes", type=int, default=25)
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch.set_num_threads (default: the core count)")
@@ -225,6 +230,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     if args.inner is None:
         args.inner = 10 if args.device == "cuda" else 1
+    if args.fresh:
+        args.warmup, args.repeats = 1, min(args.repeats, 8)
     return args
 
 
@@ -248,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'channels_last' if args.channels_last else 'NCHW'}, amp {args.amp}, "
           f"{'compiled' if args.compile else 'eager'} model, {args.kernels} norm kernels, "
           f"{args.repeats} interleaved rounds "
-          f"(median), {args.warmup} warm-up, malloc {'keeps freed memory' if kept else 'default'}")
+          f"(median), {args.warmup} warm-up{' (fresh process)' if args.fresh else ''}, "
+          f"malloc {'keeps freed memory' if kept else 'default'}")
     cols = ["ours", "builtin"] + (["reference"] if args.reference else [])
     header = "| variant | what | " + " | ".join(f"{c} ms" for c in cols) + \
         " | ours/builtin | (min/min) |" + (" reference/builtin |" if args.reference else "")

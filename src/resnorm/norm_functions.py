@@ -27,8 +27,11 @@ Each direction of each norm is one "kernel" function in two versions: eager, tun
 PyTorch's eager CPU ops (composed of separate ops, it still makes about twice the passes of a
 fused kernel), and plain, which `torch.compile` fuses into one loop per pass (C++ on CPU,
 Triton on CUDA), about as fast as PyTorch's own norm kernels. `set_kernel_mode` (or the
-environment variable RESNORM_NORM_KERNELS) picks "auto" (default: compile a kernel once it has
-run often on large activations, i.e. in a long training run), "eager" or "compiled" (always).
+environment variable RESNORM_NORM_KERNELS) picks "auto" (default), "eager" or "compiled"
+(always). In "auto", a training run says up front what it will do (`plan_kernels(total_steps=,
+elements_per_call=)`, or the `planned_kernels` context manager) and the kernels are compiled
+from the first call only when the run is long enough to pay the compile back; without a plan
+a kernel is compiled once it has run COMPILE_AFTER_CALLS times on large activations.
 Inside a model that is itself being compiled, the plain versions are traced into the model's
 graph.
 
@@ -53,6 +56,8 @@ __all__ = [
     "set_kernel_mode",
     "get_kernel_mode",
     "kernel_mode",
+    "plan_kernels",
+    "planned_kernels",
     "mean_var_from_sums",
     "check_batch_size",
     "check_instance_size",
@@ -89,21 +94,60 @@ def _cpu_autocast_enabled() -> bool:
 # "plain" runs the versions written for the compiler without compiling them (tests, debugging).
 KERNEL_MODES = ("auto", "eager", "compiled", "plain")
 
-# "auto" compiles a kernel once it has run COMPILE_AFTER_CALLS times on activations of at least
-# COMPILE_MIN_NUMEL elements, i.e. in a long training run, which pays a few seconds of
-# compiling per kernel and shape once (cached on disk for later processes); tests, the demo
-# (32x32 images, ~150 steps) and one-off calls stay eager. Speed (2026-11-27, 2-core Xeon,
-# torch 2.14, benchmarks/RESULTS.md): a GN(8) ResNet(n=2) training step at 64x64, batch 32
-# costs 1.10x PyTorch's with compiled kernels and 1.13x with eager ones (2 threads); one
-# (32, 16, 64, 64) GN layer forward + backward 1.3x and 2.1x. At 1 thread the compiled GN
-# kernels summed over a step take 30.6 ms, PyTorch's 30.7 ms.
+# "auto" without a plan compiles a kernel once it has run COMPILE_AFTER_CALLS times on
+# activations of at least COMPILE_MIN_NUMEL elements; with a plan (what training does) it
+# decides once, from the run's work, before the first step.
+#
+# Why a plan (2026-12-02, 2-core AMD EPYC, torch 2.14.1, benchmarks/RESULTS.md): compiling is
+# far dearer than what it saves on a CPU. One ResNet's GN kernels (forward + backward at three
+# stage sizes, 6 compiles) took 38 s with a cold inductor cache and 7 s with a warm one
+# (on-disk FX graph cache, on by default: $TORCHINDUCTOR_CACHE_DIR, else
+# /tmp/torchinductor_$USER; dynamo still traces every kernel in every process), eval mode
+# another 1.6 s / 0.9 s. The eager kernels cost within ~5 % of PyTorch's per step at 32x32 and
+# 64x64, the compiled ones save a few ms per 64x64 step at most; the demo (32x32, 150 steps)
+# lost 20 s of a 5 s run compiling after 500 calls. So a run compiles only when
+# total_steps x elements_per_call (the first-stage activation, batch x 16 x H x W) reaches
+# COMPILE_MIN_WORK: 2e10 is ~10,000 steps at 64x64 / batch 32 (tens of minutes of CPU
+# training, where ~1 min of compiling is paid back), ~600 steps at 256x256 on a GPU.
 COMPILE_MIN_NUMEL = 1 << 18
-COMPILE_AFTER_CALLS = 500
+COMPILE_AFTER_CALLS = 2000
+COMPILE_MIN_WORK = 2e10
 
-_state = {"mode": os.environ.get("RESNORM_NORM_KERNELS", "auto"), "compile_failed": False}
+_state = {"mode": os.environ.get("RESNORM_NORM_KERNELS", "auto"), "compile_failed": False,
+          "plan": None}
 if _state["mode"] not in KERNEL_MODES:
     raise ValueError(f"RESNORM_NORM_KERNELS must be one of {', '.join(KERNEL_MODES)}, "
                      f"got {_state['mode']!r}")
+
+
+def plan_kernels(total_steps: int | None, elements_per_call: int | None) -> str | None:
+    """Tell the "auto" kernels what the run ahead will do; returns the choice.
+
+    `total_steps`: training steps (forward + backward) the run will take; `elements_per_call`:
+    elements of its largest normalized activation (batch x channels x H x W of the first
+    stage). The kernels are compiled from their first call on large activations when
+    total_steps x elements_per_call >= COMPILE_MIN_WORK ("compiled"), else they stay eager for
+    the whole run ("eager"). None for either argument removes the plan (the call-count rule
+    applies again) and returns None. Explicit "eager"/"compiled" kernel modes override the plan.
+    """
+    if total_steps is None or elements_per_call is None:
+        _state["plan"] = None
+    else:
+        work = float(total_steps) * float(elements_per_call)
+        _state["plan"] = "compiled" if work >= COMPILE_MIN_WORK else "eager"
+    for kernel in _KERNELS:
+        kernel.large_calls = 0
+    return _state["plan"]
+
+
+@contextlib.contextmanager
+def planned_kernels(total_steps: int | None, elements_per_call: int | None) -> Iterator[str | None]:
+    """`plan_kernels` for the block (a training run); the previous plan is restored after."""
+    old = _state["plan"]
+    try:
+        yield plan_kernels(total_steps, elements_per_call)
+    finally:
+        _state["plan"] = old
 
 
 def set_kernel_mode(mode: str) -> str:
@@ -128,6 +172,9 @@ def kernel_mode(mode: str) -> Iterator[None]:
         set_kernel_mode(old)
 
 
+_KERNELS: list["_Kernel"] = []
+
+
 class _Kernel:
     """One direction of one norm: an eager implementation, and a plain one to compile.
 
@@ -142,20 +189,27 @@ class _Kernel:
         self.eager, self.plain = eager, plain
         self._compiled: dict[tuple, Callable] = {}
         self.large_calls = 0  # calls on activations of >= COMPILE_MIN_NUMEL elements
+        _KERNELS.append(self)
 
     def __call__(self, *args):
+        mode = _state["mode"]
+        if mode == "auto":
+            # the common case first: a planned-eager run pays one dict lookup per call
+            plan = _state["plan"]
+            if plan == "eager" or _state["compile_failed"] or _is_compiling() \
+                    or args[0].numel() < COMPILE_MIN_NUMEL:
+                return self.plain(*args) if _is_compiling() else self.eager(*args)
+            if plan is None:
+                self.large_calls += 1
+                if self.large_calls <= COMPILE_AFTER_CALLS:
+                    return self.eager(*args)
+            return self._call_compiled(args, strict=False)
         if _is_compiling():  # inside a compiled model: trace into its graph
             return self.plain(*args)
-        mode = _state["mode"]
         if mode == "compiled":
             return self._call_compiled(args, strict=True)
         if mode == "plain":
             return self.plain(*args)
-        if mode == "auto" and not _state["compile_failed"] \
-                and args[0].numel() >= COMPILE_MIN_NUMEL:
-            self.large_calls += 1
-            if self.large_calls > COMPILE_AFTER_CALLS:
-                return self._call_compiled(args, strict=False)
         return self.eager(*args)
 
     def _call_compiled(self, args: tuple, strict: bool):

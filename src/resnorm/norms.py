@@ -7,9 +7,10 @@ only kind that is PyTorch's built-in (the Part 1.1 baseline).
 
 Two paths compute the same function:
 - the fast path (default): one `torch.autograd.Function` per layer with the analytic backward
-  (`resnorm.norm_functions`), whose passes over the activations are compiled into fused loops
-  once a training run has warmed up (see `norm_functions.set_kernel_mode`), so a layer costs
-  about what PyTorch's built-in kernel does;
+  (`resnorm.norm_functions`), whose passes over the activations run as eager ops, or are compiled
+  into fused loops when a training run is long enough to pay the compile back
+  (`norm_functions.plan_kernels`, `set_kernel_mode`), so a layer costs about what PyTorch's
+  built-in kernel does;
 - the reference path (`layer.reference = True`, or `use_reference(model)`): the readable
   composite code below, differentiated op by op by autograd. Tests check the fast path
   against it and both against PyTorch.

@@ -35,6 +35,7 @@ from resnorm.checkpoint import RunFiles, load_checkpoint
 from resnorm.distributed import DistInfo, barrier, broadcast_buffers_, in_turn, init_from_env
 from resnorm.errors import DivergedError, UsageError
 from resnorm.model import ResNet, count_parameters
+from resnorm.norm_functions import plan_kernels, planned_kernels
 from resnorm.train.config import FIELD_NAMES, RESUMABLE_CHANGES, TrainConfig, resolve_config
 from resnorm.train.config import device_type
 from resnorm.train.loop import NonFiniteLoss, TrainParts, evaluate, train_one_epoch
@@ -56,6 +57,13 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
     deletes the run's files first. Raises UsageError for invalid settings and DivergedError
     (after writing final.json) when the training loss becomes non-finite.
     """
+    # The norm kernels' plan (set once the run's size is known) ends with the run: the next
+    # run in this process, or a caller's own setting, is not decided by this one.
+    with planned_kernels(None, None):
+        return _train(cfg, resume=resume, progress=progress)
+
+
+def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool) -> dict:
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     cfg = resolve_config(cfg)
@@ -99,6 +107,9 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
         forward = _compiled(ddp, cfg)
     train_stream = make_stream(data, "train", cfg, rt, training=True, info=info)
     val_stream = make_stream(data, "valid", cfg, rt, training=False, info=info)
+    # From-scratch norms: compile their kernels only if this run is long enough to pay it back
+    # (steps x first-stage activation, batch x 16 x S x S; see norm_functions.plan_kernels).
+    plan_kernels(cfg.epochs * len(train_stream), cfg.batch_size * 16 * cfg.size ** 2)
     optimizer = build_optimizer(model, cfg)
     parts = TrainParts(model, forward, optimizer,
                        build_scheduler(optimizer, cfg, len(train_stream)),
