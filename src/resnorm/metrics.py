@@ -22,9 +22,9 @@ up: `compute()` all-reduces them when `torch.distributed` is initialised.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from resnorm.distributed import all_reduce_sum
+from resnorm.fileio import atomic_write_text
 
 __all__ = [
     "EpochMeter",
@@ -135,21 +136,17 @@ def classification_report(preds: Tensor, target: Tensor, num_classes: int,
 # --- metrics.csv ------------------------------------------------------------------------------
 
 def write_metrics_csv(rows: Iterable[dict], path: str | os.PathLike) -> None:
-    """Write one row per epoch with METRICS_COLUMNS, atomically (temp file + rename).
+    """Write one row per epoch with METRICS_COLUMNS, atomically (`fileio.atomic_write_text`).
 
     Floats are written with Python's shortest round-trip repr, so two runs that computed the
     same numbers write the same text.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in METRICS_COLUMNS})
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in METRICS_COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
 
 
 def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
