@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/resnorm study --synthetic $(DEMO_DATA) --plan configs/demo.yaml --out $(DEMO_OUT)
+	$(BIN)/resnorm study --synthetic $(DEMO_DATA) --plan configs/demo.yaml --out $(DEMO_OUT) --jobs 2
 
 bench: setup
 	$(BIN)/python benchmarks/norm_speed.py

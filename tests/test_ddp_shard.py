@@ -34,9 +34,9 @@ def trained(monkeypatch):
     """Replace training by a note of which run would train (the assignment is the test)."""
     names = []
 
-    def fake_train_one(cfg, run_dir, progress):
+    def fake_train_one(cfg, run_dir, progress, label=None):
         names.append(cfg.name)
-        return Outcome(cfg.name, "completed", "trained", None, 0.0)
+        return Outcome(label or cfg.name, "completed", "trained", None, 0.0)
 
     monkeypatch.setattr(runner, "train_one", fake_train_one)
     return names
@@ -53,7 +53,7 @@ def test_shards_cover_every_run_exactly_once(k, trained, synth_cache, tmp_path):
     assert sorted(trained) == NAMES                     # each run once, none left out
     # every shard's entries are kept in the one study.json; no shard drew Grad-CAM or a report
     state = json.loads((out / "study.json").read_text())
-    assert sorted(state["runs"]) == NAMES
+    assert sorted(state["runs"]) == [f"{name}/seed-0" for name in NAMES]
     assert not (out / "report.html").exists() and not (out / "gradcam").exists()
 
 
@@ -71,7 +71,7 @@ def test_report_merges_finished_shards_and_lists_the_missing_runs(synth_cache, t
     plan = write_plan(tmp_path / "plan.yaml", ["first", "second"], batch_size=16)
     out = tmp_path / "study"
     assert cli.main(shard_argv(synth_cache.path, plan, out, "1/2")) == 0
-    assert (out / "runs" / "second" / "final.json").exists()
+    assert (out / "runs" / "second" / "seed-0" / "final.json").exists()
     assert not (out / "runs" / "first").exists()
 
     assert cli.main(["report", str(out)]) == 0

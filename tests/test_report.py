@@ -19,7 +19,7 @@ from resnorm.metrics import write_metrics_csv
 from resnorm.report import build_report, find_roles, render_html, write_report
 from resnorm.study import collect_runs
 
-SECTIONS = ["Setup", "Results", "Curves", "Sanity check: PyTorch BN vs own BN",
+SECTIONS = ["Setup", "Results", "Comparisons", "Curves", "Sanity check: PyTorch BN vs own BN",
             "Batch size: BN vs GN", "BIN gates", "Grad-CAM", "Observations"]
 BASE = dict(n=1, size=32, resize="squash", batch_size=32, epochs=4, recipe="default",
             optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -28,14 +28,45 @@ BASE = dict(n=1, size=32, resize="squash", batch_size=32, epochs=4, recipe="defa
 MARKUP = "<img src=x onerror=alert(1)>"
 
 
+N_VAL = 200  # validation images of the hand-made runs (labels shared by every run)
+
+
+def fake_predictions(name: str, seed: int, acc: float, k: int, n: int = N_VAL) -> dict:
+    """Per-image predictions with accuracy `acc`: which images are right depends on the run
+    and seed (a fixed draw), the wrong ones predict the next class."""
+    labels = np.arange(n) % k
+    rng = np.random.default_rng([seed, *name.encode()])
+    right = np.zeros(n, bool)
+    right[rng.permutation(n)[:round(acc * n)]] = True
+    preds = np.where(right, labels, (labels + 1) % k)
+    return {"labels": labels, "preds": preds, "probs": np.eye(k)[preds]}
+
+
 def fake_run(study: Path, name: str, final_acc: float, *, status: str = "completed",
              epochs: int = 4, classes=("A", "B", "C"), drift: float = 0.0, curves: bool = True,
-             **config) -> Path:
-    """A finished run folder: config.yaml, metrics.csv (linear curves), final.json, and a
-    placeholder curves.png (training draws the real one; without it the report draws it)."""
-    run = study / "runs" / name
+             seeds=(0,), spread: float = 0.0, **config) -> Path:
+    """A run trained with `seeds`, each a folder runs/<name>/seed-<s>/: config.yaml,
+    metrics.csv (linear curves), predictions.npz, final.json, and a placeholder curves.png
+    (training draws the real one; without it the report draws it). Seed i scores
+    final_acc + spread * (i - mean), on N_VAL val images."""
+    from resnorm.predictions import write_predictions
+
+    for i, seed in enumerate(seeds):
+        acc_s = final_acc + spread * (i - (len(seeds) - 1) / 2)
+        _fake_trial(study / "runs" / name / f"seed-{seed}", name, seed, acc_s, status, epochs,
+                    classes, drift, curves, config)
+        if status != "diverged":
+            k = len(classes)
+            write_predictions(study / "runs" / name / f"seed-{seed}",
+                              {"val": fake_predictions(name, seed, acc_s, k),
+                               "train": fake_predictions(name, seed, acc_s + 0.05, k)})
+    return study / "runs" / name
+
+
+def _fake_trial(run: Path, name: str, seed: int, final_acc: float, status: str, epochs: int,
+                classes, drift: float, curves: bool, config: dict) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    cfg = {**BASE, **config, "name": name, "out": str(run),
+    cfg = {**BASE, **config, "seed": seed, "name": name, "out": str(run),
            "environment": {"device": "cpu", "torch": "2.x", "resnorm": "0.1.0"}}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     rows = []
@@ -54,15 +85,15 @@ def fake_run(study: Path, name: str, final_acc: float, *, status: str = "complet
     def ev(a):
         return {"loss": 1.0, "acc": a, "micro_f1": a, "macro_f1": a - 0.01,
                 "per_class_f1": [round(a + 0.01 * i, 4) for i in range(k)],
-                "confusion": [[1] * k] * k}
+                "confusion": [[N_VAL // k // k] * k] * k}
 
     final = {"name": name, "status": status, "epochs_run": epochs, "best_epoch": epochs,
              "wall_time_s": 6.0, "parameters": 78_000, "classes": list(classes),
              "eval": {"train": ev(final_acc + 0.05), "val": ev(final_acc)}}
     if status == "diverged":
         final["diverged_at"] = {"epoch": epochs, "step": 3, "global_step": 9}
+        final["eval"] = {}
     (run / "final.json").write_text(json.dumps(final))
-    return run
 
 
 PLAN_RUNS = [("torch_bn", 0.50, {"norm": "torch_bn"}), ("bn", 0.505, {"norm": "bn"}),
@@ -74,12 +105,12 @@ PLAN_RUNS = [("torch_bn", 0.50, {"norm": "torch_bn"}), ("bn", 0.505, {"norm": "b
 
 
 def fake_study(study: Path, classes=("A", "B", "C"), sanity_drift: float = 0.0,
-               curves: bool = True) -> Path:
+               curves: bool = True, seeds=(0,), spread: float = 0.0) -> Path:
     for name, acc, cfg in PLAN_RUNS:
-        fake_run(study, name, acc, classes=classes, curves=curves,
+        fake_run(study, name, acc, classes=classes, curves=curves, seeds=seeds, spread=spread,
                  drift=sanity_drift if name == "bn" else 0.0, **cfg)
     plan = {"description": "hand-made", "lr_rule": "linear", "base_batch_size": 32,
-            "defaults": {"n": 1},
+            "seeds": len(seeds), "defaults": {"n": 1},
             "runs": [{"name": n, **c} for n, _, c in PLAN_RUNS] + [{"name": "ln", "norm": "ln"}]}
     (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     (study / "study.json").write_text(json.dumps(
@@ -131,11 +162,12 @@ def test_report_has_every_section_and_only_embedded_images(tmp_path):
 def test_results_table_and_unfinished_runs(tmp_path):
     study = fake_study(tmp_path / "s")
     md = write_report(study)[1].read_text()
-    # train and val accuracy, micro F1 and macro F1 of the best checkpoint for each run
+    # train and val accuracy, micro F1 and macro F1 of the best checkpoint for each run, each
+    # as mean ± CI half-width (one seed: the image bootstrap)
     results = md.split("## 2. Results")[1].split("## 3.")[0]
     row = next(line for line in results.splitlines() if line.startswith("| in |"))
-    assert "45.0%" in row and "40.0%" in row and "39.0%" in row
-    assert "**50.5%**" in md  # the best val accuracy is highlighted
+    assert re.search(r"\| 45\.0 ± \d+\.\d \|", row) and re.search(r"\| 40\.0 ± \d+\.\d \|", row)
+    assert re.search(r"\*\*50\.5 ± \d+\.\d\*\*", md)  # the best val accuracy is highlighted
     # ln is in the plan but has no folder: listed as not started, in results and observations
     assert "- ln: not started" in md
     assert "have not finished: ln" in md
@@ -145,19 +177,25 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     study = fake_study(tmp_path / "s")
     fake_gradcam(study, "A")
     md = write_report(study)[1].read_text()
-    body, observations = md.split("## 8. Observations")
+    body, observations = md.split("## 9. Observations")
     items = [line for line in observations.splitlines() if line.startswith("- ")]
     assert len(items) >= 6
     text = "\n".join(items)
-    assert "bn reached the highest val accuracy (50.5%)" in text
-    assert "nn the lowest (30.0%)" in text
-    assert "GN was less sensitive to batch size than BN" in text  # 1.0 vs 15.5 points
-    assert "The sanity check held" in text
-    assert "literal" in text and "10.0%" in text
+    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d\)", text)
+    assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn: \+20\.5 points", text)
+    # 200 val images: bn and torch_bn (0.5 point apart) cannot be told apart
+    assert "bn is not distinguishable at this scale from torch\\_bn" in text
+    # GN loses 1 point at batch 8, BN 15.5: the interaction says so, with its interval
+    assert "GN is less sensitive to the batch size than BN: interaction +14.5 points" in text
+    assert "GN not distinguishable at this scale" in text
+    assert "The curve check held" in text
+    assert "literal" in text and "10.0 ±" in text
     assert "pointing game" in text
-    # every percentage an observation states appears in the tables above it
-    for number in re.findall(r"\d+\.\d%", text):
+    # every mean ± half-width an observation states appears in the tables above it
+    for number in re.findall(r"\d+\.\d ± \d+\.\d", text):
         assert number in body, number
+    for interval in re.findall(r"95 % CI [−+]\d+\.\d to [−+]\d+\.\d", text):
+        assert interval in body, interval
 
 
 def _with_tolerance(study, **tolerance):
@@ -171,15 +209,15 @@ def test_sanity_check_verdict_follows_the_tolerance(tmp_path):
     # bn's curves drift away from torch_bn's linearly: 1.5 points after epoch 1, 6 at the end
     study = fake_study(tmp_path / "s", sanity_drift=0.06)
     md = write_report(study)[1].read_text()  # the defaults: 1 point after epoch 1, 2 overall
-    assert "Verdict over 4 epochs: FAILED" in md
-    assert "The sanity check failed: after epoch 1 torch\\_bn and bn differ by at most " \
-           "1.62 points" in md
+    assert "Curve verdict over 4 epochs: FAILED" in md
+    assert "The curve check failed: after epoch 1 torch\\_bn and bn (seed 0) differ by at " \
+           "most 1.62 points" in md
     md = _with_tolerance(study, first_epoch=0.02, metric=0.02, loss=0.05)
     assert "the curves agree after epoch 1" in md and "drifted apart" in md
     assert "held at the start but not throughout" in md and "6.50 points" in md
     md = _with_tolerance(study, first_epoch=0.02, metric=0.1, loss=0.05)
-    assert "Verdict over 4 epochs: HELD" in md
-    assert "The sanity check held" in md
+    assert "Curve verdict over 4 epochs: HELD" in md
+    assert "The curve check held" in md
 
 
 def test_roles_are_inferred_from_configs(tmp_path):
@@ -210,10 +248,10 @@ def test_dataset_names_are_escaped(tmp_path):
 def test_failed_and_diverged_runs_are_reported(tmp_path):
     study = fake_study(tmp_path / "s")
     fake_run(study, "nn", 0.2, status="diverged", norm="nn")
-    (study / "runs" / "ln").mkdir()
+    (study / "runs" / "ln" / "seed-0").mkdir(parents=True)
     (study / "study.json").write_text(json.dumps(
-        {"runs": {"ln": {"status": "failed", "error": "UsageError: 10 images are fewer "
-                         "than one batch of 32"}}}))
+        {"runs": {"ln/seed-0": {"status": "failed", "error": "UsageError: 10 images are fewer "
+                                "than one batch of 32"}}}))
     md = write_report(study)[1].read_text()
     assert "- ln: failed — UsageError: 10 images are fewer than one batch of 32" in md
     assert "nn diverged at epoch 4, step 3" in md
@@ -257,3 +295,72 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(tmp_path):
     assert int(total) == len(img_sources(page)) > 0
     assert loaded == total
     assert 'src="x"' not in dom  # the class name stayed text
+
+
+# --- the statistics: summary.json, seeds, degenerate studies ----------------------------------
+
+def _strict_json(path: Path) -> dict:
+    def no_nan(token):
+        raise AssertionError(f"{path.name} holds {token}")
+    return json.loads(path.read_text(), parse_constant=no_nan)
+
+
+def test_summary_json_contract_with_three_seeds(tmp_path):
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.02)
+    md = write_report(study)[1].read_text()
+    summary = _strict_json(study / "summary.json")
+    bn = summary["runs"]["bn"]
+    assert bn["seeds"] == [0, 1, 2]
+    acc = bn["val_acc"]
+    assert acc["mean"] == pytest.approx(0.505) and acc["std"] == pytest.approx(0.02, abs=1e-3)
+    assert acc["ci95"][0] < acc["mean"] < acc["ci95"][1] and acc["n"] == 3
+    for metric in ("train_acc", "train_micro_f1", "train_macro_f1", "val_micro_f1",
+                   "val_macro_f1"):
+        assert set(bn[metric]) >= {"mean", "std", "ci95"}
+    by_pair = {(c["a"], c["b"], c["metric"]): c for c in summary["comparisons"]}
+    c = by_pair[("bn", "nn", "val_acc")]
+    assert set(c) >= {"a", "b", "metric", "diff", "ci95", "p", "verdict", "method"}
+    assert c["diff"] == pytest.approx(0.505 - 0.30) and c["verdict"] == "a higher"
+    assert c["differs_in"] == "norm" and c["ci95"][0] > 0 and c["p"] < 0.05
+    assert by_pair[("torch_bn", "bn", "val_acc")]["verdict"] == "no clear difference"
+    # the batch pairs differ in batch size, lr and patience: compared all the same
+    assert by_pair[("bn_b8", "bn", "val_acc")]["differs_in"] == "batch_size, lr, patience"
+    inter = summary["interaction"]
+    assert inter["runs"] == {"gn_small": "gn_b8", "gn_large": "gn", "bn_small": "bn_b8",
+                             "bn_large": "bn"} and inter["batch_sizes"] == [8, 32]
+    assert inter["diff"] == pytest.approx((0.44 - 0.45) - (0.35 - 0.505))
+    assert inter["verdict"] == "GN less sensitive"
+    assert summary["sanity"]["equivalence"] in ("equivalent", "inconclusive", "not equivalent")
+    # the report: mean ± CI with the seed count, the curves' band, the representative seed
+    assert "Seeds per run: 3" in md and "bands: lowest to highest seed" in md
+    assert "(seed 1, the representative of its 3 seeds)" in md
+    runs = {r.name: r for r in collect_runs(study)}
+    assert runs["bn"].representative.seed == 1  # the middle seed is the closest to the mean
+
+
+def test_identical_predictions_give_a_zero_interval_not_nan(tmp_path):
+    study = fake_study(tmp_path / "s", seeds=(0, 1))
+    for seed in (0, 1):  # bn predicts exactly what torch_bn predicts
+        shutil.copy(study / "runs" / "torch_bn" / f"seed-{seed}" / "predictions.npz",
+                    study / "runs" / "bn" / f"seed-{seed}" / "predictions.npz")
+    write_report(study)
+    summary = _strict_json(study / "summary.json")
+    c = next(c for c in summary["comparisons"]
+             if (c["a"], c["b"], c["metric"]) == ("torch_bn", "bn", "val_acc"))
+    assert c["diff"] == 0 and c["ci95"] == [0, 0] and c["p"] == 1
+    assert c["verdict"] == "no clear difference"
+    assert summary["sanity"]["equivalence"] == "equivalent"
+
+
+def test_a_run_diverged_on_every_seed_has_its_comparisons_say_why(tmp_path):
+    study = fake_study(tmp_path / "s", seeds=(0, 1))
+    shutil.rmtree(study / "runs" / "nn")
+    fake_run(study, "nn", 0.2, status="diverged", norm="nn", seeds=(0, 1))
+    md = write_report(study)[1].read_text()
+    summary = _strict_json(study / "summary.json")
+    absent = [c for c in summary["comparisons"] if "nn" in (c["a"], c["b"])]
+    assert absent and all(c["verdict"] == "not computable" and c["diff"] is None
+                          for c in absent)
+    assert all(c["reason"] == "nn has no finished seed (diverged)" for c in absent)
+    assert "nn (seed 1) diverged at epoch 4" in md
+    assert "not computable (nn has no finished seed (diverged))" in md

@@ -140,7 +140,8 @@ def mini(tmp_path_factory):
 
 def test_runs_in_order_with_a_summary_line_each(mini):
     lines = [line for line in mini["out"].splitlines() if line.startswith("[")]
-    assert [line.split()[1] for line in lines] == ["torch_bn", "bn", "gn_b8", "boom", "too_big"]
+    assert [line.split()[1] for line in lines] == ["torch_bn/seed-0", "bn/seed-0", "gn_b8/seed-0",
+                                                  "boom/seed-0", "too_big/seed-0"]
     assert [line.split()[2] for line in lines] == ["completed", "completed", "completed",
                                                   "diverged", "failed"]
     assert "val acc" in lines[0] and "trained in" in lines[0]
@@ -152,29 +153,29 @@ def test_runs_in_order_with_a_summary_line_each(mini):
 def test_a_failed_run_is_recorded_and_the_study_goes_on(mini):
     study = mini["study"]
     assert mini["code"] == 1
-    assert "1 run(s) failed: too_big" in mini["err"]
+    assert "1 job(s) failed: too_big/seed-0" in mini["err"]
     state = json.loads((study / "study.json").read_text())
-    assert state["runs"]["too_big"]["status"] == "failed"
-    assert "fewer than one batch" in state["runs"]["too_big"]["error"]
-    assert "Traceback" in (study / "runs" / "too_big" / "error.txt").read_text()
+    assert state["runs"]["too_big/seed-0"]["status"] == "failed"
+    assert "fewer than one batch" in state["runs"]["too_big/seed-0"]["error"]
+    assert "Traceback" in (study / "runs" / "too_big" / "seed-0" / "error.txt").read_text()
     # the diverged run is recorded by its final.json; the study carried on past it
-    boom = json.loads((study / "runs" / "boom" / "final.json").read_text())
+    boom = json.loads((study / "runs" / "boom" / "seed-0" / "final.json").read_text())
     assert boom["status"] == "diverged" and boom["diverged_at"]["epoch"] == 1
-    assert state["runs"]["boom"]["status"] == "diverged"
+    assert state["runs"]["boom/seed-0"]["status"] == "diverged"
     for name in ("torch_bn", "bn", "gn_b8"):
-        final = json.loads((study / "runs" / name / "final.json").read_text())
+        final = json.loads((study / "runs" / name / "seed-0" / "final.json").read_text())
         assert final["status"] == "completed"
     # the lr rule was applied and written into the run's own config
-    gn_b8 = yaml.safe_load((study / "runs" / "gn_b8" / "config.yaml").read_text())
+    gn_b8 = yaml.safe_load((study / "runs" / "gn_b8" / "seed-0" / "config.yaml").read_text())
     assert gn_b8["lr"] == pytest.approx(0.1 * 16 / 128 / 2)
-    assert "linear rule, batch 8" in state["runs"]["gn_b8"]["lr_note"]
+    assert "linear rule, batch 8" in state["runs"]["gn_b8/seed-0"]["lr_note"]
 
 
 def test_data_is_prepared_once_and_shared(mini):
     caches = [p for p in (mini["base"] / "cache").iterdir() if not p.name.startswith(".")]
     assert len(caches) == 1
     for name in ("torch_bn", "bn", "gn_b8"):
-        cfg = yaml.safe_load((mini["study"] / "runs" / name / "config.yaml").read_text())
+        cfg = yaml.safe_load((mini["study"] / "runs" / name / "seed-0" / "config.yaml").read_text())
         assert cfg["data"] == str(caches[0])
 
 
@@ -192,12 +193,16 @@ def test_gradcam_and_report_are_written(mini):
         assert title in page
     assert "SYNTHETIC" in page
     assert "too\\_big: failed" in md and "boom diverged at epoch 1" in md
-    assert "Verdict over 2 epochs:" in md
+    assert "Curve verdict over 2 epochs:" in md
+    assert "Equivalence test on val accuracy" in md and "## 3. Comparisons" in md
+    stats = json.loads((study / "summary.json").read_text())
+    assert stats["runs"]["bn"]["seeds"] == [0] and stats["sanity"]["a"] == "torch_bn"
+    assert "no finished seed" in stats["runs"]["boom"]["reason"]
 
 
 def test_rerun_skips_finished_runs_and_retries_the_failed_one(mini, capsys):
     study = mini["study"]
-    before = {n: (study / "runs" / n / "best.pt").stat().st_mtime_ns
+    before = {n: (study / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns
               for n in ("torch_bn", "bn", "gn_b8")}
     code = cli.main(mini["argv"])
     out = capsys.readouterr().out
@@ -205,7 +210,7 @@ def test_rerun_skips_finished_runs_and_retries_the_failed_one(mini, capsys):
     assert code == 1
     assert all("(already done)" in line for line in lines[:4])
     assert "failed" in lines[4]  # retried, and fails again
-    after = {n: (study / "runs" / n / "best.pt").stat().st_mtime_ns for n in before}
+    after = {n: (study / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns for n in before}
     assert after == before
 
 

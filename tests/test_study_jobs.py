@@ -32,7 +32,9 @@ def argv(data, plan, out, jobs):
 
 
 def summary(text):
-    return {line.split()[1]: line for line in text.splitlines() if line.startswith("[")}
+    """The study's line per job, by run name (one seed: 'bn/seed-0' is run 'bn')."""
+    return {line.split()[1].removesuffix("/seed-0"): line for line in text.splitlines()
+            if line.startswith("[")}
 
 
 def results(run):
@@ -61,31 +63,31 @@ def test_jobs_match_the_sequential_study_and_rerun_skips(synth_cache, plan_file,
     assert sorted(lines) == ["bn", "gn", "too_big"]  # one line per run, in completion order
     assert all(lines[n].split()[2] == "completed" and "trained in" in lines[n] for n in GOOD)
     assert "fewer than one batch" in lines["too_big"]
-    assert "1 run(s) failed: too_big" in err
+    assert "1 job(s) failed: too_big/seed-0" in err
     for name in GOOD:
-        assert results(par / "runs" / name) == results(seq / "runs" / name)
-        log = (par / "runs" / name / "train.log").read_text()
+        assert results(par / "runs" / name / "seed-0") == results(seq / "runs" / name / "seed-0")
+        log = (par / "runs" / name / "seed-0" / "train.log").read_text()
         assert "1 torch thread(s)" in log and "epoch 1/1" in log  # the run's own output
     state = json.loads((par / "study.json").read_text())
     assert {n: e["status"] for n, e in state["runs"].items()} == \
-        {"gn": "completed", "bn": "completed", "too_big": "failed"}
-    assert "fewer than one batch" in state["runs"]["too_big"]["error"]
-    assert "Traceback" in (par / "runs" / "too_big" / "error.txt").read_text()
+        {"gn/seed-0": "completed", "bn/seed-0": "completed", "too_big/seed-0": "failed"}
+    assert "fewer than one batch" in state["runs"]["too_big/seed-0"]["error"]
+    assert "Traceback" in (par / "runs" / "too_big" / "seed-0" / "error.txt").read_text()
 
     # a re-run skips the finished runs (no process for them) and retries the failed one
-    before = {n: (par / "runs" / n / "best.pt").stat().st_mtime_ns for n in GOOD}
+    before = {n: (par / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns for n in GOOD}
     assert cli.main(argv(synth_cache.path, plan_file, par, 2)) == 1
     lines = summary(capsys.readouterr().out)
     assert all("(already done)" in lines[n] for n in GOOD)
     assert "fewer than one batch" in lines["too_big"]
-    assert {n: (par / "runs" / n / "best.pt").stat().st_mtime_ns for n in GOOD} == before
+    assert {n: (par / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns for n in GOOD} == before
 
 
-def crashing_job(cfg, run_dir, progress, threads, result, lifeline):
+def crashing_job(cfg, run_dir, progress, threads, label, result, lifeline):
     """A job whose process dies without a word for run 'too_big' (as if killed)."""
     if cfg.name == "too_big":
         os._exit(9)
-    study_jobs._job_main(cfg, run_dir, progress, threads, result, lifeline)
+    study_jobs._job_main(cfg, run_dir, progress, threads, label, result, lifeline)
 
 
 def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_path,
@@ -102,8 +104,8 @@ def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_pa
     assert sorted(lines) == ["gn", "too_big"] and not (out_dir / "runs" / "other").exists()
     assert "exit code 9" in lines["too_big"] and lines["gn"].split()[2] == "completed"
     state = json.loads((out_dir / "study.json").read_text())
-    assert state["runs"]["too_big"]["status"] == "failed"
-    assert "exit code 9" in (out_dir / "runs" / "too_big" / "error.txt").read_text()
+    assert state["runs"]["too_big/seed-0"]["status"] == "failed"
+    assert "exit code 9" in (out_dir / "runs" / "too_big" / "seed-0" / "error.txt").read_text()
 
 
 def test_jobs_threads_and_usage_errors(synth_cache, plan_file, tmp_path, monkeypatch, capsys):

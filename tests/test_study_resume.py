@@ -47,7 +47,7 @@ def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    run = study / "runs" / "long"
+    run = study / "runs" / "long" / "seed-0"
     try:
         # Kill the study as soon as the first run has checkpointed an epoch and logged it.
         deadline = time.monotonic() + 300
@@ -70,8 +70,8 @@ def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     torch.set_num_threads(1)
     assert cli.main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    assert lines[0].split()[1:3] == ["long", "completed"] and "resumed in" in lines[0]
-    assert lines[1].split()[1:3] == ["short", "completed"] and "trained in" in lines[1]
+    assert lines[0].split()[1:3] == ["long/seed-0", "completed"] and "resumed in" in lines[0]
+    assert lines[1].split()[1:3] == ["short/seed-0", "completed"] and "trained in" in lines[1]
     after = rows(run / "metrics.csv")
     assert [int(r["epoch"]) for r in after] == list(range(1, 13))
     assert after[:len(done_before)] == done_before  # the epochs before the kill were kept

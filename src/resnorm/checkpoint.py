@@ -22,6 +22,7 @@ from resnorm.errors import DiskFullError, UsageError
 from resnorm.fileio import (atomic_write_bytes, atomic_write_text, format_bytes, free_bytes,
                             is_disk_full, temp_path)
 from resnorm.metrics import write_metrics_csv
+from resnorm.predictions import PREDICTIONS_FILE, write_predictions
 
 __all__ = ["RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint", "rng_state",
            "set_rng_state", "atomic_write_text", "to_json"]
@@ -68,6 +69,12 @@ class RunFiles:
             path = self.path("metrics.csv")
             with _run_write(path):
                 write_metrics_csv(history, path)
+
+    def write_predictions(self, splits: dict[str, dict]) -> None:
+        """predictions.npz: per-image labels, predictions, probabilities (for the statistics)."""
+        if self.is_main and splits:
+            with _run_write(self.path(PREDICTIONS_FILE)):
+                write_predictions(self.dir, splits)
 
     def write_final(self, final: dict, history: list, title: str) -> None:
         """curves.png, then final.json (last: its presence marks the run finished)."""

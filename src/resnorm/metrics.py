@@ -41,6 +41,7 @@ __all__ = [
     "scores_from_confusion",
     "METRICS_COLUMNS",
     "TIMING_COLUMNS",
+    "LATER_COLUMNS",
     "write_metrics_csv",
     "read_metrics_csv",
 ]
@@ -51,9 +52,15 @@ METRICS_COLUMNS = (
     "train_loss", "train_acc", "train_micro_f1", "train_macro_f1",
     "val_loss", "val_acc", "val_micro_f1", "val_macro_f1",
     "epoch_time_s", "images_per_s",
+    "skipped_steps",
 )
 # The columns that measure the machine rather than the run (they differ run to run).
 TIMING_COLUMNS = ("epoch_time_s", "images_per_s")
+# Columns added after the first release, with the value a row without them means: files
+# written before still read, and rows kept from before (a resumed run's history) still write.
+# skipped_steps: optimizer steps the fp16 loss scaler skipped that epoch (train.loop); last,
+# so a reader that takes the columns it knows by name reads the file as before.
+LATER_COLUMNS = {"skipped_steps": 0}
 
 
 def _f32(t: Tensor) -> float:
@@ -145,17 +152,20 @@ def write_metrics_csv(rows: Iterable[dict], path: str | os.PathLike) -> None:
     writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row[k] for k in METRICS_COLUMNS})
+        writer.writerow({k: row[k] if k in row or k not in LATER_COLUMNS else LATER_COLUMNS[k]
+                         for k in METRICS_COLUMNS})
     atomic_write_text(path, buffer.getvalue())
 
 
 def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
-    """Rows of a metrics.csv with `epoch` as int and every other column as float."""
+    """Rows of a metrics.csv with `epoch` as int and every other column as float; a file
+    from before a LATER_COLUMNS column reads as if it held the column's default."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(METRICS_COLUMNS) - set(reader.fieldnames or ())
+        missing = set(METRICS_COLUMNS) - set(reader.fieldnames or ()) - set(LATER_COLUMNS)
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+        return [{**{k: float(v) for k, v in LATER_COLUMNS.items()},
+                 **{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}}
                 for row in reader]
 

@@ -139,7 +139,9 @@ def _score_runs(model, run_name: str, data, boxes, score_runs, device: str, seed
 
 def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class: int = 5,
                   seed: int = 0, device: str = "auto") -> dict:
-    """Grad-CAM galleries of the study's best run, pointing-game scores of every finished run."""
+    """Grad-CAM galleries of the study's best run (by mean val accuracy over its seeds; of
+    those, the seed closest to the mean), pointing-game scores of every finished run (each
+    its representative seed)."""
     study = Path(study)
     records = collect_runs(study)
     best = best_run(records)
@@ -148,6 +150,11 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
     others = {r.name: r.dir for r in records if r.ok and (r.dir / "best.pt").exists()}
     summary = run_gradcam(best.dir, out, classes=classes, per_class=per_class, seed=seed,
                           score_runs=others, device=device)
+    # which model: the best run by mean val accuracy, and of its seeds the representative one
+    # (closest to that mean), not the luckiest
+    summary.update(run=best.name, seed=best.representative.seed, seeds=best.seeds,
+                   mean_val_acc=best.score("val", "acc"))
+    (Path(out) / "gradcam.json").write_text(json.dumps(summary, indent=2))
     state = read_state(study)
     if state.get("gradcam_error"):  # an earlier failure is superseded
         state["gradcam_error"] = None

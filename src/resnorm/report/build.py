@@ -9,13 +9,14 @@ from pathlib import Path
 from resnorm import __version__
 from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text, read_yaml
-from resnorm.report.comparisons import batch_spreads, section_batch, section_sanity
+from resnorm.report.comparisons import section_batch, section_comparisons, section_sanity
 from resnorm.report.document import Bullets, Report, Section
 from resnorm.report.inspection import section_gates, section_gradcam
-from resnorm.report.observations import observations
+from resnorm.report.observations import Facts, observations
 from resnorm.report.render import render_html, render_markdown
 from resnorm.report.roles import data_manifest, find_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
+from resnorm.report.summary import study_summary, write_summary
 from resnorm.study.plan import DEFAULT_TOLERANCE
 from resnorm.study.records import PLAN_FILE, collect_runs, read_state
 
@@ -32,7 +33,8 @@ def _plan_info(study: Path) -> dict:
 
 
 def build_report(study: str | os.PathLike) -> Report:
-    """Read a study folder and build the report's document (plots are written to report_assets/)."""
+    """Read a study folder; build the report's document (plots are written to report_assets/)
+    with the study's statistics in `report.summary` (the summary.json contract)."""
     study = Path(study)
     if not study.is_dir():
         raise UsageError(f"study folder {study} does not exist")
@@ -44,32 +46,36 @@ def build_report(study: str | os.PathLike) -> Report:
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
     roles = find_roles(runs)
+    summary = study_summary(runs, plan, roles)
 
-    sanity_section, sanity = section_sanity(roles, tol, assets)
+    sanity_section, sanity = section_sanity(roles, tol, assets, summary)
     gates_section, gates = section_gates(runs, assets)
     gradcam_section, gradcam = section_gradcam(study, runs)
-    spreads = batch_spreads(roles)
+    facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
         section_setup(runs, data_manifest(runs), plan),
-        section_results(runs),
+        section_results(runs, summary),
+        section_comparisons(summary),
         section_curves(runs, roles, assets),
         sanity_section,
-        section_batch(roles, plan, assets),
+        section_batch(roles, plan, assets, summary),
         gates_section,
         gradcam_section,
-        Section("Observations", [Bullets(observations(runs, roles, sanity, tol, spreads, gates,
-                                                      gradcam))]),
+        Section("Observations", [Bullets(observations(facts))]),
     ]
     finished = sum(r.final is not None for r in runs)
     subtitle = (f"{finished} of {len(runs)} runs finished · written "
                 f"{time.strftime('%Y-%m-%d %H:%M')} by resnorm {__version__}")
-    return Report(f"Normalization study: {study.resolve().name}", subtitle, sections, study)
+    return Report(f"Normalization study: {study.resolve().name}", subtitle, sections, study,
+                  summary)
 
 
 def write_report(study: str | os.PathLike) -> tuple[Path, Path]:
-    """Write STUDY/report.html and STUDY/report.md; return their paths."""
+    """Write STUDY/summary.json, STUDY/report.html and STUDY/report.md; return the report's
+    paths."""
     report = build_report(study)
     study = Path(study)
+    write_summary(study, report.summary)
     html_path, md_path = study / "report.html", study / "report.md"
     atomic_write_text(html_path, render_html(report))
     atomic_write_text(md_path, render_markdown(report))

@@ -1,14 +1,19 @@
-"""The comparisons between runs: the sanity check (PyTorch BN vs own BN, curve by curve against
-the plan's tolerance) and batch size (BN vs GN)."""
+"""The comparisons between runs: the sanity check (PyTorch BN vs own BN: an equivalence test on
+val accuracy, and curve by curve for one seed), batch size (BN vs GN, with the interaction),
+and the table of every pair of runs that differ in one setting (from the study's summary)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from types import SimpleNamespace
+
 from resnorm.report.document import Bold, Img, Para, Section, Table
 from resnorm.report.figures import plot_batch, plot_sanity
-from resnorm.report.format import fine_pct, fine_pts, lr_rule_text, num, pct, pts, secs, val
+from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text, num, p_value,
+                                   pct, pts, secs, val)
 from resnorm.report.roles import NORM_LABELS, Roles, mean_of, val_count
+from resnorm.report.summary import METHOD
 from resnorm.study.records import RunRecord
 
 CURVE_COLUMNS = ("train_loss", "train_acc", "train_micro_f1", "train_macro_f1",
@@ -55,18 +60,49 @@ VERDICTS = {"held": "HELD: the curves agree within tolerance at every epoch",
             "failed": "FAILED: the curves differ beyond tolerance already after epoch 1"}
 
 
-def section_sanity(roles: Roles, tol: dict, assets: Path) -> tuple[Section, dict | None]:
+EQUIVALENCE = {"equivalent": "EQUIVALENT: the 95 % CI of the difference lies inside ± the "
+                              "tolerance",
+               "not equivalent": "NOT EQUIVALENT: the 95 % CI of the difference lies outside "
+                                 "± the tolerance",
+               "inconclusive": "INCONCLUSIVE: the 95 % CI of the difference crosses the "
+                               "tolerance; more seeds or images would decide",
+               "not computable": "not computable"}
+
+
+def _same_seed(a: RunRecord, b: RunRecord):
+    """The two runs' trials of their first common finished seed (the curve check compares
+    runs with the same initialisation and data order), else their representatives."""
+    b_by_seed = {t.seed: t for t in b.done}
+    for t in a.done:
+        if t.seed in b_by_seed:
+            return t, b_by_seed[t.seed]
+    return a.representative, b.representative
+
+
+def section_sanity(roles: Roles, tol: dict, assets: Path, summary: dict
+                   ) -> tuple[Section, dict | None]:
     s = Section("Sanity check: PyTorch BN vs own BN")
     if roles.sanity is None or not all(r.rows for r in roles.sanity):
         s.add(Para("Needs two finished runs that differ only in norm: torch_bn and bn. "
                    "Not available in this study yet."))
         return s, None
     a, b = roles.sanity
-    diffs = sanity_diffs(a, b)
+    eq = summary.get("sanity") or {}
+    runs_stats = summary.get("runs", {})
+    if eq:
+        s.add(Para(f"Equivalence test on val accuracy: {a.name} "
+                   f"{ci_pct(runs_stats.get(a.name, {}).get('val_acc'))}, {b.name} "
+                   f"{ci_pct(runs_stats.get(b.name, {}).get('val_acc'))}; difference "
+                   f"{diff_ci(eq)}; tolerance ± {pts(eq['tolerance'])}. Verdict: "
+                   f"{EQUIVALENCE.get(eq.get('equivalence'), '?')}."))
+    ta, tb = _same_seed(a, b)
+    diffs = sanity_diffs(ta, tb)
     verdict = sanity_verdict(diffs, tol)
-    s.add(Para(f"{a.name} uses PyTorch's nn.BatchNorm2d, {b.name} the from-scratch BatchNorm2d. "
-               "They share seed, initialisation and data order, so any difference is numerical; "
-               "it starts tiny and grows with training, as small differences compound. "
+    seed = f" (seed {ta.seed})" if ta.seed is not None and ta.seed == tb.seed else ""
+    s.add(Para(f"Curve by curve{seed}: {a.name} uses PyTorch's nn.BatchNorm2d, {b.name} the "
+               "from-scratch BatchNorm2d. With the same seed they share initialisation and "
+               "data order, so any difference is numerical; it starts tiny and grows with "
+               "training, as small differences compound. "
                f"Tolerance after epoch 1: {pts(tol['first_epoch'])} on accuracy/F1 and "
                f"{pct(tol['first_epoch'])} relative on loss; over all epochs: "
                f"{pts(tol['metric'])} and {pct(tol['loss'])}." + _granularity(b)))
@@ -78,10 +114,14 @@ def section_sanity(roles: Roles, tol: dict, assets: Path) -> tuple[Section, dict
                      fmt(d["max_diff"]), val(d["epoch"]), yes(_within(d, "max_diff", tol))])
     s.add(Table(["Curve", "After epoch 1", "Within", "Largest difference", "At epoch",
                  "Within"], rows))
-    s.add(Para(f"Verdict over {min(len(a.rows), len(b.rows))} epochs: {VERDICTS[verdict]}."))
-    s.add(Img(plot_sanity(a, b, assets / "sanity.png"),
-              f"{b.name} (thick, light) and {a.name} (dashed) on top of each other."))
-    return s, {"a": a, "b": b, "diffs": diffs, "verdict": verdict}
+    s.add(Para(f"Curve verdict over {min(len(ta.rows), len(tb.rows))} epochs: "
+               f"{VERDICTS[verdict]}."))
+    s.add(Img(plot_sanity(SimpleNamespace(name=a.name + seed, rows=ta.rows),
+                          SimpleNamespace(name=b.name + seed, rows=tb.rows),
+                          assets / "sanity.png"),
+              f"{b.name} (thick, light) and {a.name} (dashed) on top of each other{seed}."))
+    return s, {"a": a, "b": b, "diffs": diffs, "verdict": verdict, "seed": ta.seed,
+               "equivalence": eq}
 
 
 def _granularity(run: RunRecord) -> str:
@@ -89,29 +129,88 @@ def _granularity(run: RunRecord) -> str:
     return f" With {n:,} validation images, one image is {pts(1 / n)} of val accuracy." if n else ""
 
 
-def section_batch(roles: Roles, plan: dict, assets: Path) -> Section:
+INTERACTION = {"GN less sensitive": "GN is less sensitive to the batch size than BN",
+               "BN less sensitive": "BN is less sensitive to the batch size than GN",
+               "no clear difference": "not distinguishable at this scale",
+               "not computable": "not computable"}
+
+
+def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Section:
     s = Section("Batch size: BN vs GN")
     s.add(Para(f"Learning-rate rule across batch sizes: {lr_rule_text(plan)}."))
     if not roles.batch:
         s.add(Para("Needs BN or GN runs at two or more batch sizes with otherwise the same "
                    "recipe. Not available in this study yet."))
         return s
+    runs_stats = summary.get("runs", {})
     groups = {k: [r for r in g if r.ok] for k, g in roles.batch.items()}
     groups = {k: g for k, g in groups.items() if g}
     if groups:
-        s.add(Img(plot_batch(groups, assets / "batch_size.png"),
-                  "Best-checkpoint val accuracy and mean time per epoch against batch size."))
+        s.add(Img(plot_batch(groups, assets / "batch_size.png", runs_stats),
+                  "Best-checkpoint val accuracy (mean over seeds, 95 % CI) and mean time per "
+                  "epoch against batch size."))
     rows = []
     for kind, members in roles.batch.items():
         for r in members:
+            entry = runs_stats.get(r.name, {})
             rows.append([r.name, NORM_LABELS.get(kind, kind), val(r.config.get("batch_size")),
-                         val(r.config.get("lr")), val(r.config.get("patience")), r.status,
-                         pct(r.score("val", "acc")), pct(r.score("val", "macro_f1")),
+                         val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
+                         str(len(r.done)), ci_pct(entry.get("val_acc")),
+                         ci_pct(entry.get("val_macro_f1")),
                          val((r.final or {}).get("epochs_run")),
                          val((r.final or {}).get("best_epoch")),
-                         secs(mean_of(r, "epoch_time_s")), num(mean_of(r, "images_per_s"), 0)])
-    s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Val acc", "Val macro F1",
-                 "Epochs run", "Best epoch", "Time/epoch", "Images/s"], rows))
+                         secs(_mean([mean_of(t, "epoch_time_s") for t in r.done])),
+                         num(_mean([mean_of(t, "images_per_s") for t in r.done]), 0)])
+    s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Seeds", "Val acc",
+                 "Val macro F1", "Epochs run", "Best epoch", "Time/epoch", "Images/s"], rows))
+    inter = summary.get("interaction")
+    if inter:
+        small, large = inter["batch_sizes"]
+        sens = inter.get("sensitivity") or {}
+        cost = (f" What going from batch {large} to {small} cost in val accuracy: GN "
+                f"{-100 * sens['gn']:+.1f}, BN {-100 * sens['bn']:+.1f} points (negative: a "
+                "loss)." if sens else "")
+        s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
+                   f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
+                   f"{large}) in val accuracy is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "
+                   f"{INTERACTION.get(inter.get('verdict'), '?')}.{cost}"))
+    return s
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
+                "no clear difference": "no clear difference", "not computable": "not computable"}
+
+
+def section_comparisons(summary: dict) -> Section:
+    """Every pair of runs that differ in one setting (and the plan's `comparisons:`): the
+    difference in val accuracy and macro F1 with its 95 % CI, p and verdict."""
+    s = Section("Comparisons")
+    s.add(Para(METHOD))
+    pairs: dict[tuple[str, str], dict[str, dict]] = {}
+    for c in summary.get("comparisons", []):
+        pairs.setdefault((c["a"], c["b"]), {})[c["metric"]] = c
+    if not pairs:
+        s.add(Para("No two runs of the plan differ in exactly one setting."))
+        return s
+    rows = []
+    for (a, b), by_metric in pairs.items():
+        row = [a, b, next(iter(by_metric.values())).get("differs_in", "—")]
+        for metric in ("val_acc", "val_macro_f1"):
+            c = by_metric.get(metric)
+            if c is None:
+                row += ["—", "—", "—"]
+                continue
+            verdict = VERDICT_TEXT.get(c["verdict"], c["verdict"]).format(a=a, b=b)
+            row += [diff_ci(c), p_value(c.get("p")),
+                    Bold(verdict) if c["verdict"] in ("a higher", "b higher") else verdict]
+        rows.append(row)
+    s.add(Table(["a", "b", "Differs in", "Val acc a − b (95 % CI)", "p", "Verdict",
+                 "Val macro F1 a − b (95 % CI)", "p", "Verdict"], rows))
     return s
 
 

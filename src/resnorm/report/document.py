@@ -63,3 +63,4 @@ class Report:
     subtitle: str
     sections: list[Section]
     root: Path  # the study folder: figure paths are shown relative to it in Markdown
+    summary: dict = field(default_factory=dict)  # the statistics the report states

@@ -32,14 +32,18 @@ def _style(run: RunRecord) -> dict:
 
 
 def plot_overlay(runs: list[RunRecord], path: Path) -> Path:
-    """Val accuracy and val loss per epoch, one line per variant."""
+    """Val accuracy and val loss per epoch, one line per variant: the mean over its seeds,
+    with a band from the lowest to the highest seed."""
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     for r in runs:
-        epochs = [row["epoch"] for row in r.rows]
         label = mpl_text(r.name)
-        ax_acc.plot(epochs, [row["val_acc"] for row in r.rows], label=label, **_style(r))
-        ax_loss.plot(epochs, [row["val_loss"] for row in r.rows], label=label, **_style(r))
+        for ax, column in ((ax_acc, "val_acc"), (ax_loss, "val_loss")):
+            epochs, mean, lo, hi = r.curve(column)
+            style = _style(r)
+            ax.plot(epochs, mean, label=label, **style)
+            if len(r.done) > 1:
+                ax.fill_between(epochs, lo, hi, color=style["color"], alpha=0.15, lw=0)
     ax_acc.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_loss.set(title="Validation loss (cross-entropy)", xlabel="epoch", ylabel="loss")
@@ -66,13 +70,19 @@ def plot_sanity(a: RunRecord, b: RunRecord, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _nan(x: float | None) -> float:
     """None as NaN, so matplotlib leaves a gap (and 0.0 stays 0.0)."""
     return float("nan") if x is None else x
 
 
-def plot_batch(groups: dict[str, list[RunRecord]], path: Path) -> Path:
-    """Best-checkpoint val accuracy and time per epoch against batch size, BN vs GN."""
+def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict) -> Path:
+    """Best-checkpoint val accuracy (mean over seeds, 95 % CI bars from `runs_stats`, the
+    summary's "runs") and time per epoch against batch size, BN vs GN."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_acc, ax_time = fig.subplots(1, 2)
     sizes = sorted({r.config.get("batch_size") for g in groups.values() for r in g})
@@ -80,8 +90,14 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path) -> Path:
         xs = [r.config.get("batch_size") for r in members]
         style = dict(color=NORM_COLORS.get(kind, "k"), marker="o",
                      label=NORM_LABELS.get(kind, kind))
-        ax_acc.plot(xs, [_nan(r.score("val", "acc")) for r in members], **style)
-        ax_time.plot(xs, [_nan(mean_of(r, "epoch_time_s")) for r in members], **style)
+        means = [_nan(r.score("val", "acc")) for r in members]
+        cis = [(runs_stats.get(r.name, {}).get("val_acc") or {}).get("ci95") or [m, m]
+               for r, m in zip(members, means)]
+        ax_acc.errorbar(xs, means, yerr=[[max(m - _nan(c[0]), 0) for m, c in zip(means, cis)],
+                                         [max(_nan(c[1]) - m, 0) for m, c in zip(means, cis)]],
+                        capsize=3, **style)
+        ax_time.plot(xs, [_nan(_mean([mean_of(t, "epoch_time_s") for t in r.done]))
+                          for r in members], **style)
     for ax in (ax_acc, ax_time):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(s) for s in sizes])
@@ -89,7 +105,7 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path) -> Path:
         ax.set_xlabel("batch size")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    ax_acc.set(title="Val accuracy (best checkpoint)", ylabel="accuracy")
+    ax_acc.set(title="Val accuracy (best checkpoint, 95 % CI)", ylabel="accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_time.set(title="Time per epoch", ylabel="seconds")
     return _save(fig, path)

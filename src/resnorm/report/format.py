@@ -55,3 +55,37 @@ def val(x: Any) -> str:
 def lr_rule_text(plan: dict) -> str:
     """The plan's lr rule across batch sizes in words (as the study stated it, if it did)."""
     return plan.get("lr_rule_text") or f"lr_rule: {plan.get('lr_rule', 'not stated')}"
+
+
+def half_width(ci: list | None) -> float | None:
+    """Half the width of a 95 % CI (the "±" of the report), or None."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return (ci[1] - ci[0]) / 2
+
+
+def ci_pct(entry: dict | None) -> str:
+    """A per-run score as '79.3 ± 0.8' (percent, mean ± CI half-width), '—' when absent."""
+    if not entry or entry.get("mean") is None:
+        return "—"
+    hw = half_width(entry.get("ci95"))
+    mean = f"{100 * entry['mean']:.1f}"
+    return f"{mean} ± {100 * hw:.1f}" if hw is not None else f"{mean} (no interval)"
+
+
+def signed_pts(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
+def diff_ci(res: dict) -> str:
+    """'+0.4 points (95 % CI −0.9 to +1.7)' for a contrast, or why it is absent."""
+    if res.get("diff") is None or not res.get("ci95"):
+        return f"not computable ({res.get('reason', 'no data')})"
+    lo, hi = res["ci95"]
+    return f"{signed_pts(res['diff'])} points (95 % CI {signed_pts(lo)} to {signed_pts(hi)})"
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"

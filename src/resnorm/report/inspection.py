@@ -75,8 +75,15 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
                    f"{study}`)."))
         return s, None
     g = json.loads(path.read_text())
-    s.add(Para(f"Model: run {g['run']} (the study's best by val accuracy, "
-               f"{pct(g.get('val_acc'))} on the validation images used here). Gradients of "
+    if g.get("seeds") and len(g["seeds"]) > 1:
+        model = (f"run {g['run']}, seed {g.get('seed')} (the study's best run by mean val "
+                 f"accuracy over its {len(g['seeds'])} seeds, {pct(g.get('mean_val_acc'))}; of "
+                 "its seeds the one closest to that mean: a representative model, not the "
+                 f"luckiest; {pct(g.get('val_acc'))} on the validation images used here)")
+    else:
+        model = (f"run {g['run']} (the study's best by val accuracy, "
+                 f"{pct(g.get('val_acc'))} on the validation images used here)")
+    s.add(Para(f"Model: {model}. Gradients of "
                f"the true class's score, taken at the last stage's conv layers "
                f"({', '.join(g.get('target_layers', []))}) and averaged over those layers by "
                f"pytorch-grad-cam; maps at {g.get('map_size')}×{g.get('map_size')}. "
@@ -103,9 +110,12 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
         s.add(Para("Share of validation maps whose maximum falls inside the object's box; "
                    "chance is the boxes' mean share of the image (a map pointing at a random "
                    "pixel)."))
-        s.add(Table(["Run", "Norm", "Hits", "Score", "Chance"],
-                    [[name, _norm_of(runs, name), f"{p['hits']}/{p['total']}", pct(p["score"]),
-                      pct(p.get("chance"))] for name, p in g["pointing"].items()]))
+        s.add(Table(["Run", "Norm", "Hits", "Score (95 % CI)", "Chance"],
+                    [[name, _norm_of(runs, name), f"{p['hits']}/{p['total']}",
+                      proportion_ci(p["hits"], p["total"]), pct(p.get("chance"))]
+                     for name, p in g["pointing"].items()],
+                    caption="Wilson 95 % interval over the scored images; one model (the "
+                            "run's representative seed) per run."))
     for c in g["classes"]:
         s.add(Sub(c["name"]))
         if c.get("note"):
@@ -119,3 +129,13 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
 
 def _norm_of(runs: list[RunRecord], name: str) -> str:
     return next((val(r.config.get("norm")) for r in runs if r.name == name), "—")
+
+
+def proportion_ci(hits: int, total: int) -> str:
+    """'62.0% (55.1–68.4%)': a share with its Wilson 95 % interval."""
+    from scipy import stats
+
+    if not total:
+        return "—"
+    ci = stats.binomtest(int(hits), int(total)).proportion_ci(0.95, method="wilson")
+    return f"{pct(hits / total)} ({100 * ci.low:.1f}–{100 * ci.high:.1f}%)"

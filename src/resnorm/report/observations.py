@@ -1,54 +1,134 @@
 """Observations: short statements, each derived from numbers shown in the report's tables.
 
-Each observer gets what the sections computed (the runs, their roles, the sanity check, the
-batch-size spreads, the BIN gates, the Grad-CAM summary) and returns a sentence, a list of
-sentences or None; it computes nothing the tables do not show."""
+Each observer gets the `Facts` the sections computed (the runs, their roles, the study's
+summary with its intervals, the sanity check, the BIN gates, the Grad-CAM summary) and returns
+a sentence, a list of sentences or None; it computes nothing the tables do not show. A
+difference between runs is stated only when its 95 % interval excludes 0; otherwise the
+sentence says it is not distinguishable at this scale, with the interval.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from resnorm.report.format import fine_pct, fine_pts, num, pct, pts, val
-from resnorm.report.roles import NORM_LABELS
-from resnorm.study.records import best_run
+from resnorm.report.format import ci_pct, diff_ci, fine_pct, fine_pts, num, pct, pts, val
+from resnorm.report.roles import NORM_LABELS, Roles
+from resnorm.study.records import RunRecord, best_run
 
 
-def observations(runs, roles, sanity, tol, spreads, gates, gradcam) -> list[str]:
+@dataclass
+class Facts:
+    runs: list[RunRecord]
+    roles: Roles
+    summary: dict
+    sanity: dict | None
+    tol: dict
+    gates: dict | None
+    gradcam: dict | None
+
+    def stat(self, name: str, metric: str = "val_acc") -> dict | None:
+        return (self.summary.get("runs", {}).get(name) or {}).get(metric)
+
+    def comparison(self, a: str, b: str, metric: str = "val_acc") -> dict | None:
+        """The summary's a − b (or b − a, negated) comparison of `metric`."""
+        for c in self.summary.get("comparisons", []):
+            if c["metric"] != metric:
+                continue
+            if (c["a"], c["b"]) == (a, b):
+                return c
+            if (c["a"], c["b"]) == (b, a):
+                return _flipped(c)
+        return None
+
+
+def _flipped(c: dict) -> dict:
+    flip = {"a higher": "b higher", "b higher": "a higher"}
+    out = {**c, "a": c["b"], "b": c["a"], "verdict": flip.get(c["verdict"], c["verdict"])}
+    if c.get("diff") is not None:
+        out["diff"] = -c["diff"]
+    if c.get("ci95"):
+        out["ci95"] = [-c["ci95"][1], -c["ci95"][0]]
+    return out
+
+
+def observations(facts: Facts) -> list[str]:
     """Short statements, each derived from numbers shown in the report's tables."""
-    found = [f(runs, roles, sanity, tol, spreads, gates, gradcam) for f in _OBSERVERS]
+    found = [f(facts) for f in _OBSERVERS]
     items = [o for group in found for o in (group if isinstance(group, list) else [group]) if o]
     return items or ["Nothing to observe yet: no run has finished."]
 
 
-def _obs_best_worst(runs, roles, *_):
-    scored = [(r, r.score("val", "acc")) for r in roles.variants if r.ok]
+def difference_text(c: dict | None, a: str, b: str) -> str:
+    """'bn higher than gn by +3.1 points (95 % CI ...)' when the CI excludes 0, else 'not
+    distinguishable at this scale (difference ..., 95 % CI ...)'."""
+    if c is None or c.get("diff") is None:
+        reason = (c or {}).get("reason", "no comparison was made")
+        return f"not comparable ({reason})"
+    if c["verdict"] in ("a higher", "b higher"):
+        hi, lo = (a, b) if c["verdict"] == "a higher" else (b, a)
+        return f"{hi} higher than {lo}: {diff_ci(c)} ({a} − {b})"
+    return f"not distinguishable at this scale (difference {diff_ci(c)})"
+
+
+def _obs_best_worst(f: Facts):
+    scored = [(r, r.score("val", "acc")) for r in f.roles.variants if r.ok]
     scored = [(r, a) for r, a in scored if a is not None]
     if len(scored) < 2:
         return None
-    best, b = max(scored, key=lambda t: t[1])
-    worst, w = min(scored, key=lambda t: t[1])
-    return (f"Among the {len(scored)} norm variants, {best.name} reached the highest val "
-            f"accuracy ({pct(b)}) and {worst.name} the lowest ({pct(w)}), "
-            f"{pts(b - w)} apart.")
+    best, _ = max(scored, key=lambda t: t[1])
+    worst, _ = min(scored, key=lambda t: t[1])
+    c = f.comparison(best.name, worst.name)
+    return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean val "
+            f"accuracy ({ci_pct(f.stat(best.name))}) and {worst.name} the lowest "
+            f"({ci_pct(f.stat(worst.name))}): {difference_text(c, best.name, worst.name)}.")
 
 
-def _obs_generalisation(runs, *_):
-    best = best_run(runs)
+def _obs_variants_vs_best(f: Facts):
+    """Which variants the best one is (and is not) distinguishable from."""
+    scored = [r for r in f.roles.variants if r.ok and r.score("val", "acc") is not None]
+    if len(scored) < 3:
+        return None
+    best = max(scored, key=lambda r: r.score("val", "acc"))
+    tied = []
+    for r in scored:
+        c = f.comparison(best.name, r.name)
+        if r is not best and c is not None and c["verdict"] == "no clear difference":
+            tied.append(r.name)
+    if not tied:
+        return (f"{best.name}'s val accuracy is above every other norm variant's with a 95 % "
+                "interval excluding 0 (see Comparisons).")
+    return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in val "
+            "accuracy (their differences' 95 % intervals hold 0; see Comparisons).")
+
+
+def _obs_generalisation(f: Facts):
+    best = best_run(f.runs)
     if best is None:
         return None
-    tr, va = best.score("train", "acc"), best.score("val", "acc")
-    if tr is None or va is None:
+    tr, va = f.stat(best.name, "train_acc"), f.stat(best.name, "val_acc")
+    if not tr or not va:
         return None
-    gap = (f"train above val by {pts(tr - va)}" if tr > va else
-           f"val above train by {pts(va - tr)}" if va > tr else "no gap")
-    return (f"The best run overall, {best.name}, scored {pct(tr)} on train and {pct(va)} on val "
-            f"({gap}).")
+    return (f"The best run overall, {best.name}, scored {ci_pct(tr)} on train and "
+            f"{ci_pct(va)} on val (mean ± 95 % CI half-width).")
 
 
-def _obs_sanity(runs, roles, sanity, tol, *_):
+def _obs_sanity(f: Facts):
+    sanity = f.sanity
     if sanity is None:
         return None
+    tol = f.tol
+    out = []
+    eq = sanity.get("equivalence") or {}
+    if eq.get("equivalence") in ("equivalent", "not equivalent", "inconclusive"):
+        word = {"equivalent": "equivalent", "not equivalent": "not equivalent",
+                "inconclusive": "neither shown equivalent nor different"}[eq["equivalence"]]
+        out.append(f"Own BN and PyTorch BN are {word} in val accuracy within ± "
+                   f"{pts(eq['tolerance'])}: {sanity['a'].name} − {sanity['b'].name} "
+                   f"{diff_ci(eq)}.")
     pair = f"{sanity['a'].name} and {sanity['b'].name}"
+    if sanity.get("seed") is not None:
+        pair += f" (seed {sanity['seed']})"
     first = max(sanity["diffs"], key=lambda d: d["first"] - tol["first_epoch"])
     worst_metric = max((d for d in sanity["diffs"] if not d["relative"]),
                        key=lambda d: d["max_diff"])
@@ -62,12 +142,14 @@ def _obs_sanity(runs, roles, sanity, tol, *_):
              f"(tolerance {pct(tol['loss'])})")
     verdict = sanity["verdict"]
     if verdict == "held":
-        return f"The sanity check held: {start}; {later}."
-    if verdict == "drifted":
-        return (f"The sanity check held at the start but not throughout: {start}, yet "
-                f"{later}; the layers agree, and the runs drift apart as rounding "
-                "differences compound.")
-    return f"The sanity check failed: {start}."
+        out.append(f"The curve check held: {start}; {later}.")
+    elif verdict == "drifted":
+        out.append(f"The curve check held at the start but not throughout: {start}, yet "
+                   f"{later}; the layers agree, and the runs drift apart as rounding "
+                   "differences compound.")
+    else:
+        out.append(f"The curve check failed: {start}.")
+    return out
 
 
 def _diff_text(d: dict, which: str) -> str:
@@ -82,25 +164,31 @@ def _compare_shown(a: float, b: float, fmt: Callable[[float], str]) -> int:
     return -1 if a < b else 1
 
 
-def _obs_batch(runs, roles, sanity, tol, spreads, *_):
-    if not spreads:
+def _obs_batch(f: Facts):
+    inter = f.summary.get("interaction")
+    if not inter:
         return None
-    parts = [f"{NORM_LABELS.get(k, k)}'s val accuracy spans {pts(v['spread'])} over batch sizes "
-             f"{', '.join(str(b) for b in v['sizes'])}" for k, v in spreads.items()]
-    text = "; ".join(parts) + "."
-    if {"bn", "gn"} <= set(spreads):
-        order = _compare_shown(spreads["gn"]["spread"], spreads["bn"]["spread"], pts)
-        text += " GN was " + {-1: "less sensitive to batch size than BN",
-                              0: "about as sensitive to batch size as BN",
-                              1: "more sensitive to batch size than BN"}[order] + " in this study."
-        small = min(set(spreads["bn"]["by_size"]) & set(spreads["gn"]["by_size"]), default=None)
-        if small is not None:
-            text += (f" At batch {small}: GN {pct(spreads['gn']['by_size'][small])}, "
-                     f"BN {pct(spreads['bn']['by_size'][small])}.")
+    small, large = inter["batch_sizes"]
+    names = inter["runs"]
+
+    def within(kind: str) -> str:
+        a, b = names[f"{kind}_small"], names[f"{kind}_large"]
+        return difference_text(f.comparison(a, b), a, b)
+
+    text = f"Batch {small} against {large}: GN {within('gn')}; BN {within('bn')}."
+    verdict = inter.get("verdict")
+    if verdict == "GN less sensitive":
+        text += f" GN is less sensitive to the batch size than BN: interaction {diff_ci(inter)}."
+    elif verdict == "BN less sensitive":
+        text += f" BN is less sensitive to the batch size than GN: interaction {diff_ci(inter)}."
+    elif verdict == "no clear difference":
+        text += (" Whether GN is less sensitive to the batch size than BN is not "
+                 f"distinguishable at this scale (interaction {diff_ci(inter)}).")
     return text
 
 
-def _obs_gates(runs, roles, sanity, tol, spreads, gates, *_):
+def _obs_gates(f: Facts):
+    gates = f.gates
     if gates is None:
         return None
     f = gates["furthest"]
@@ -109,7 +197,8 @@ def _obs_gates(runs, roles, sanity, tol, spreads, gates, *_):
             f"moved furthest toward IN (mean ρ {num(f['mean'])}).")
 
 
-def _obs_gradcam(runs, roles, sanity, tol, spreads, gates, g):
+def _obs_gradcam(f: Facts):
+    g = f.gradcam
     if g is None:
         return None
     out = []
@@ -132,43 +221,61 @@ def _obs_gradcam(runs, roles, sanity, tol, spreads, gates, g):
         top, bottom = pointing[best]["score"], pointing[worst]["score"]
         if _compare_shown(top, bottom, pct) == 0:
             text = (f"In the pointing game, the maps of all {len(pointing)} scored runs hit the "
-                    f"object's box equally often ({pct(top)})")
+                    f"object's box equally often ({_share(pointing[best])})")
         else:
             text = (f"In the pointing game, {best}'s maps hit the object's box most often "
-                    f"({pct(top)}) and {worst}'s least ({pct(bottom)})")
+                    f"({_share(pointing[best])}) and {worst}'s least "
+                    f"({_share(pointing[worst])}; Wilson 95 % intervals)")
         out.append(text + f"; chance is {pct(pointing[best].get('chance'))}.")
     return out
 
 
-def _obs_literal(runs, roles, *_):
+def _share(p: dict) -> str:
+    from resnorm.report.inspection import proportion_ci
+
+    return proportion_ci(p["hits"], p["total"])
+
+
+def _obs_literal(f: Facts):
     out = []
-    for lit, ref in roles.literal:
+    for lit, ref in f.roles.literal:
         if not lit.ok:
             continue
         text = (f"The literal recipe ({lit.name}: {val(lit.config.get('optimizer'))}, lr "
-                f"{val(lit.config.get('lr'))}) reached {pct(lit.score('val', 'acc'))} val "
+                f"{val(lit.config.get('lr'))}) reached {ci_pct(f.stat(lit.name))} val "
                 "accuracy")
         if ref is not None and ref.ok:
-            text += (f", against {pct(ref.score('valid', 'acc'))} for {ref.name} with the "
-                     f"{val(ref.config.get('recipe'))} recipe")
+            text += (f", against {ci_pct(f.stat(ref.name))} for {ref.name} with the "
+                     f"{val(ref.config.get('recipe'))} recipe: "
+                     f"{difference_text(f.comparison(lit.name, ref.name), lit.name, ref.name)}")
         out.append(text + ".")
     return out
 
 
-def _obs_problems(runs, *_):
+def _obs_problems(f: Facts):
     out = []
-    for r in runs:
-        if r.status == "diverged":
-            at = (r.final or {}).get("diverged_at")
-            where = f" at {_where(at)}" if at else ""
-            after = ("its numbers are from its best checkpoint before that" if r.evaluation("val")
-                     else "it has no checkpoint to evaluate")
-            out.append(f"{r.name} diverged{where} (non-finite loss); {after}.")
-        elif r.status == "failed":
-            out.append(f"{r.name} failed: {r.error}.")
-    unfinished = [r.name for r in runs if r.status in ("interrupted", "not started")]
+    for r in f.runs:
+        for t in r.trials:
+            who = r.name if len(r.trials) == 1 else f"{r.name} (seed {t.seed})"
+            if t.status == "diverged":
+                at = (t.final or {}).get("diverged_at")
+                where = f" at {_where(at)}" if at else ""
+                after = ("its numbers are from its best checkpoint before that; it is left "
+                         "out of the statistics" if t.evaluation("val")
+                         else "it has no checkpoint to evaluate")
+                out.append(f"{who} diverged{where} (non-finite loss); {after}.")
+            elif t.status == "failed":
+                out.append(f"{who} failed: {t.error}.")
+    unfinished = [r.name for r in f.runs if r.trials and all(
+        t.status in ("interrupted", "not started") for t in r.trials)] + [
+        r.name for r in f.runs if not r.trials]
     if unfinished:
         out.append(f"{len(unfinished)} planned run(s) have not finished: {', '.join(unfinished)}.")
+    absent = [c for c in f.summary.get("comparisons", [])
+              if c["metric"] == "val_acc" and c.get("diff") is None]
+    if absent:
+        out.append(f"{len(absent)} comparison(s) could not be made; the first: {absent[0]['a']} "
+                   f"vs {absent[0]['b']} ({absent[0].get('reason')}).")
     return out
 
 
@@ -178,5 +285,6 @@ def _where(at: Any) -> str:
     return f"epoch {at}"
 
 
-_OBSERVERS: list[Callable] = [_obs_best_worst, _obs_generalisation, _obs_sanity, _obs_batch,
-                              _obs_gates, _obs_gradcam, _obs_literal, _obs_problems]
+_OBSERVERS: list[Callable[[Facts], Any]] = [
+    _obs_best_worst, _obs_variants_vs_best, _obs_generalisation, _obs_sanity, _obs_batch,
+    _obs_gates, _obs_gradcam, _obs_literal, _obs_problems]

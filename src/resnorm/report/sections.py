@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from resnorm import __version__
 from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_overlay, run_curves
-from resnorm.report.format import lr_rule_text, num, pct, secs, val
+from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
 from resnorm.report.roles import find_roles, mean_of, nested
 from resnorm.study.records import RunRecord, best_run
 
@@ -30,10 +31,11 @@ def section_setup(runs, manifest, plan) -> Section:
     s.add(Sub("Recipe per run"))
     s.add(Para(f"Learning rate across batch sizes — {lr_rule_text(plan)}."))
     s.add(Table(["Run", "Norm", "n", "Batch", "Epochs", "Patience", "Recipe", "Optimizer", "lr",
-                 "Schedule", "Weight decay", "Augment", "Seed"],
+                 "Schedule", "Weight decay", "Augment", "Seeds"],
                 [[r.name] + [val(r.config.get(k)) for k in
                              ("norm", "n", "batch_size", "epochs", "patience", "recipe",
-                              "optimizer", "lr", "schedule", "weight_decay", "augment", "seed")]
+                              "optimizer", "lr", "schedule", "weight_decay", "augment")]
+                 + [", ".join(str(t.seed) for t in r.trials)]
                  for r in runs if r.config]))
     return s
 
@@ -116,31 +118,53 @@ def _machine_table(runs: list[RunRecord]) -> Table:
     return Table(["", ""], rows)
 
 
-def section_results(runs: list[RunRecord]) -> Section:
+def section_results(runs: list[RunRecord], summary: dict) -> Section:
     s = Section("Results")
-    s.add(Para("Best checkpoint (by val accuracy) evaluated in eval mode on the full train and "
-               "val splits without augmentation. Micro F1 equals accuracy for single-label "
+    seeds = sorted({len(r.done) for r in runs if r.done})
+    s.add(Para("Best checkpoint (by val accuracy) of each seed evaluated in eval mode on the "
+               "full train and val splits without augmentation; each score is the mean over "
+               "the run's finished seeds ± half the width of its 95 % interval (seeds and "
+               f"images; see Comparisons for the method). Seeds per run: "
+               f"{', '.join(map(str, seeds)) or '—'}. Micro F1 equals accuracy for single-label "
                "classification; both are shown because the assignment asks for both."))
     done = [r for r in runs if r.final is not None]
     best = best_run(runs)
+    stats = summary.get("runs", {})
     rows = []
     for r in done:
-        va = pct(r.score("val", "acc"))
-        rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")), r.status,
+        entry = stats.get(r.name, {})
+        cell = lambda metric: ci_pct(entry.get(metric))  # noqa: E731
+        va = cell("val_acc")
+        rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")),
+                     str(len(r.done)), r.status_text,
                      f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
-                     pct(r.score("train", "acc")), pct(r.score("train", "micro_f1")),
-                     pct(r.score("train", "macro_f1")),
-                     Bold(va) if r is best else va, pct(r.score("val", "micro_f1")),
-                     pct(r.score("val", "macro_f1")), secs(r.final.get("wall_time_s")),
-                     num(mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"])
-    s.add(Table(["Run", "Norm", "Batch", "Status", "Epochs (best)", "Train acc", "Train micro F1",
-                 "Train macro F1", "Val acc", "Val micro F1", "Val macro F1", "Wall time",
-                 "Images/s", "Parameters"], rows))
+                     cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
+                     Bold(va) if r is best else va, cell("val_micro_f1"), cell("val_macro_f1"),
+                     secs(_mean_final(r, "wall_time_s")), num(_mean_rows(r, "images_per_s"), 0),
+                     f"{r.final.get('parameters', 0):,}"])
+    s.add(Table(["Run", "Norm", "Batch", "Seeds", "Status", "Epochs (best)", "Train acc",
+                 "Train micro F1", "Train macro F1", "Val acc", "Val micro F1", "Val macro F1",
+                 "Wall time", "Images/s", "Parameters"], rows))
+    if any(len(r.done) > 1 for r in done):
+        s.add(Para("Epochs (best) are those of the run's representative seed: the one whose "
+                   "val accuracy is closest to the run's mean. Wall time and images/s are means "
+                   "over seeds."))
     s.add(*_per_class_table(_comparison_runs(done)))
-    missing = [r for r in runs if r.final is None]
+    missing = [r for r in runs if r.final is None or any(not t.ok for t in r.trials)]
     if missing:
         s.add(Sub("Not finished"), Bullets([_missing_text(r) for r in missing]))
     return s
+
+
+def _mean_final(r: RunRecord, key: str) -> float | None:
+    values = [t.final.get(key) for t in r.done if isinstance(t.final.get(key), (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _mean_rows(r: RunRecord, column: str) -> float | None:
+    values = [mean_of(t, column) for t in r.done]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _comparison_runs(done: list[RunRecord]) -> list[RunRecord]:
@@ -150,24 +174,58 @@ def _comparison_runs(done: list[RunRecord]) -> list[RunRecord]:
 
 
 def _per_class_table(runs: list[RunRecord]) -> list[Block]:
-    """Val F1 per class (rows) and run (columns): where the variants differ."""
-    runs = [r for r in runs if isinstance(r.evaluation("val").get("per_class_f1"), list)]
+    """Val F1 per class (rows) and run (columns): where the variants differ. Mean over seeds
+    ± half the 95 % t interval over seeds (with one seed: the value, no interval)."""
+    runs = [r for r in runs if all(isinstance(t.evaluation("val").get("per_class_f1"), list)
+                                   for t in r.done)]
     if not runs:
         return []
     classes = runs[0].final.get("classes") or []
-    f1 = [r.evaluation("val")["per_class_f1"] for r in runs]
     rows = []
     for k, name in enumerate(classes):
-        rows.append([name] + [pct(v[k]) if k < len(v) else "—" for v in f1])
-    return [Sub("Per-class val F1"), Table(["Class"] + [r.name for r in runs], rows)]
+        rows.append([name] + [_seed_mean_ci([t.evaluation("val")["per_class_f1"][k]
+                                             for t in r.done
+                                             if k < len(t.evaluation("val")["per_class_f1"])])
+                              for r in runs])
+    note = ("mean over seeds ± half the 95 % t interval over seeds" if
+            any(len(r.done) > 1 for r in runs) else
+            "one seed per run, so no interval: these rest on the few val images of each class")
+    return [Sub("Per-class val F1"), Para(f"Per class: {note}."),
+            Table(["Class"] + [r.name for r in runs], rows)]
+
+
+def _seed_mean_ci(values: list[float]) -> str:
+    import math
+
+    from scipy import stats
+
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "—"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return pct(mean)
+    sd = statistics.stdev(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return f"{100 * mean:.1f} ± {100 * half:.1f}"
 
 
 def _missing_text(r: RunRecord) -> str:
-    if r.status == "failed":
-        return f"{r.name}: failed — {r.error or 'see its error.txt'}"
-    if r.status == "interrupted":
-        return f"{r.name}: interrupted after {len(r.rows)} epoch(s); re-run the study to resume it"
-    return f"{r.name}: not started"
+    parts = []
+    for t in r.trials:
+        if t.ok:
+            continue
+        who = f"{r.name} (seed {t.seed})" if len(r.trials) > 1 else r.name
+        if t.status == "failed":
+            parts.append(f"{who}: failed — {t.error or 'see its error.txt'}")
+        elif t.status == "interrupted":
+            parts.append(f"{who}: interrupted after {len(t.rows)} epoch(s); re-run the study "
+                         "to resume it")
+        elif t.status == "diverged":
+            parts.append(f"{who}: diverged (non-finite loss); left out of the statistics")
+        else:
+            parts.append(f"{who}: not started")
+    return "; ".join(parts) or f"{r.name}: not started"
 
 
 def section_curves(runs, roles, assets: Path) -> Section:
@@ -177,11 +235,16 @@ def section_curves(runs, roles, assets: Path) -> Section:
         s.add(Img(plot_overlay(shown, assets / "overlay.png"),
                   "Validation accuracy and loss of the norm variants (same recipe, batch size "
                   f"{val(shown[0].config.get('batch_size'))}); PyTorch BN dashed."))
+    if len(shown) >= 2 and any(len(r.done) > 1 for r in shown):
+        s.blocks[-1].caption += " Lines: mean over seeds; bands: lowest to highest seed."
     for r in runs:
         path = run_curves(r, assets)
         if path is not None:
-            s.add(Img(path, f"{r.name}: error (loss), accuracy, micro F1 and macro F1 per epoch, "
-                            "train (solid) and val (dashed).", narrow=True))
+            rep = r.representative
+            which = (f" (seed {rep.seed}, the representative of its {len(r.done)} seeds)"
+                     if len(r.done) > 1 else "")
+            s.add(Img(path, f"{r.name}{which}: error (loss), accuracy, micro F1 and macro F1 "
+                            "per epoch, train (solid) and val (dashed).", narrow=True))
     if len(s.blocks) == 0:
         s.add(Para("No run has finished an epoch yet."))
     return s

@@ -16,7 +16,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
         "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
         "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
-        "--jobs 4\n\n"
+        "--jobs 4\n"
+        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+        "--seeds 3\n\n"
         "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
         "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
         "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
@@ -44,15 +46,45 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
-    parser.add_argument("--jobs", type=int, default=1, metavar="K",
+    parser.add_argument("--jobs", type=_jobs_arg, default=1, metavar="K",
                         help="train up to K runs at once, each in its own process sharing the "
                         "device or the CPU cores; torch threads per job: the plan's `threads`, "
-                        "else cores // K; each run's output goes to runs/<name>/train.log "
-                        "(default: 1, one run after another in this process)")
+                        "else cores // K; each run's output goes to runs/<name>/train.log; "
+                        "auto: as many as fit, from the GPU's free memory (each job holds a "
+                        "CUDA context, its model's peak and its own copy of the data) and its "
+                        "SMs, or from the CPU cores; on a GPU a K that cannot fit is refused "
+                        "up front (default: 1, one run after another in this process)")
+    parser.add_argument("--seeds", type=_seeds_arg, metavar="K",
+                        help="train every run with K seeds (the run's seed, seed+1, ..., "
+                        "seed+K-1), or with the comma-separated seeds given (e.g. 0,1,2), "
+                        "overriding the plan's `seeds:`; each (run, seed) trains in "
+                        "runs/<name>/seed-<s>/. More seeds narrow the intervals the report "
+                        "gives; 3 is a good start")
     parser.add_argument("--shard", metavar="I/K", help="train only shard I of K of the plan's "
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
+
+
+def _jobs_arg(text: str) -> int | str:
+    """--jobs: a count (run_study refuses one below 1, in its own words) or "auto"
+    (resolved by run_study: resnorm.study.capacity)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count K or auto, got {text!r}") from None
+
+
+def _seeds_arg(text: str) -> int | list[int]:
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count K or seeds such as 0,1,2, "
+                                         f"got {text!r}") from None
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -65,13 +97,13 @@ def run_cli(args: argparse.Namespace) -> int:
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
                        gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
-                       jobs=args.jobs)
+                       jobs=args.jobs, seeds=args.seeds)
     if not is_main_process():
         return 0
     status = 0
     if result.failed:
-        print(f"resnorm study: {len(result.failed)} run(s) failed: {', '.join(result.failed)} "
-              f"(see runs/<name>/error.txt; re-run to retry them)", file=sys.stderr)
+        print(f"resnorm study: {len(result.failed)} job(s) failed: {', '.join(result.failed)} "
+              f"(see runs/<name>/seed-<s>/error.txt; re-run to retry them)", file=sys.stderr)
         status = 1
     if result.gradcam_error:
         print(f"resnorm study: Grad-CAM failed: {result.gradcam_error}", file=sys.stderr)

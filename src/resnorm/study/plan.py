@@ -1,9 +1,11 @@
 """A study plan: the YAML that lists a study's runs, parsed, validated and expanded.
 
 A plan has shared `defaults:` (any TrainConfig field) and a list of `runs:` (a `name` plus
-overrides); see configs/demo.yaml and docs/architecture.md. `load_plan(path)` gives a `Plan`;
-`resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
-applied across batch sizes. Every problem is a one-line UsageError.
+overrides); see configs/demo.yaml and docs/architecture.md. `seeds:` (a count K, or a list)
+trains every run once per seed; `comparisons:` names pairs of runs to compare beyond those the
+report finds itself. `load_plan(path)` gives a `Plan`; `resolve_fields(plan, spec)` gives one
+run's TrainConfig fields, with the plan's lr rule applied across batch sizes;
+`plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ import yaml
 
 from resnorm.errors import UsageError
 
-__all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "resolve_fields", "DEFAULT_TOLERANCE",
-           "LR_RULES", "train_default"]
+__all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
+           "DEFAULT_TOLERANCE", "LR_RULES", "train_default"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
-             "synthetic", "gradcam", "defaults", "runs")
+             "seeds", "comparisons", "synthetic", "gradcam", "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
 # How the learning rate follows the batch size B, relative to the plan's base batch size B0.
@@ -63,6 +65,16 @@ class Plan:
     gradcam: dict[str, Any] = field(default_factory=dict)
     synthetic: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None  # torch intra-op threads while the study runs (None: torch's)
+    # K (seeds seed, seed+1, ..., seed+K-1 from each run's `seed`) or an explicit list
+    seeds: int | list[int] = 1
+    comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
+
+    def seeds_of(self, spec: RunSpec) -> list[int]:
+        """The seeds run `spec` trains with."""
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        base = int({**self.defaults, **spec.overrides}.get("seed", train_default("seed")))
+        return [base + i for i in range(self.seeds)]
 
     def lr_rule_text(self) -> str:
         """The learning-rate rule across batch sizes in words (the report repeats it)."""
@@ -78,6 +90,7 @@ class Plan:
         return {"description": self.description, "lr_rule": self.lr_rule,
                 "base_batch_size": self.base_batch_size,
                 "sanity_tolerance": self.sanity_tolerance, "threads": self.threads,
+                "seeds": self.seeds, "comparisons": [list(c) for c in self.comparisons],
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam,
                 "defaults": self.defaults,
@@ -138,9 +151,41 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.sanity_tolerance = _tolerance(raw.get("sanity_tolerance"), source)
     if raw.get("threads") is not None:
         plan.threads = _positive_int(raw["threads"], f"{source}: threads")
+    plan.seeds = parse_seeds(raw.get("seeds", 1), f"{source}: seeds")
+    if isinstance(plan.seeds, list) and any("seed" in r.overrides for r in runs):
+        raise UsageError(f"{source}: a run sets 'seed' while 'seeds' lists the seeds of every "
+                         "run; give 'seeds' as a count instead (seeds counted from each run's "
+                         "seed)")
+    plan.comparisons = _comparisons(raw.get("comparisons"), seen, source)
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     return plan
+
+
+def parse_seeds(value: Any, where: str) -> int | list[int]:
+    """`seeds:` (or --seeds): a count K >= 1, or a non-empty list of distinct integers."""
+    if isinstance(value, list):
+        if (not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+                or len(set(value)) != len(value)):
+            raise UsageError(f"{where} must be a count or a list of distinct integers, "
+                             f"got {value!r}")
+        return list(value)
+    return _positive_int(value, where)
+
+
+def _comparisons(value: Any, names: set[str], source: str) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    pairs = []
+    if not isinstance(value, list):
+        raise UsageError(f"{source}: comparisons must be a list of [run_a, run_b] pairs")
+    for pair in value:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or pair[0] == pair[1]
+                or any(str(x) not in names for x in pair)):
+            raise UsageError(f"{source}: comparisons: {pair!r} is not a pair of two different "
+                             f"runs of the plan")
+        pairs.append((str(pair[0]), str(pair[1])))
+    return pairs
 
 
 def _sub_mapping(raw: dict, key: str, allowed: tuple[str, ...], source: str) -> dict:

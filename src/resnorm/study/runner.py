@@ -1,9 +1,11 @@
 """Run a whole study plan: prepare the data once, train every run, then Grad-CAM and the report.
 
-Each run trains into STUDY/runs/<name>/. Re-running the same command finishes an interrupted
-study: completed runs are skipped, an interrupted run resumes from its last checkpoint, and a
-run that failed before is tried again. A run that diverges or fails is recorded and the study
-goes on. `--jobs K` trains up to K runs at once, each in its own process (resnorm.study.jobs).
+Each run trains once per seed of the plan, into STUDY/runs/<name>/seed-<s>/; each (run, seed)
+is a job of its own for skipping, resuming, --jobs and --shard. Re-running the same command
+finishes an interrupted study: finished jobs are skipped, an interrupted one resumes from its
+last checkpoint, and one that failed before is tried again. A job that diverges or fails is
+recorded and the study goes on; a full disk stops it (exit 4). `--jobs K` trains up to K at
+once, each in its own process (resnorm.study.jobs).
 
 example:
   resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo
@@ -11,6 +13,7 @@ example:
 from __future__ import annotations
 
 import dataclasses
+import time
 import traceback
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -19,14 +22,14 @@ from typing import Any
 
 import yaml
 
-from resnorm.errors import UsageError
+from resnorm.errors import ResourceError, UsageError
 from resnorm.fileio import atomic_write_text, read_yaml
 from resnorm.study.jobs import train_jobs
-from resnorm.study.plan import Plan, load_plan, resolve_fields, train_default
-from resnorm.study.records import PLAN_FILE, STATE_FILE, read_state, write_state
-from resnorm.study.training import Outcome, summary_line, train_one
+from resnorm.study.plan import Plan, load_plan, parse_seeds, resolve_fields, train_default
+from resnorm.study.records import PLAN_FILE, STATE_FILE, read_state, trial_dir, write_state
+from resnorm.study.training import Job, Outcome, summary_line, train_locked
 
-__all__ = ["run_study", "StudyResult", "StudyState", "prepare_data", "resolved_configs",
+__all__ = ["run_study", "StudyResult", "StudyState", "prepare_data", "resolved_jobs",
            "torch_threads", "make_demo_data"]
 
 
@@ -42,10 +45,17 @@ class StudyState:
         self.data.setdefault("runs", {})
 
     def record(self, name: str, **entry: Any) -> None:
-        # Shards of a study (--shard) record their runs into one file: start from what is on
-        # disk now, so the entries other shards wrote meanwhile are kept.
-        self.data["runs"] = {**read_state(self.path.parent).get("runs", {}), name: entry}
-        self._save()
+        # Several processes (--shard, or the same study started K times) record their runs
+        # into one file: under a lock, start from what is on disk now, so the entries the
+        # others wrote meanwhile are kept.
+        with self._lock():
+            self.data["runs"] = {**read_state(self.path.parent).get("runs", {}), name: entry}
+            self._save()
+
+    def _lock(self):
+        import filelock
+
+        return filelock.FileLock(str(self.path.with_name(".study.json.lock")), timeout=60)
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
@@ -103,26 +113,30 @@ def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
     return caches
 
 
-def resolved_configs(plan: Plan, data: str | Path, caches: dict, study: Path):
-    """Each run's fully resolved TrainConfig (checked now, so a bad plan fails before training)."""
+def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> list[Job]:
+    """Each (run, seed) with its fully resolved TrainConfig, in plan order and then seed
+    order (checked now, so a bad plan fails before training)."""
     from resnorm.train import resolve_config
 
     out = []
     for spec in plan.runs:
         fields, lr_note = resolve_fields(plan, spec)
         run_data = caches.get(_data_key(fields), Path(data))
-        try:
-            cfg = resolve_config({**fields, "data": str(run_data), "name": spec.name,
-                                  "out": str(study / "runs" / spec.name)})
-        except UsageError as exc:
-            raise UsageError(f"plan run '{spec.name}': {exc}") from None
-        _check_unchanged(cfg, study / "runs" / spec.name)
-        out.append((spec, cfg, lr_note))
+        for seed in plan.seeds_of(spec):
+            folder = trial_dir(study, spec.name, seed)
+            try:
+                cfg = resolve_config({**fields, "seed": seed, "data": str(run_data),
+                                      "name": spec.name, "out": str(folder)})
+            except UsageError as exc:
+                raise UsageError(f"plan run '{spec.name}': {exc}") from None
+            _check_unchanged(cfg, folder)
+            out.append(Job(spec, seed, cfg, lr_note))
     return out
 
 
 def _check_unchanged(cfg, run_dir: Path) -> None:
-    """Refuse to reuse a run folder trained with other settings than the plan now gives."""
+    """Refuse to reuse a (run, seed) folder trained with other settings than the plan now
+    gives."""
     from resnorm.train import RESUMABLE_CHANGES
 
     saved = read_yaml(run_dir / "config.yaml")
@@ -140,20 +154,23 @@ def _check_unchanged(cfg, run_dir: Path) -> None:
 def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None = None,
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
-              say=print, shard: tuple[int, int] | None = None, jobs: int = 1) -> "StudyResult":
+              say=print, shard: tuple[int, int] | None = None, jobs: int = 1,
+              seeds: int | list[int] | None = None) -> "StudyResult":
     """The whole study: data once, every run in order, then Grad-CAM and the report.
 
     `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
     plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
     Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
     `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
-    not under torchrun.
+    not under torchrun. `seeds` (--seeds) overrides the plan's `seeds:`.
     """
     from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
                                      shard_indices)
     from resnorm.train import device_type
 
     plan = load_plan(plan_path)
+    if seeds is not None:
+        plan.seeds = parse_seeds(seeds, "--seeds")
     study = Path(out)
     if (data is None) == (synthetic is None):
         raise UsageError("give exactly one of --data DATA or --synthetic DIR")
@@ -174,22 +191,26 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
 
     with torch_threads(plan.threads):
         caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
-        configs = resolved_configs(plan, data, caches, study)  # all checked before any training
+        todo = resolved_jobs(plan, data, caches, study)  # all checked before any training
         (study / "runs").mkdir(parents=True, exist_ok=True)
         if info.is_main:
             _write_plan_copy(plan, study)
         state = StudyState(study, plan, str(data), write=info.is_main)
-        say(f"study {study}: {len(configs)} runs; lr across batch sizes: {plan.lr_rule_text()}")
+        seeds_text = ", ".join(map(str, plan.seeds_of(plan.runs[0])))
+        say(f"study {study}: {len(plan.runs)} runs x {len(todo) // len(plan.runs)} seed(s) "
+            f"({seeds_text}) = {len(todo)} jobs; lr across batch sizes: {plan.lr_rule_text()}")
         if shard is not None:
-            configs = [configs[j] for j in shard_indices(len(configs), *shard)]
-            say(f"shard {shard[0]}/{shard[1]}: {len(configs)} of the runs: "
-                f"{', '.join(spec.name for spec, _, _ in configs) or 'none'}; Grad-CAM and the "
+            todo = [todo[j] for j in shard_indices(len(todo), *shard)]
+            say(f"shard {shard[0]}/{shard[1]}: {len(todo)} of the jobs: "
+                f"{', '.join(job.label for job in todo) or 'none'}; Grad-CAM and the "
                 f"report are left to `resnorm study` without --shard or `resnorm report`")
             gradcam = report = False
         if not info.is_main:
             gradcam = report = False
-        result = StudyResult(study, train_all(configs, study, state, progress, say,
+        result = StudyResult(study, train_all(todo, state, progress, say,
                                               jobs=jobs, threads=plan.threads))
+        if (gradcam or report) and _in_progress(todo, say):
+            gradcam = report = False
         if gradcam and not _study_gradcam_step(study, plan, state, say):
             result.gradcam_error = state.data["gradcam_error"]
         if report:
@@ -200,29 +221,58 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     return result
 
 
-def train_all(configs, study: Path, state: "StudyState", progress: bool, say, *,
+def train_all(todo: list[Job], state: "StudyState", progress: bool, say, *,
               jobs: int = 1, threads: int | None = None) -> list[Outcome]:
-    """Every run; each outcome is recorded in study.json (by this process alone) and gets its
+    """Every job; each outcome is recorded in study.json (by this process alone) and gets its
     summary line as soon as it is known. jobs=1: in plan order, in this process; jobs>1: see
     `train_jobs` (lines in completion order, numbered as they finish). Returns the outcomes in
-    plan order."""
-    width = max((len(spec.name) for spec, _, _ in configs), default=0)
+    plan order. A full disk (ResourceError) is recorded, then raised: it stops the study. A
+    job another study process holds (its lock) is skipped with a line saying who."""
+    from resnorm.distributed import launched_world_size
+
+    width = max((len(job.label) for job in todo), default=0)
     done: dict[str, Outcome] = {}
     if jobs > 1:
-        outcomes = train_jobs(configs, study, progress, jobs, threads, say)
+        outcomes = train_jobs(todo, progress, jobs, threads, say)
     else:
-        outcomes = ((spec, train_one(cfg, study / "runs" / spec.name, progress))
-                    for spec, cfg, _ in configs)
-    notes = {spec.name: (cfg.lr, lr_note) for spec, cfg, lr_note in configs}
+        lock = launched_world_size() == 1  # under torchrun the ranks train every job together
+        outcomes = ((job, _train_here(job, progress, lock)) for job in todo)
     with closing(outcomes):  # whatever happens here, running jobs are stopped
-        for spec, outcome in outcomes:
-            lr, lr_note = notes[spec.name]
-            state.record(spec.name, status=outcome.status, action=outcome.action,
-                         seconds=round(outcome.seconds, 3), error=outcome.error,
-                         lr=lr, lr_note=lr_note)
-            done[spec.name] = outcome
-            say(summary_line(len(done), len(configs), outcome, width))
-    return [done[spec.name] for spec, _, _ in configs]
+        for job, outcome in outcomes:
+            if outcome.status != "busy":  # the other process records it
+                state.record(job.label, status=outcome.status, action=outcome.action,
+                             seconds=round(outcome.seconds, 3), error=outcome.error,
+                             lr=job.cfg.lr, lr_note=job.lr_note)
+            done[job.label] = outcome
+            say(summary_line(len(done), len(todo), outcome, width))
+            if outcome.fatal:
+                raise ResourceError(outcome.error)
+    return [done[job.label] for job in todo]
+
+
+def _train_here(job: Job, progress: bool, lock: bool) -> Outcome:
+    """train_locked in this process; a full disk becomes a fatal outcome (recorded, then
+    raised)."""
+    started = time.perf_counter()
+    try:
+        return train_locked(job.cfg, job.dir, progress, job.label, lock)
+    except ResourceError as exc:
+        return Outcome(job.label, "failed", "trained", None, time.perf_counter() - started,
+                       str(exc), fatal=True)
+
+
+def _in_progress(todo: list[Job], say) -> bool:
+    """Whether other study processes still train jobs of this plan (their locks); if so, say
+    which: the last process to finish writes Grad-CAM and the report."""
+    from resnorm.study.locks import held_by
+
+    busy = [(job, held_by(job.dir)) for job in todo if not (job.dir / "final.json").exists()]
+    busy = [(job, holder) for job, holder in busy if holder is not None]
+    if busy:
+        say(f"study: {len(busy)} job(s) still being trained by other processes: "
+            f"{', '.join(f'{job.label} by {holder}' for job, holder in busy)}; the last "
+            "process to finish writes Grad-CAM and the report")
+    return bool(busy)
 
 
 @contextmanager

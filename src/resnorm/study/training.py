@@ -1,7 +1,8 @@
-"""One run of a study: train (or resume, or skip) it, and say how it went in one line.
+"""One (run, seed) of a study: train (or resume, or skip) it, and say how it went in one line.
 
 `train_one` is what both the sequential runner and each --jobs process call, so the skip /
-resume / failure bookkeeping is the same either way.
+resume / failure bookkeeping is the same either way. A `Job` is one (run, seed) with its
+resolved config; its folder is the config's `out` (STUDY/runs/<name>/seed-<s>/).
 """
 from __future__ import annotations
 
@@ -9,11 +10,31 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from resnorm.errors import DivergedError
+from resnorm.errors import DivergedError, ResourceError
 from resnorm.fileio import read_json
+from resnorm.study.records import trial_label
 
-__all__ = ["Outcome", "train_one", "summary_line"]
+__all__ = ["Job", "Outcome", "train_one", "train_locked", "summary_line"]
+
+
+@dataclass
+class Job:
+    """One (run, seed) to train: the plan's run, the seed, its resolved TrainConfig."""
+
+    spec: Any              # resnorm.study.plan.RunSpec
+    seed: int
+    cfg: Any               # resnorm.train.TrainConfig (cfg.out is the folder)
+    lr_note: str
+
+    @property
+    def label(self) -> str:
+        return trial_label(self.spec.name, self.seed)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.cfg.out)
 
 
 @dataclass
@@ -21,19 +42,37 @@ class Outcome:
     """How one run went in this invocation of the study."""
 
     name: str
-    status: str            # completed | early_stopped | diverged | failed
-    action: str            # trained | resumed | skipped
+    status: str            # completed | early_stopped | diverged | failed | busy
+    action: str            # trained | resumed | skipped (busy: another process trains it)
     final: dict | None
     seconds: float
     error: str | None = None
+    fatal: bool = False    # the study cannot go on (a full disk): raised once recorded
 
 
 
-def train_one(cfg, run_dir: Path, progress: bool) -> Outcome:
-    """Train (or resume, or skip) one run; a failure is returned, not raised."""
+def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = True) -> Outcome:
+    """`train_one` holding the run folder's lock (resnorm.study.locks), so that several study
+    processes on one folder never train the same (run, seed) at once: when another process
+    holds it, a "busy" outcome naming it. lock=False (under torchrun): no lock."""
+    if not lock:
+        return train_one(cfg, run_dir, progress, label)
+    from resnorm.study.locks import run_lock
+
+    if (run_dir / "final.json").exists():  # finished: nothing to lock
+        return train_one(cfg, run_dir, progress, label)
+    with run_lock(run_dir) as holder:
+        if holder is not None:
+            return Outcome(label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+        return train_one(cfg, run_dir, progress, label)
+
+
+def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> Outcome:
+    """Train (or resume, or skip) one run; a failure is returned, not raised, except a lack
+    of resources (a full disk: ResourceError), which would fail every run after it too."""
     from resnorm.train import train
 
-    name = cfg.name
+    name = label or cfg.name
     if (run_dir / "final.json").exists():
         final = read_json(run_dir / "final.json")
         return Outcome(name, final.get("status", "completed"), "skipped", final, 0.0)
@@ -45,6 +84,8 @@ def train_one(cfg, run_dir: Path, progress: bool) -> Outcome:
         # train() wrote final.json (status diverged) before raising: the run is recorded.
         final = read_json(run_dir / "final.json")
         return Outcome(name, "diverged", action, final, time.perf_counter() - started)
+    except ResourceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one broken run must not stop the study
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
@@ -56,6 +97,8 @@ def train_one(cfg, run_dir: Path, progress: bool) -> Outcome:
 def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
     """One line per run, aligned across the study: '[ 3/12] bn   completed  val acc ...'."""
     head = f"[{i:>{len(str(total))}}/{total}] {o.name:<{name_width}} {o.status:<13}"
+    if o.status == "busy":
+        return f"{head} skipped: {o.error}"
     if o.status == "failed":
         return f"{head} {o.error}"
     ev = (o.final or {}).get("eval") or {}

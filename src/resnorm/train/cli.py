@@ -50,7 +50,9 @@ HELP = {
     "min_delta": "val-accuracy gain that counts as an improvement",
     "seed": "random seed (weights, batch order, augmentation)",
     "device": "where to train",
-    "amp": "autocast dtype (auto: bf16 on CUDA, else off)",
+    "amp": "autocast dtype (auto: on CUDA bf16 where the GPU has it natively, compute "
+           "capability >= 8.0, else fp16 with loss scaling, skipped steps counted in "
+           "metrics.csv; off elsewhere; bf16 on an older GPU is allowed but emulated, slow)",
     "channels_last": "channels-last memory format (auto: on for CUDA)",
     "compile": "torch.compile the model",
     "compile_mode": "torch.compile mode with --compile: reduce-overhead adds CUDA graphs (for "

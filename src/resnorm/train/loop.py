@@ -2,10 +2,32 @@
 
 train_one_epoch reads top to bottom, one comment per step; resnorm.train.run calls it once per
 epoch and handles checkpoints, metrics and resuming around it.
+
+Divergence under fp16 (the GradScaler) versus skipped steps. The scaler multiplies the loss
+before backward so that small fp16 gradients do not flush to zero; when a scaled gradient
+overflows (inf/NaN) it skips that optimizer step and halves the scale (and doubles it again
+after 2000 clean steps). Such a skipped step is the scaler at work, not divergence: the
+weights stay as they were, the step is counted (`skipped_steps`, a metrics.csv column) and
+training goes on. Divergence is still caught, in two ways:
+- a non-finite loss, in every precision (the loss is float32: cross-entropy runs in float32
+  under autocast). In a skipped step the loss itself is finite, only the scaled gradients
+  overflow; a non-finite loss means the forward pass overflowed or the weights are broken,
+  which no scale fixes (it acts on the backward only), and the forward in train mode has
+  already written the inf into BN running statistics, which never recover from it.
+- fp16: a loss scale below MIN_LOSS_SCALE (1.0) at the end of an epoch. The scale gets
+  there only through an overflow at scale 1, i.e. gradients that overflow fp16 unscaled
+  (|g| > 65504) or are NaN, step after step: a run that no longer trains (every step
+  skipped) ends up there whatever its epoch length, while the usual start-up (a handful of
+  skips from 65536 down to a workable scale) never comes near it. ("Every step of an epoch
+  skipped" was the alternative; it misfires on short epochs, where all of the first
+  epoch's few steps can be the start-up, and misses a run that skips 99 % of its steps.)
+Skipped steps are found on the device (the scaler's found-inf flags, summed without a host
+sync) and read back once at the end of the epoch.
 """
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +43,7 @@ from resnorm.norms import clamp_gates_
 from resnorm.train.progress import Progress
 from resnorm.train.runtime import Runtime
 
+MIN_LOSS_SCALE = 1.0  # fp16: a loss scale below this at an epoch's end is divergence (above)
 
 @dataclass
 class TrainParts:
@@ -48,16 +71,21 @@ class TrainParts:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
+        # amp may change on resume (RESUMABLE_CHANGES): a checkpoint saved without fp16 has
+        # an empty scaler state, which an fp16 run's scaler refuses; it starts a fresh scale.
+        if checkpoint["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(checkpoint["scaler"])
         set_rng_state(checkpoint["rng"])
 
 
 def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: Progress,
                     epoch: int, global_step: int, num_classes: int) -> tuple[dict, float, float]:
-    """Train for one epoch; return (scores, lr of its last step, seconds spent).
+    """Train for one epoch; return (scores, lr of its last step, seconds spent). The scores
+    include `skipped_steps`: optimizer steps the fp16 loss scaler skipped (0 without fp16).
 
     Raises NonFiniteLoss at the first non-finite loss (checked whenever the host reads from
-    the device anyway, and at the end of the epoch).
+    the device anyway, and at the end of the epoch), and LossScaleCollapsed when the fp16
+    loss scale has fallen below MIN_LOSS_SCALE by the end of the epoch (module docstring).
     """
     model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
     parts.forward.train()  # the DDP/compile wrappers and the model inside them
@@ -67,6 +95,7 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     check_early = not parts.info.enabled
     meter = EpochMeter(num_classes, rt.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=rt.device)
+    skipped = torch.zeros((), dtype=torch.long, device=rt.device)  # steps the scaler skipped
     show.start(epoch, len(stream))
     started = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
@@ -75,16 +104,20 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
         with rt.autocast():
             logits = parts.forward(x)
             loss = F.cross_entropy(logits, y)
-        # Backward and update (the scaler only acts for fp16).
+        # Backward and update (the scaler only acts for fp16: it unscales the gradients in
+        # step(), so any gradient clipping would go after an explicit scaler.unscale_, and
+        # skips the step when they overflowed; counted on the device, no host sync).
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
+        if scaler.is_enabled():
+            skipped += _step_skipped(scaler, optimizer, skipped.device)
         scaler.update()
         # BIN gates stay in [0, 1]: clamped in place, so the optimizer keeps the same tensor.
         clamp_gates_(model)
         # Per-step schedule: warm-up and decay are smooth whatever the epoch count.
         lr = optimizer.param_groups[0]["lr"]
-        parts.scheduler.step()
+        _schedule_step(parts.scheduler, quiet=scaler.is_enabled() and global_step + step == 1)
         # Statistics accumulate on the device: no host synchronisation here.
         meter.update(loss, logits, y)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -97,33 +130,106 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
             seen = step * stream.batch_size * stream.world_size
             show.update(step, loss_so_far, acc_so_far, seen / (time.perf_counter() - started))
     _raise_if_diverged(_first_bad_on_any_rank(first_bad), epoch, global_step)
+    # fp16: a scale that has collapsed means the gradients overflow even unscaled. (The scale
+    # is the same on every rank: DDP's gradients, hence the overflows, are.)
+    if scaler.is_enabled() and scaler.get_scale() < MIN_LOSS_SCALE:
+        raise LossScaleCollapsed(epoch, len(stream), global_step + len(stream),
+                                 scaler.get_scale(), int(skipped))
     stats = meter.compute()  # synchronises, so the time below includes all device work
+    stats["skipped_steps"] = int(skipped)
     show.close()
     return stats, lr, time.perf_counter() - started
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, stream, num_classes: int, rt: Runtime | None = None) -> dict:
-    """Loss and scores of `model` over `stream` in eval mode (see EpochMeter.compute)."""
+def evaluate(model: nn.Module, stream, num_classes: int, rt: Runtime | None = None,
+             keep: dict | None = None) -> dict:
+    """Loss and scores of `model` over `stream` in eval mode (see EpochMeter.compute).
+
+    `keep`, a dict, receives the per-image results in stream order as CPU tensors: "labels",
+    "preds" and "probs" (softmax, float32), for the study's paired statistics.
+    """
     rt = rt or Runtime(torch.device("cpu"), None, False)
     was_training = model.training
     model.eval()
     meter = EpochMeter(num_classes, rt.device)
+    labels, probs = [], []
     try:
         for x, y in stream:
             with rt.autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
             meter.update(loss, logits, y)
+            if keep is not None:  # kept on the device: one copy to the host at the end
+                labels.append(y)
+                probs.append(torch.softmax(logits.float(), dim=1))
     finally:
         model.train(was_training)
+    if keep is not None:
+        keep["labels"] = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
+        keep["probs"] = (torch.cat(probs).cpu() if probs
+                         else torch.zeros(0, num_classes, dtype=torch.float32))
+        keep["preds"] = keep["probs"].argmax(dim=1)
     return meter.compute()
 
 
+@torch.no_grad()
+def predict_all(model: nn.Module, stream, num_classes: int, rt: Runtime) -> dict:
+    """The per-image results of `evaluate(..., keep=)` alone, without its scores (which are
+    reduced over ranks): for one rank's pass over a whole split."""
+    was_training = model.training
+    model.eval()
+    labels, probs = [], []
+    try:
+        for x, y in stream:
+            with rt.autocast():
+                logits = model(x)
+            labels.append(y)
+            probs.append(torch.softmax(logits.float(), dim=1))
+    finally:
+        model.train(was_training)
+    probs_all = (torch.cat(probs).cpu() if probs
+                 else torch.zeros(0, num_classes, dtype=torch.float32))
+    return {"labels": torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long),
+            "probs": probs_all, "preds": probs_all.argmax(dim=1)}
+
+
 class NonFiniteLoss(Exception):
-    def __init__(self, epoch: int, step: int, global_step: int) -> None:
-        super().__init__(f"non-finite loss at epoch {epoch}, step {step}")
+    def __init__(self, epoch: int, step: int, global_step: int,
+                 message: str | None = None) -> None:
+        super().__init__(message or f"non-finite loss at epoch {epoch}, step {step}")
         self.where = {"epoch": epoch, "step": step, "global_step": global_step}
+
+
+class LossScaleCollapsed(NonFiniteLoss):
+    """fp16: the loss scale fell below MIN_LOSS_SCALE; `where` is the epoch's last step."""
+
+    def __init__(self, epoch: int, step: int, global_step: int, scale: float,
+                 skipped: int) -> None:
+        super().__init__(epoch, step, global_step,
+                         f"non-finite fp16 gradients: the loss scale fell to {scale:.3g} in "
+                         f"epoch {epoch} ({skipped} of {step} steps skipped)")
+
+
+def _step_skipped(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer,
+                  device: torch.device) -> torch.Tensor:
+    """1 (a device tensor) if scaler.step just skipped the step: its found-inf flags, read
+    before update() clears them. (`_found_inf_per_device` is GradScaler's own accessor, used
+    by update(); tests/test_amp_auto.py checks it against a real scaler.)"""
+    flags = scaler._found_inf_per_device(optimizer).values()
+    return (sum(flag.to(device) for flag in flags) > 0).long()
+
+
+def _schedule_step(scheduler, quiet: bool) -> None:
+    """scheduler.step(); `quiet` for a run's very first step under fp16, which the scaler may
+    have skipped: torch would warn that the schedule stepped before the optimizer did. The
+    schedule counts steps taken or skipped alike, so it stays a function of the step."""
+    if not quiet:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 def _first_bad_on_any_rank(first_bad: torch.Tensor) -> torch.Tensor:

@@ -3,27 +3,46 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from typing import Callable
 
 from tqdm import tqdm
 
 from resnorm.checkpoint import RunFiles
 
 
+# Plain lines (no terminal, e.g. a log file): one at least every LINE_EVERY_S seconds and at
+# 25/50/75 % of an epoch, but never two of an epoch within LINE_GAP_S seconds (a quarter mark
+# that close to the last line is dropped). The first quarter mark of an epoch always prints:
+# a short epoch shows that line and the epoch line.
+LINE_EVERY_S = 30.0
+LINE_GAP_S = 5.0
+
+
 class Progress:
     """Per-epoch progress: a tqdm bar (loss, acc, img/s) on a terminal, else plain lines.
 
     `wants(step)` says when to read numbers back from the device: every `every` steps for the
-    bar, at 25/50/75 % of the epoch for plain lines; between those, nothing is synchronised.
+    bar; for plain lines at 25/50/75 % of the epoch and whenever `line_every` seconds of the
+    epoch passed without a line (never within `min_gap` seconds of the epoch's last line).
+    Between those nothing is synchronised: `wants` only compares `clock()` (time.monotonic)
+    with the time of the last line.
     """
 
-    def __init__(self, enabled: bool, epochs: int, every: int) -> None:
+    def __init__(self, enabled: bool, epochs: int, every: int, *,
+                 clock: Callable[[], float] = time.monotonic, line_every: float = LINE_EVERY_S,
+                 min_gap: float = LINE_GAP_S) -> None:
         self.enabled, self.epochs, self.every = enabled, epochs, every
         self.tty = enabled and sys.stderr.isatty()
         self.bar = None
+        self.clock, self.line_every, self.min_gap = clock, line_every, min_gap
+        self.last_line = -math.inf  # clock() when the epoch's last plain line was printed
 
     def start(self, epoch: int, steps: int) -> None:
         self.epoch, self.steps = epoch, steps
         self.marks = {math.ceil(steps * q / 4) for q in (1, 2, 3)} - {steps}
+        self.started = self.clock() if self.enabled and not self.tty else 0.0
+        self.last_line = -math.inf
         if self.tty:
             self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="step",
                             leave=False, dynamic_ncols=True, file=sys.stderr)
@@ -33,7 +52,12 @@ class Progress:
             return False
         if self.tty:
             return step % self.every == 0 or step == self.steps
-        return step in self.marks
+        if step >= self.steps:
+            return False  # the epoch line follows at once
+        now = self.clock()
+        if now - self.last_line < self.min_gap:
+            return False
+        return step in self.marks or now - max(self.started, self.last_line) >= self.line_every
 
     def update(self, step: int, loss: float, acc: float, images_per_s: float) -> None:
         if self.bar is not None:
@@ -41,8 +65,13 @@ class Progress:
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}",
                                  img_s=f"{images_per_s:.0f}", refresh=False)
         elif self.enabled:
+            now = self.clock()
+            self.last_line = now
+            elapsed = max(0.0, now - self.started)
+            left = elapsed * (self.steps - step) / max(step, 1)
             log(f"epoch {self.epoch}/{self.epochs} step {step}/{self.steps} loss {loss:.4f} "
-                f"acc {acc:.4f} {images_per_s:.0f} img/s")
+                f"acc {acc:.4f} {images_per_s:.0f} img/s | {100 * step // max(self.steps, 1)}% "
+                f"in {format_duration(elapsed)}, {format_duration(left)} left")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -54,6 +83,16 @@ def log(message: str) -> None:
     """A line on stderr (through tqdm, so an active bar is not broken)."""
     tqdm.write(message, file=sys.stderr)
     sys.stderr.flush()
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 4m10s, 2h05m."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:

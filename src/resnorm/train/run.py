@@ -14,7 +14,9 @@ the run's (other than data/cache paths, device, amp, channels_last, compile, com
 eval batch size) is refused. A run resumes only with the world size it was started with.
 
 A non-finite training loss ends the run: final.json says "diverged" with the epoch and step,
-and DivergedError is raised (exit code 3 on the command line).
+and DivergedError is raised (exit code 3 on the command line). Under fp16 (amp auto on a GPU
+without native bf16) steps the GradScaler skips are counted per epoch (metrics.csv
+`skipped_steps`), not taken for divergence; a collapsed loss scale is (train.loop).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from resnorm.model import ResNet, count_parameters
 from resnorm.norm_functions import plan_kernels, planned_kernels
 from resnorm.train.config import FIELD_NAMES, RESUMABLE_CHANGES, TrainConfig, resolve_config
 from resnorm.train.config import device_type
-from resnorm.train.loop import NonFiniteLoss, TrainParts, evaluate, train_one_epoch
+from resnorm.train.loop import (NonFiniteLoss, TrainParts, evaluate, predict_all,
+                               train_one_epoch)
 from resnorm.train.optim import build_optimizer, build_scheduler
 from resnorm.train.progress import Progress, _epoch_line, _log_scalars, _tensorboard, log
 from resnorm.train.runtime import (Runtime, _compiled, distributed_record, environment, load_data,
@@ -86,6 +89,8 @@ def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool)
     if checkpoint is not None and checkpoint["classes"] != data.classes:
         raise UsageError(f"the dataset's classes differ from those {files.dir} was trained on")
     rt = Runtime.for_config(cfg)
+    if is_main and rt.amp_warning:
+        log(f"warning: {rt.amp_warning}")
 
     # Model, seeded: runs with one seed start from the same weights (on every rank).
     torch.manual_seed(cfg.seed)
@@ -164,7 +169,8 @@ def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool)
                    **{f"val_{k}": val_stats[k] for k in SCORE_KEYS},
                    "epoch_time_s": round(epoch_s, 3),
                    "images_per_s": round(train_stream.num_samples * info.world_size / train_s,
-                                         1)}
+                                         1),
+                   "skipped_steps": train_stats["skipped_steps"]}
             improved = state.record(row, cfg)
 
             # Checkpoints: best first, then last, so last.pt never points past a best.pt.
@@ -176,6 +182,10 @@ def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool)
             _log_scalars(writer, row)
             if is_main:
                 log(_epoch_line(row, cfg.epochs, improved))
+                if row["skipped_steps"]:  # fp16 only: overflowing gradients, step not taken
+                    log(f"epoch {epoch}/{cfg.epochs}: {row['skipped_steps']} of "
+                        f"{len(train_stream)} steps skipped by the fp16 loss scaler (non-finite "
+                        f"gradients; scale now {parts.scaler.get_scale():g})")
     except NonFiniteLoss as exc:
         _finish(files, cfg, state, parts, data, rt, "diverged", exc.where)
         raise DivergedError(f"{exc} (global step {exc.where['global_step']}); "
@@ -287,27 +297,40 @@ def _checkpoint_to_resume(files: RunFiles, cfg: TrainConfig, resume: str,
 
 
 def evaluate_best(files: RunFiles, parts: TrainParts, data, cfg: TrainConfig,
-                  rt: Runtime) -> dict:
-    """best.pt evaluated in eval mode on every split (train as "train", valid as "val").
+                  rt: Runtime) -> tuple[dict, dict]:
+    """best.pt evaluated in eval mode on every split (train as "train", valid as "val"):
+    the scores per split, and the per-image predictions per split (rank 0's, see below).
+
     Under torchrun every rank loads it (after rank 0 has written it) and evaluates its block
-    of each split; the scores are summed over ranks."""
+    of each split; the scores are summed over ranks. The per-image predictions are then rank
+    0's own pass over the whole of val and test (train is left out: the statistics need it
+    only for one-seed train intervals, not worth a second pass over 30,000 images)."""
     barrier()
     if not files.path("best.pt").exists():
-        return {}
+        return {}, {}
     parts.model.load_state_dict(load_checkpoint(files.path("best.pt"), rt.device)["model"])
-    results = {}
+    results, kept = {}, {}
+    single = parts.info.world_size == 1
     for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
         if split in data.splits and len(data.splits[split]):
             stream = make_stream(data, split, cfg, rt, training=False, info=parts.info)
-            results[key] = evaluate(parts.eval_forward, stream, cfg.num_classes, rt)
-    return results
+            keep = {} if single else None
+            results[key] = evaluate(parts.eval_forward, stream, cfg.num_classes, rt, keep)
+            if not single and files.is_main and key != "train":
+                keep = predict_all(parts.eval_forward,
+                                   make_stream(data, split, cfg, rt, training=False),
+                                   cfg.num_classes, rt)
+            if keep is not None:
+                kept[key] = keep
+    return results, kept
 
 
 def _finish(files: RunFiles, cfg: TrainConfig, state: RunState, parts: TrainParts, data,
             rt: Runtime, status: str, diverged_at: dict | None = None) -> dict:
     """Evaluate the best checkpoint, write final.json and curves.png; return final.json."""
     started = time.perf_counter()
-    results = evaluate_best(files, parts, data, cfg, rt)
+    results, kept = evaluate_best(files, parts, data, cfg, rt)
+    files.write_predictions(kept)  # before final.json, whose presence marks the run finished
     final = {
         "name": cfg.name,
         "status": status,

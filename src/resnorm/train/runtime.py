@@ -53,15 +53,47 @@ def select_device(name: str) -> torch.device:
     return torch.device(name, 0) if name == "mps" else torch.device(name)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: full float32)."""
+# bf16 runs natively (tensor cores, full speed) from compute capability 8.0 (Ampere: A100,
+# RTX 30xx) on; older GPUs (V100 sm_70, T4 sm_75) emulate it, slower than float32.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def choose_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str, str | None]:
+    """(autocast dtype or None for float32, the reason in words, a warning line or None).
+
+    auto: on CUDA bf16 where the GPU has it natively (compute capability >= 8.0), else fp16,
+    whose narrow range needs the GradScaler (train.run enables it for fp16 only); elsewhere
+    off (autocast is for CUDA here). Explicit bf16 on a GPU without native bf16 is allowed
+    (same numerics as on a newer GPU, e.g. to compare with one) with a warning: it is slow.
+    """
+    sm = None
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        sm = f"sm_{major}{minor}"
+        native_bf16 = (major, minor) >= NATIVE_BF16_CAPABILITY
     if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        if device.type != "cuda":
+            return None, f"off: amp auto uses autocast on CUDA only (device {device.type})", None
+        if native_bf16:
+            return torch.bfloat16, f"bf16: {sm} has native bf16", None
+        return torch.float16, f"fp16 with GradScaler: {sm} has no native bf16", None
     if amp == "fp16" and device.type != "cuda":
         raise UsageError("amp fp16 needs a CUDA device (use bf16 or off)")
     if amp == "bf16" and device.type == "mps":
         raise UsageError("amp bf16 is not supported on mps (use off)")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    if amp not in ("bf16", "fp16", "off"):
+        raise UsageError(f"amp must be auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "bf16" and sm is not None and not native_bf16:
+        return (torch.bfloat16, f"bf16: --amp bf16 ({sm} has no native bf16: emulated, slow)",
+                f"--amp bf16 on {sm}, which has no native bf16: autocast emulates it, slower "
+                f"than float32; --amp auto picks fp16 with loss scaling here")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    return dtype, f"{amp}{' with GradScaler' if amp == 'fp16' else ''}: --amp {amp}", None
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: full float32); see choose_amp."""
+    return choose_amp(amp, device)[0]
 
 
 @dataclass(frozen=True)
@@ -72,6 +104,8 @@ class Runtime:
     amp: torch.dtype | None          # autocast dtype; None: plain float32
     channels_last: bool
     keeps_freed_memory: bool = False  # CPU: malloc keeps freed memory (resnorm.cpu_memory)
+    amp_reason: str = ""             # why this amp (choose_amp), for config.yaml
+    amp_warning: str | None = None   # a line for the user (explicit bf16 without native bf16)
 
     @classmethod
     def for_config(cls, cfg: TrainConfig) -> "Runtime":
@@ -83,7 +117,8 @@ class Runtime:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         kept = device.type == "cpu" and keep_freed_memory()
-        return cls(device, resolve_amp(cfg.amp, device), channels_last, kept)
+        amp, reason, warning = choose_amp(cfg.amp, device)
+        return cls(device, amp, channels_last, kept, reason, warning)
 
     def autocast(self):
         """A fresh autocast context (a no-op without amp)."""
@@ -189,6 +224,7 @@ def environment(rt: Runtime, data) -> dict:
         "device_name": (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
                         else platform.processor() or platform.machine()),
         "amp": str(rt.amp).replace("torch.", "") if rt.amp else "off",
+        "amp_reason": rt.amp_reason,
         "channels_last": rt.channels_last,
         "keeps_freed_memory": rt.keeps_freed_memory,
         "git_commit": None, "git_dirty": None,
