@@ -77,12 +77,25 @@ def torchrun_train(data, out, *, kill_on: str | None = None) -> tuple[int, str]:
             lines.append(line)
             if kill_on and line.startswith(kill_on):
                 os.killpg(child.pid, signal.SIGKILL)
+                _kill_workers_of(out)
                 break
         return child.wait(timeout=180), "".join(lines)
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.stdout.close()
+
+
+def _kill_workers_of(out) -> None:
+    """SIGKILL every process whose command line names `out`: torchrun's workers are not all
+    in its process group, and one left alive would go on training after the "crash"."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if str(out).encode() in cmdline:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def rows(run_dir) -> list[dict]:

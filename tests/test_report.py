@@ -182,7 +182,7 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     assert len(items) >= 6
     text = "\n".join(items)
     assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d\)", text)
-    assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn: \+20\.5 points", text)
+    assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn by \+20\.5 points", text)
     # 200 val images: bn and torch_bn (0.5 point apart) cannot be told apart
     assert "bn is not distinguishable at this scale from torch\\_bn" in text
     # GN loses 1 point at batch 8, BN 15.5: the interaction says so, with its interval
@@ -194,8 +194,11 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     # every mean ± half-width an observation states appears in the tables above it
     for number in re.findall(r"\d+\.\d ± \d+\.\d", text):
         assert number in body, number
-    for interval in re.findall(r"95 % CI [−+]\d+\.\d to [−+]\d+\.\d", text):
-        assert interval in body, interval
+    # and every interval, as a − b in the Comparisons table or the other way round (b − a)
+    for lo, hi in re.findall(r"95 % CI ([−+]\d+\.\d) to ([−+]\d+\.\d)", text):
+        flip = {"+": "−", "−": "+"}
+        negated = f"95 % CI {flip[hi[0]]}{hi[1:]} to {flip[lo[0]]}{lo[1:]}"
+        assert f"95 % CI {lo} to {hi}" in body or negated in body, (lo, hi)
 
 
 def _with_tolerance(study, **tolerance):

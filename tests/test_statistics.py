@@ -302,3 +302,26 @@ def test_interaction_verdicts_on_planted_effects(deltas, verdict):
     assert res["diff"] == pytest.approx(sens["bn"] - sens["gn"])
     if verdict == "GN less sensitive":
         assert sens["gn"] < sens["bn"]
+
+
+def test_equal_seed_scores_do_not_cancel_the_image_noise():
+    """Three seeds that happen to score the same (S² = 0) yet predict different images: the
+    interval still counts the finite validation set (it once came out zero-width here)."""
+    rng = np.random.default_rng(7)
+    n = 150
+    labels = rng.integers(0, 10, n)
+
+    def seed_with_acc(correct: int):
+        preds = (labels + 1) % 10
+        right = rng.permutation(n)[:correct]
+        preds[right] = labels[right]
+        return labels, preds
+
+    a = [seed_with_acc(64) for _ in range(3)]   # 42.7 % each
+    b = [seed_with_acc(40) for _ in range(3)]   # 26.7 % each
+    res = compare(a, b, "acc")
+    lo, hi = res["ci95"]
+    image_only = compare([a[0]], [b[0]], "acc")["ci95"]
+    assert res["diff"] == pytest.approx(24 / 150)
+    assert hi - lo > 0.5 * (image_only[1] - image_only[0]) > 0
+    assert lo < res["diff"] < hi

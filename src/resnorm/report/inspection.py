@@ -3,6 +3,7 @@ the Grad-CAM results `resnorm gradcam` left in STUDY/gradcam/."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from resnorm.plots import mpl_text
@@ -94,17 +95,19 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
     conc = g.get("concentration") or {}
     share = g.get("concentration_top_share", 0.1)
     hits = g.get("gallery_pointing")
-    header = ["Images", "Maps", f"Mass in brightest {share:.0%} of pixels (mean)"]
-    rows = [["correctly classified", str(sum(len(c["correct"]) for c in g["classes"])),
-             pct(conc.get("correct"))],
-            ["misclassified", str(sum(len(c["incorrect"]) for c in g["classes"])),
-             pct(conc.get("incorrect"))]]
+    tiles = gallery_tiles(g)
+    header = ["Images", "Maps", f"Mass in brightest {share:.0%} of pixels (mean, 95 % CI)"]
+    rows = [["correctly classified", str(len(tiles["correct"])),
+             mean_ci([t["concentration"] for t in tiles["correct"]])],
+            ["misclassified", str(len(tiles["incorrect"])),
+             mean_ci([t["concentration"] for t in tiles["incorrect"]])]]
     if hits:
-        header.append("Maximum inside the object's box")
-        rows[0].append(pct(hits.get("correct")))
-        rows[1].append(pct(hits.get("incorrect")))
+        header.append("Maximum inside the object's box (95 % CI)")
+        for row, kind in zip(rows, ("correct", "incorrect")):
+            row.append(proportion_ci(*hit_counts(tiles[kind])))
     s.add(Table(header, rows, caption=f"The galleries' maps below. A flat map scores {share:.0%} "
-                "on concentration; a map focused on one spot approaches 100%."))
+                "on concentration; a map focused on one spot approaches 100%. Intervals: t over "
+                "the maps (concentration), Wilson (box hits)."))
     if g.get("pointing"):
         s.add(Sub("Pointing game (synthetic boxes)"))
         s.add(Para("Share of validation maps whose maximum falls inside the object's box; "
@@ -139,3 +142,40 @@ def proportion_ci(hits: int, total: int) -> str:
         return "—"
     ci = stats.binomtest(int(hits), int(total)).proportion_ci(0.95, method="wilson")
     return f"{pct(hits / total)} ({100 * ci.low:.1f}–{100 * ci.high:.1f}%)"
+
+
+def gallery_tiles(g: dict) -> dict[str, list[dict]]:
+    """The gallery maps of gradcam.json, correct and incorrect, over all classes."""
+    return {kind: [t for c in g.get("classes", []) for t in c.get(kind, [])]
+            for kind in ("correct", "incorrect")}
+
+
+def hit_counts(tiles: list[dict]) -> tuple[int, int]:
+    scored = [t["pointing_hit"] for t in tiles if "pointing_hit" in t]
+    return int(sum(scored)), len(scored)
+
+
+def mean_ci(values: list[float]) -> str:
+    """'40.2% (38.1–42.3%)': a mean share with its 95 % t interval (one value: no interval)."""
+    from scipy import stats
+
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "—"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return pct(mean)
+    ci = stats.ttest_1samp(values, mean).confidence_interval(0.95)
+    return f"{pct(mean)} ({100 * ci.low:.1f}–{100 * ci.high:.1f}%)"
+
+
+def mean_difference(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
+    """mean(a) − mean(b) with its Welch 95 % interval, or None with fewer than 2 of either."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(0.95)
+    diff = sum(a) / len(a) - sum(b) / len(b)
+    return diff, float(ci.low), float(ci.high)

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from resnorm.report.format import ci_pct, diff_ci, fine_pct, fine_pts, num, pct, pts, val
+from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, num, pct, pts,
+                                   signed_pts, val)
 from resnorm.report.roles import NORM_LABELS, Roles
 from resnorm.study.records import RunRecord, best_run
 
@@ -65,9 +66,10 @@ def difference_text(c: dict | None, a: str, b: str) -> str:
     if c is None or c.get("diff") is None:
         reason = (c or {}).get("reason", "no comparison was made")
         return f"not comparable ({reason})"
-    if c["verdict"] in ("a higher", "b higher"):
-        hi, lo = (a, b) if c["verdict"] == "a higher" else (b, a)
-        return f"{hi} higher than {lo}: {diff_ci(c)} ({a} − {b})"
+    if c["verdict"] == "b higher":  # say it the way round that reads as a gain
+        return difference_text(_flipped(c), b, a)
+    if c["verdict"] == "a higher":
+        return f"{a} higher than {b} by {diff_ci(c)}"
     return f"not distinguishable at this scale (difference {diff_ci(c)})"
 
 
@@ -201,19 +203,32 @@ def _obs_gradcam(f: Facts):
     g = f.gradcam
     if g is None:
         return None
+    from resnorm.report.inspection import (gallery_tiles, hit_counts, mean_ci, mean_difference,
+                                           proportion_ci)
+
     out = []
-    conc, share = g.get("concentration") or {}, g.get("concentration_top_share", 0.1)
-    c, i = conc.get("correct"), conc.get("incorrect")
-    if c is not None and i is not None:
-        rel = {1: "more", -1: "less", 0: "as"}[_compare_shown(c, i, pct)]
-        out.append(f"Grad-CAM maps of correctly classified images put {pct(c)} of their mass in "
-                   f"their brightest {share:.0%} of pixels, vs {pct(i)} for misclassified images "
-                   f"({rel} concentrated when right; a flat map would score {share:.0%}).")
-    hits = g.get("gallery_pointing") or {}
-    if hits.get("correct") is not None and hits.get("incorrect") is not None:
+    share = g.get("concentration_top_share", 0.1)
+    tiles = gallery_tiles(g)
+    conc = {k: [t["concentration"] for t in v if t.get("concentration") is not None]
+            for k, v in tiles.items()}
+    if conc["correct"] and conc["incorrect"]:
+        text = (f"Grad-CAM maps of correctly classified images put {mean_ci(conc['correct'])} "
+                f"of their mass in their brightest {share:.0%} of pixels, vs "
+                f"{mean_ci(conc['incorrect'])} for misclassified images (a flat map would score "
+                f"{share:.0%})")
+        d = mean_difference(conc["correct"], conc["incorrect"])
+        if d is not None:
+            diff, lo, hi = d
+            span = f"{signed_pts(diff)} points, 95 % CI {signed_pts(lo)} to {signed_pts(hi)}"
+            text += (f": {'more' if lo > 0 else 'less'} concentrated when right ({span})"
+                     if lo > 0 or hi < 0 else
+                     f": not distinguishable at this scale (difference {span})")
+        out.append(text + ".")
+    hits = {k: hit_counts(v) for k, v in tiles.items()}
+    if hits["correct"][1] and hits["incorrect"][1]:
         out.append(f"In the galleries, the maps' maximum fell inside the object's box for "
-                   f"{pct(hits['correct'])} of correctly and {pct(hits['incorrect'])} of "
-                   "incorrectly classified images.")
+                   f"{proportion_ci(*hits['correct'])} of correctly and "
+                   f"{proportion_ci(*hits['incorrect'])} of incorrectly classified images.")
     pointing = {k: v for k, v in (g.get("pointing") or {}).items() if math.isfinite(v["score"])}
     if pointing:
         best = max(pointing, key=lambda k: pointing[k]["score"])

@@ -12,10 +12,11 @@ from resnorm.study.records import RunRecord
 NORM_ORDER = ("torch_bn", "bn", "in", "bin", "ln", "gn", "nn")
 NORM_LABELS = {"torch_bn": "PyTorch BN", "bn": "BN", "in": "IN", "bin": "BIN", "ln": "LN",
                "gn": "GN", "nn": "no norm"}
-# Settings that make two runs "the same experiment" apart from the ones a comparison varies.
+# Settings that make two runs "the same experiment" apart from the ones a comparison varies
+# (not the seed: a run's config is its representative seed's, and the seeds are paired).
 RECIPE_KEYS = ("n", "shortcut", "size", "resize", "batch_size", "epochs", "recipe", "optimizer",
                "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
-               "gate_lr_mult", "augment", "patience", "min_delta", "seed")
+               "gate_lr_mult", "augment", "patience", "min_delta")
 # What the batch-size comparison may vary besides the batch size (lr by the plan's rule, early
 # stopping as the assignment asks).
 BATCH_KEYS = ("batch_size", "lr", "patience", "min_delta", "epochs", "warmup_epochs")

@@ -43,11 +43,11 @@ S x S, then 2n convs at each of 16, 32, 64 filters at S, S/2, S/4: per image
 conv's output (the norm's input) and the norm/ReLU output (the next conv's input), in the
 autocast dtype (2 bytes; 4 without amp). Measured on the CPU with saved-tensor hooks
 (tests/test_jobs_auto.py): 2.07 to 2.20 such tensors with every norm, float32 and bf16, n = 1
-and 2, 32 and 64 px (nn, without norms: 1.07); SAVED_TENSORS = 2.5 covers it. Besides those,
-a few tensors of the largest activation (16 S^2 per image) live at once: the float32 input
-and its autocast copy, a conv's output, the norm's output, the block's input for the
-residual, and a float32 copy for the statistics (or the backward's gradients):
-LIVE_BYTES_PER_S2 = 3 x 2 x 4 + 16 x (3 e + 4) per image, where e is the activation's bytes.
+and 2, 32 and 64 px (nn, without norms: 1.07 to 1.19); SAVED_TENSORS = 2.5 covers it.
+Besides those, a few tensors of the largest activation (16 S^2 per image) live at once: the
+float32 input and its autocast copy, a conv's output, the norm's output, the block's input
+for the residual, and a float32 copy for the statistics (or the backward's gradients):
+(3 x 2 x 4 + 16 x (3 e + 4)) S^2 bytes per image, e the activation's bytes per element.
 Evaluation (eval_batch_size, no graph) holds only the live tensors; at batch 256 it can need
 more than training at batch 32. Peak = SAFETY x max(train, eval) + parameters, gradients and
 two optimizer states; SAFETY = 1.5 covers the caching allocator's fragmentation and cuDNN's

@@ -154,7 +154,7 @@ def _check_unchanged(cfg, run_dir: Path) -> None:
 def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None = None,
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
-              say=print, shard: tuple[int, int] | None = None, jobs: int = 1,
+              say=print, shard: tuple[int, int] | None = None, jobs: int | str = 1,
               seeds: int | list[int] | None = None) -> "StudyResult":
     """The whole study: data once, every run in order, then Grad-CAM and the report.
 
@@ -162,7 +162,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
     Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
     `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
-    not under torchrun. `seeds` (--seeds) overrides the plan's `seeds:`.
+    not under torchrun; "auto": as many as fit (resnorm.study.capacity). `seeds` (--seeds) overrides the plan's `seeds:`.
     """
     from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
                                      shard_indices)
@@ -174,9 +174,11 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     study = Path(out)
     if (data is None) == (synthetic is None):
         raise UsageError("give exactly one of --data DATA or --synthetic DIR")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"--jobs must be a positive integer, got {jobs!r}")
-    if jobs > 1 and launched_world_size() > 1:
+    if jobs == "auto" and launched_world_size() > 1:
+        jobs = 1  # under torchrun every process of the group trains each run
+    if jobs != "auto" and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"--jobs must be a positive integer or auto, got {jobs!r}")
+    if jobs != "auto" and jobs > 1 and launched_world_size() > 1:
         raise UsageError("--jobs > 1 cannot be combined with torchrun (every process of the "
                          "group trains each run); use --jobs 1, or --shard per machine")
     info = DistInfo()
@@ -207,6 +209,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
             gradcam = report = False
         if not info.is_main:
             gradcam = report = False
+        jobs = _jobs_that_fit(todo, jobs, plan.threads, say)
         result = StudyResult(study, train_all(todo, state, progress, say,
                                               jobs=jobs, threads=plan.threads))
         if (gradcam or report) and _in_progress(todo, say):
@@ -259,6 +262,24 @@ def _train_here(job: Job, progress: bool, lock: bool) -> Outcome:
     except ResourceError as exc:
         return Outcome(job.label, "failed", "trained", None, time.perf_counter() - started,
                        str(exc), fatal=True)
+
+
+def _jobs_that_fit(todo: list[Job], jobs: int | str, threads: int | None, say) -> int:
+    """--jobs auto: as many as the device (GPU memory and SMs, or CPU cores) holds; --jobs K
+    on a GPU: refused up front, in one line, when K jobs cannot fit (resnorm.study.capacity)."""
+    from resnorm.study.capacity import auto_jobs, check_jobs_fit
+
+    pending = [job.cfg for job in todo if not (job.dir / "final.json").exists()]
+    if jobs == "auto":
+        if not pending:
+            return 1
+        jobs, why = auto_jobs(pending, threads=threads)
+        say(why)
+    elif jobs > 1 and pending:
+        note = check_jobs_fit(pending, jobs)
+        if note:
+            say(note)
+    return jobs
 
 
 def _in_progress(todo: list[Job], say) -> bool:

@@ -34,14 +34,19 @@ particular model gets right by luck). Then
 The seed sample variance S_r² estimates σ²_r + Var(u_r) (the common c_r cancels), and the
 paired image bootstrap variance V_img of Σ_r w_r · mean_s m*(r, s) estimates the second term,
 which *also* contains Σ_r w_r² Var(u_r) / K_r. Counting both would count the seed-by-image
-noise twice, so it is removed once: with V1(r, s) the bootstrap variance of one m*(r, s) and
-V̄(r) that of mean_s m*(r, s), mean_s V1(r, s) − V̄(r) = Var(u_r)(K_r − 1)/K_r, hence
+noise twice, so it is removed once, from the seed part: with V1(r, s) the bootstrap variance
+of one m*(r, s) and V̄(r) that of mean_s m*(r, s), mean_s V1(r, s) − V̄(r) = Var(u_r)(K_r − 1)/K_r
+gives Var̂(u_r), the seed effect's variance is estimated as σ̂²_r = max(S_r² − Var̂(u_r), 0)
+(the usual truncated moment estimator of a variance component), and
 
-    Var(θ̂) = Σ_r w_r² S_r²/K_r + V_img − Σ_r w_r² (mean_s V1(r, s) − V̄(r)) / (K_r − 1).
+    Var(θ̂) = Σ_r w_r² σ̂²_r / K_r + V_img.
 
-The variance is clipped at 0 (the subtraction can undershoot by sampling error). The 95 % CI
-is θ̂ ± t_df · √Var with Welch–Satterthwaite df from the parts: each seed term w_r² S_r²/K_r
-has K_r − 1 df, the image remainder V_img − correction has N − 1. The p-value is two-sided
+The truncation keeps the estimate at least V_img: with 2 or 3 seeds, S_r² is itself very
+noisy (2 df for 3 seeds) and can fall below Var̂(u_r) by chance — subtracting the seed-by-image
+term from the total instead could then cancel the image noise and give a zero-width interval
+for two visibly different sets of predictions. The 95 % CI is θ̂ ± t_df · √Var with
+Welch–Satterthwaite df from the parts: each seed term w_r² σ̂²_r/K_r has K_r − 1 df, V_img has
+N − 1. The p-value is two-sided
 from the same t. A run with one seed has no S_r²: it contributes no seed term (its seed-to-seed
 spread is not counted, and the result's ``method`` says so).
 
@@ -350,21 +355,21 @@ def contrast(groups: Sequence[Sequence[Any]], weights: Sequence[float], metric: 
         return _percentile_result(base, t_star, runs, labels, w, metric, n_boot,
                                   labels_pos, labels_neg)
 
-    seed_parts = []  # (variance, df) per run with K_r >= 2
-    correction = 0.0
+    seed_parts = []  # (variance term, the S² term it is estimated from, df) per run, K_r >= 2
     for wr, k, m, rep in zip(w, seeds, full, reps):
         if k < 2:
             continue
-        seed_parts.append((wr**2 * float(np.var(m, ddof=1)) / k, k - 1))
         v1 = float(np.mean(np.var(rep, axis=1, ddof=1)))
         vbar = float(np.var(rep.mean(axis=0), ddof=1))
-        correction += wr**2 * (v1 - vbar) / (k - 1)
-    v_img = float(np.var(t_star, ddof=1))
-    image_part = max(v_img - correction, 0.0)
-    var = max(sum(v for v, _ in seed_parts) + v_img - correction, 0.0)
+        var_u = (v1 - vbar) * k / (k - 1)  # the seed-by-image noise of one seed
+        s2 = float(np.var(m, ddof=1))
+        seed_parts.append((wr**2 * max(s2 - var_u, 0.0) / k, wr**2 * s2 / k, k - 1))
+    image_part = float(np.var(t_star, ddof=1))
+    var = sum(v for v, _, _ in seed_parts) + image_part
     se = math.sqrt(var)
-    denom = sum(v**2 / d for v, d in seed_parts) + image_part**2 / max(n - 1, 1)
-    df = (sum(v for v, _ in seed_parts) + image_part) ** 2 / denom if denom > 0 else float(n - 1)
+    # df: each seed term is as uncertain as the S² it comes from (K_r − 1 df)
+    denom = sum(s2k**2 / d for _, s2k, d in seed_parts) + image_part**2 / max(n - 1, 1)
+    df = var ** 2 / denom if denom > 0 else float(n - 1)
     df = max(float(df), 1.0)
 
     method = (f"{metric}: mean over seeds with a 95 % t interval (Welch–Satterthwaite df "
