@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 from resnorm import cli
-from resnorm.study import runner
+from resnorm.study import training
 from resnorm.study.training import Outcome
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +37,7 @@ def trained(monkeypatch):
         names.append(cfg.name)
         return Outcome(label or cfg.name, "completed", "trained", None, 0.0)
 
-    monkeypatch.setattr(runner, "train_one", fake_train_one)
+    monkeypatch.setattr(training, "train_one", fake_train_one)
     return names
 
 

@@ -244,3 +244,39 @@ def test_any_command_reports_a_full_disk_in_one_line(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.splitlines()
     assert err == [f"resnorm prepare: error: no space left on the device "
                    f"({tmp_path / 'curves.png'}): {os.strerror(errno.ENOSPC)}"]
+
+
+def test_a_full_disk_stops_a_study_instead_of_failing_every_run(dataset, tmp_path, capsys,
+                                                                monkeypatch, one_thread):
+    """A full disk would fail every later run too: the study records it and stops (exit 4,
+    one line); re-running continues once there is space."""
+    import json
+
+    import yaml
+
+    checkpoint = importlib.import_module("resnorm.checkpoint")
+    real = checkpoint.save_checkpoint
+
+    def disk_full(state, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(checkpoint, "save_checkpoint", disk_full)
+    cache = prepare(dataset, size=SIZE, out=tmp_path / "cache", workers=1, progress=False)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"defaults": {"size": SIZE, "n": 1, "epochs": 1,
+                                                 "batch_size": 32, "device": "cpu"},
+                                    "runs": [{"name": "a", "norm": "bn"},
+                                             {"name": "b", "norm": "gn"}]}))
+    study = tmp_path / "study"
+    args = ["study", "--data", str(cache), "--plan", str(plan), "--out", str(study), "--quiet"]
+    capsys.readouterr()
+    assert main(args) == EXIT_RESOURCE
+    out, err = capsys.readouterr()
+    err = [line for line in err.splitlines() if not line.startswith("epoch ")]
+    assert len(err) == 1 and err[0].startswith("resnorm study: error: no space left"), err
+    assert "[1/2] a/seed-0" in out and "b/seed-0" not in out  # b was not tried
+    state = json.loads((study / "study.json").read_text())
+    assert state["runs"]["a/seed-0"]["status"] == "failed"
+    assert "no space left" in state["runs"]["a/seed-0"]["error"]
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+    assert main(args) == 0
+    assert (study / "runs" / "b" / "seed-0" / "final.json").exists()

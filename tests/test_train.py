@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import sys
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from resnorm.norms import BatchInstanceNorm2d
 from resnorm.train import TrainConfig, load_run_model, resolve_config, train
 from resnorm.train.loop import evaluate
 from resnorm.train.optim import build_optimizer
-from resnorm.train.progress import Progress
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -227,20 +224,3 @@ def test_progress_lines_when_stderr_is_not_a_terminal(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "epoch 1/1 step 3/10 loss" in err and "img/s" in err  # 25 % of 10 steps
     assert "epoch 1/1 lr" in err  # the epoch summary
-
-
-def test_progress_bar_on_a_terminal(monkeypatch):
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    terminal = Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    show = Progress(True, epochs=3, every=2)
-    show.start(1, steps=4)
-    assert [show.wants(s) for s in (1, 2, 3, 4)] == [False, True, False, True]
-    show.update(2, 1.25, 0.5, 321.0)
-    show.bar.refresh()
-    show.close()
-    text = terminal.getvalue()
-    assert "epoch 1/3" in text and "loss=1.2500" in text and "img_s=321" in text

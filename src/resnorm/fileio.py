@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "temp_path", "read_json", "read_yaml",
-           "is_disk_full", "free_bytes", "nearest_existing", "format_bytes"]
+           "is_disk_full", "free_bytes", "nearest_existing", "format_bytes", "format_duration"]
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -98,3 +98,13 @@ def read_yaml(path: str | os.PathLike) -> Any:
         return yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         return {}
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 4m10s, 2h05m (progress lines of prepare and training)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -41,7 +41,8 @@ from resnorm.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, default_c
 from resnorm.data.decode import MAX_PIXELS, RESIZE_MODES, Decoded, decode_file
 from resnorm.data.folders import Layout, discover
 from resnorm.errors import DiskFullError, ResourceError, UsageError
-from resnorm.fileio import format_bytes, free_bytes, is_disk_full, nearest_existing
+from resnorm.fileio import (format_bytes, format_duration, free_bytes, is_disk_full,
+                            nearest_existing)
 
 __all__ = ["prepare", "configure_parser", "run_cli"]
 
@@ -476,21 +477,11 @@ class _ProgressLines:
             left = elapsed * (self.total - self.n) / max(self.n, 1)
             print(f"{self.desc}: {self.n:,}/{self.total:,} images "
                   f"({100 * self.n // max(self.total, 1)}%), {self.n / max(elapsed, 1e-9):.0f} "
-                  f"img/s, {_duration(elapsed)} in, {_duration(left)} left",
+                  f"img/s, {format_duration(elapsed)} in, {format_duration(left)} left",
                   file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
-
-
-def _duration(seconds: float) -> str:
-    """42s, 4m10s, 2h05m (as resnorm.train.progress.format_duration; data sits below train)."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _counts_text(manifest: dict) -> str:

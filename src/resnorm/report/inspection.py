@@ -12,6 +12,7 @@ from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import num, pct, val
 from resnorm.report.roles import norm_kind
 from resnorm.study.records import RunRecord, read_state
+from resnorm.study.statistics import t_interval
 
 
 def bin_gates(run: RunRecord) -> list[dict]:
@@ -92,7 +93,6 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
                "classified validation images per class, a seeded random choice."))
     if g.get("note"):
         s.add(Para(f"Note: {g['note']}."))
-    conc = g.get("concentration") or {}
     share = g.get("concentration_top_share", 0.1)
     hits = g.get("gallery_pointing")
     tiles = gallery_tiles(g)
@@ -157,16 +157,13 @@ def hit_counts(tiles: list[dict]) -> tuple[int, int]:
 
 def mean_ci(values: list[float]) -> str:
     """'40.2% (38.1–42.3%)': a mean share with its 95 % t interval (one value: no interval)."""
-    from scipy import stats
-
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return "—"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return pct(mean)
-    ci = stats.ttest_1samp(values, mean).confidence_interval(0.95)
-    return f"{pct(mean)} ({100 * ci.low:.1f}–{100 * ci.high:.1f}%)"
+    ci = t_interval(values)
+    if ci is None:
+        return pct(values[0])
+    return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
 
 
 def mean_difference(a: list[float], b: list[float]) -> tuple[float, float, float] | None:

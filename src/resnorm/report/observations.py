@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, num, pct, pts,
                                    signed_pts, val)
-from resnorm.report.roles import NORM_LABELS, Roles
+from resnorm.report.roles import Roles
 from resnorm.study.records import RunRecord, best_run
 
 

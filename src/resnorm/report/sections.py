@@ -2,9 +2,9 @@
 (scores of every run, per-class F1, runs not finished) and Curves."""
 from __future__ import annotations
 
+import math
 import os
 import platform
-import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Su
 from resnorm.report.figures import plot_overlay, run_curves
 from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
 from resnorm.report.roles import find_roles, mean_of, nested
+from resnorm.study.locks import held_by
 from resnorm.study.records import RunRecord, best_run
+from resnorm.study.statistics import t_interval
 
 
 def section_setup(runs, manifest, plan) -> Section:
@@ -195,19 +197,11 @@ def _per_class_table(runs: list[RunRecord]) -> list[Block]:
 
 
 def _seed_mean_ci(values: list[float]) -> str:
-    import math
-
-    from scipy import stats
-
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "—"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return pct(mean)
-    sd = statistics.stdev(values)
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
-    return f"{100 * mean:.1f} ± {100 * half:.1f}"
+    ci = t_interval(values)
+    if ci is None:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        return pct(finite[0]) if finite else "—"
+    return f"{100 * ci[0]:.1f} ± {100 * (ci[2] - ci[0]):.1f}"
 
 
 def _missing_text(r: RunRecord) -> str:
@@ -218,6 +212,8 @@ def _missing_text(r: RunRecord) -> str:
         who = f"{r.name} (seed {t.seed})" if len(r.trials) > 1 else r.name
         if t.status == "failed":
             parts.append(f"{who}: failed — {t.error or 'see its error.txt'}")
+        elif (holder := held_by(t.dir)) is not None:
+            parts.append(f"{who}: being trained by {holder} ({len(t.rows)} epoch(s) so far)")
         elif t.status == "interrupted":
             parts.append(f"{who}: interrupted after {len(t.rows)} epoch(s); re-run the study "
                          "to resume it")

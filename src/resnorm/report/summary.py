@@ -117,18 +117,13 @@ def _run_entry(run: RunRecord, seeds: _Seeds, stats: _Stats) -> dict:
 
 def _seed_interval(values: list[float]) -> dict:
     """A t interval over seeds alone (no per-image predictions to bootstrap)."""
-    from scipy import stats
-
-    k = len(values)
-    mean = math.fsum(values) / k
-    if k < 2:
-        return {"mean": mean, "std": None, "ci95": None, "n": 1,
+    ci = st.t_interval(values)
+    if ci is None:
+        return {"mean": values[0], "std": None, "ci95": None, "n": 1,
                 "method": "one seed and no per-image predictions: no interval"}
-    std = float(np.std(values, ddof=1))
-    half = float(stats.t.ppf(0.975, k - 1)) * std / math.sqrt(k)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": k,
-            "method": f"t interval over {k} seeds (image noise not counted: no per-image "
-                      "predictions)"}
+    return {"mean": ci[0], "std": float(np.std(values, ddof=1)), "ci95": [ci[1], ci[2]],
+            "n": len(values), "method": f"t interval over {len(values)} seeds (image noise not "
+                                        "counted: no per-image predictions)"}
 
 
 # --- which pairs to compare ------------------------------------------------------------------

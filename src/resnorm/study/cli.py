@@ -87,8 +87,24 @@ def _seeds_arg(text: str) -> int | list[int]:
                                          f"got {text!r}") from None
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a SLURM time limit, scancel, kill) unwinds like Ctrl-C: running jobs are
+    stopped and this process's run locks released, so another process can take them."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedding program): leave it as it is
+        pass
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from resnorm.distributed import is_main_process, parse_shard
+
+    _exit_on_sigterm()
 
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None

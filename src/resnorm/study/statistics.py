@@ -80,6 +80,7 @@ from scipy import stats
 
 __all__ = [
     "METRICS",
+    "t_interval",
     "SeedPredictions",
     "metric_value",
     "bootstrap_indices",
@@ -490,3 +491,15 @@ def equivalence(result: dict, tolerance: float) -> str:
     if lo > tolerance or hi < -tolerance:
         return "not equivalent"
     return "inconclusive"
+
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float] | None:
+    """(mean, lo, hi): the mean of `values` (one score over seeds, or over maps) with its 95 %
+    Student t interval; None for fewer than two finite values."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size < 2:
+        return None
+    mean = float(x.mean())
+    half = float(stats.t.ppf(0.975, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half

@@ -70,7 +70,7 @@ class TrainConfig:
     min_delta: float = 0.0           # improvement in val accuracy that resets patience
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | mps
-    amp: str = "auto"                # auto (bf16 on CUDA, else off) | bf16 | fp16 | off
+    amp: str = "auto"                # auto (CUDA: bf16 if native, else fp16) | bf16 | fp16 | off
     channels_last: str = "auto"      # auto (on for CUDA) | on | off
     compile: bool = False            # torch.compile the model
     compile_mode: str = "default"    # torch.compile mode: default | reduce-overhead | max-autotune

@@ -9,6 +9,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from resnorm.checkpoint import RunFiles
+from resnorm.fileio import format_duration
 
 
 # Plain lines (no terminal, e.g. a log file): one at least every LINE_EVERY_S seconds and at
@@ -83,16 +84,6 @@ def log(message: str) -> None:
     """A line on stderr (through tqdm, so an active bar is not broken)."""
     tqdm.write(message, file=sys.stderr)
     sys.stderr.flush()
-
-
-def format_duration(seconds: float) -> str:
-    """42s, 4m10s, 2h05m."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
