@@ -83,17 +83,17 @@ def test_jobs_match_the_sequential_study_and_rerun_skips(synth_cache, plan_file,
     assert {n: (par / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns for n in GOOD} == before
 
 
-def crashing_job(cfg, run_dir, progress, threads, label, result, lifeline):
-    """A job whose process dies without a word for run 'too_big' (as if killed)."""
+def crashing_job(cfg, run_dir, progress, label):
+    """A job whose worker process dies without a word for run 'too_big' (as if killed)."""
     if cfg.name == "too_big":
         os._exit(9)
-    study_jobs._job_main(cfg, run_dir, progress, threads, label, result, lifeline)
+    return study_jobs.train_locked(cfg, run_dir, progress, label)
 
 
 def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_path,
                                                             monkeypatch, capsys):
     """...also within a shard: --shard 0/2 trains runs 0 and 2 (gn, too_big) with 2 jobs."""
-    monkeypatch.setattr(study_jobs, "_job_main", crashing_job)
+    monkeypatch.setattr(study_jobs, "_run_job", crashing_job)
     out_dir = tmp_path / "s"
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({**PLAN, "runs": [{"name": "gn", "norm": "gn"},

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from resnorm.report.document import Bold, Img, Para, Section, Table
 from resnorm.report.figures import plot_batch, plot_sanity
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text, num, p_value,
-                                   pct, pts, secs, val)
+                                   pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import NORM_LABELS, Roles, mean_of, val_count
 from resnorm.report.summary import METHOD
 from resnorm.study.records import RunRecord
@@ -167,9 +167,9 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
     if inter:
         small, large = inter["batch_sizes"]
         sens = inter.get("sensitivity") or {}
-        cost = (f" What going from batch {large} to {small} cost in val accuracy: GN "
-                f"{-100 * sens['gn']:+.1f}, BN {-100 * sens['bn']:+.1f} points (negative: a "
-                "loss)." if sens else "")
+        cost = (f" Val accuracy at batch {small} minus at batch {large}: GN "
+                f"{signed_pts(-sens['gn'])}, BN {signed_pts(-sens['bn'])} points." if sens
+                else "")
         s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
                    f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
                    f"{large}) in val accuracy is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "

@@ -36,7 +36,9 @@ METHOD = ("Each run was trained once per seed and its best checkpoint evaluated 
           "validation images. Intervals are 95 % and count both sources of noise: the "
           "seed-to-seed spread (a t interval over seeds) and the finite validation set (a "
           "bootstrap over images, paired across runs because every run sees the same images), "
-          "with the seed-by-image noise counted once. With one seed per run, the interval is "
+          "with the seed-by-image noise counted once. Runs trained with the same seeds are "
+          "compared seed by seed (seed s of each run shares its initialisation draw and data "
+          "order). With one seed per run, the interval is "
           "the paired image bootstrap alone (conditional on the trained models) and the p-value "
           "of an accuracy difference is McNemar's exact test. A difference is stated only when "
           "its interval excludes 0.")

@@ -1,4 +1,4 @@
-"""Several runs of a study at once (`resnorm study --jobs K`), each in its own process."""
+"""Several runs of a study at once (`resnorm study --jobs K`), in K worker processes."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,11 +15,13 @@ from resnorm.study.training import Job, Outcome, train_locked, train_one
 __all__ = ["LOG_FILE", "job_threads", "train_jobs"]
 
 # --- several runs at once (--jobs) ------------------------------------------------------------
-# Each run trains in a fresh process started with "spawn" (safe with CUDA, the same on every
-# OS) that calls train_one, exactly as the sequential path does. Not a ProcessPoolExecutor: a
-# worker that dies (out of memory, a segfault) breaks such a pool and every run still queued
-# in it, and a pool cannot stop a running worker on Ctrl-C. One process per run costs one
-# `import torch` (a second or two) per run, nothing next to training it.
+# K worker processes, started with "spawn" (safe with CUDA, the same on every OS), each taking
+# one job at a time and calling train_locked, exactly as the sequential path does. A worker
+# lives for many jobs: `import torch` and the first CUDA/inductor setup cost seconds, which at
+# the demo's scale (36 jobs of a few seconds each) would otherwise be a third of the study.
+# Not a ProcessPoolExecutor: a worker that dies (out of memory, a segfault) breaks such a
+# pool and every job still queued in it, and a pool cannot stop a running worker on Ctrl-C.
+# Here a dead worker fails only the job it was training, and a fresh worker takes its place.
 
 LOG_FILE = "train.log"  # a job's output when it trains in its own process (--jobs > 1)
 
@@ -39,13 +41,13 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     """Train the jobs of `todo`, up to `jobs` at once; yield (job, Outcome) as each finishes
     (completion order).
 
-    A finished job is skipped here without a process. Each other job trains in its own
-    process (`_job_main`), with `job_threads` torch threads, its output appended to
-    runs/<name>/seed-<s>/train.log. A process that dies without reporting (killed, out of
-    memory) is a failed job (its error.txt says how it ended) and the others go on. If this
-    process is interrupted (Ctrl-C, an exception) the running jobs are terminated; if it is
-    killed outright, each job notices its lifeline close and exits (its last.pt lets a re-run
-    resume).
+    A finished job is skipped here without a process, and so is one another study process
+    holds. Each other job goes to one of up to `jobs` worker processes (`_worker_main`, with
+    `job_threads` torch threads), its output appended to runs/<name>/seed-<s>/train.log. A
+    worker that dies without reporting (killed, out of memory) fails its job (its error.txt
+    says how it ended), and a new worker takes the next job. If this process is interrupted
+    (Ctrl-C, an exception) the running jobs are terminated; if it is killed outright, each
+    worker notices its lifeline close and exits (a job's last.pt lets a re-run resume).
     """
     import multiprocessing
     from multiprocessing.connection import wait
@@ -59,54 +61,94 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
         holder = held_by(job.dir)
         if (job.dir / "final.json").exists():  # nothing to train: no process needed
             yield job, train_one(job.cfg, job.dir, progress, job.label)
-        elif holder is not None:  # another study process trains it (the job re-checks)
+        elif holder is not None:  # another study process trains it (the worker re-checks)
             yield job, Outcome(job.label, "busy", "skipped", None, 0.0,
                                f"being trained by {holder}")
         else:
             queue.append(job)
     queue.reverse()  # pop() takes them in plan order
-    running: dict[int, tuple] = {}  # sentinel -> (job, process, result conn, lifeline, ...)
+    idle: list[_Worker] = []
+    busy: dict[int, _Worker] = {}  # result connection's fileno -> worker with a job
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                job = queue.pop()
-                action = "resumed" if (job.dir / "last.pt").exists() else "trained"
-                result_recv, result_send = ctx.Pipe(duplex=False)
-                life_recv, life_send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_job_main, name=f"resnorm-{job.label}",
-                                      args=(job.cfg, job.dir, progress, per_job, job.label,
-                                            result_send, life_recv))
-                process.start()
-                result_send.close()  # the child's ends: closed here, so EOF means it is gone
-                life_recv.close()
-                running[process.sentinel] = (job, process, result_recv, life_send, action,
-                                             time.perf_counter())
-            for sentinel in wait(list(running)):
-                job, process, result_recv, life_send, action, started = running.pop(sentinel)
-                process.join()
-                outcome = None
-                try:  # read after exit: the Outcome is a few hundred bytes (fits the pipe)
-                    if result_recv.poll():
-                        outcome = result_recv.recv()
-                except (EOFError, OSError):
-                    pass
-                result_recv.close()
-                life_send.close()
-                if outcome is None:
-                    outcome = _died(job, action, process.exitcode, time.perf_counter() - started)
-                elif outcome.status != "failed":  # the job sent all but final.json
-                    outcome.final = read_json(job.dir / "final.json")
+        while queue or busy:
+            while queue and len(busy) < jobs:
+                worker = idle.pop() if idle else _Worker(ctx, progress, per_job)
+                worker.give(queue.pop())
+                busy[worker.key] = worker
+            ready = wait([w.results for w in busy.values()]
+                         + [w.process.sentinel for w in busy.values()])
+            for worker in [w for w in busy.values()
+                           if w.results in ready or w.process.sentinel in ready]:
+                outcome = worker.outcome()
+                job = worker.job
+                del busy[worker.key]
+                if outcome is None:  # the worker died with the job: that job failed
+                    outcome = _died(job, worker.action, worker.process.exitcode,
+                                    time.perf_counter() - worker.started)
+                    worker.close()
+                else:
+                    if outcome.status not in ("failed", "busy"):  # the job sent all but final
+                        outcome.final = read_json(job.dir / "final.json")
+                    worker.job = None
+                    idle.append(worker)
+                if not queue:  # nothing left to give: idle workers free their memory now
+                    while idle:
+                        idle.pop().stop(kill=False)
                 yield job, outcome
-    finally:  # interrupted (Ctrl-C, an error here, the caller stopped): stop what still runs
-        for job, process, result_recv, life_send, *_ in running.values():
-            process.terminate()
-        for job, process, result_recv, life_send, *_ in running.values():
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
-            result_recv.close()
-            life_send.close()
+    finally:  # done, or interrupted (Ctrl-C, an error here, the caller stopped)
+        for worker in list(busy.values()) + idle:
+            worker.stop(kill=worker in busy.values())
+
+
+class _Worker:
+    """One worker process and its pipes: `give` it a job, read its `outcome`."""
+
+    def __init__(self, ctx, progress: bool, threads: int) -> None:
+        self.tasks, task_end = ctx.Pipe(duplex=False)[::-1]
+        self.results, result_end = ctx.Pipe(duplex=False)
+        life_end, self.lifeline = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_worker_main, name="resnorm-job", daemon=False,
+                                   args=(progress, threads, task_end, result_end, life_end,
+                                         _run_job))
+        self.process.start()
+        for end in (task_end, result_end, life_end):  # the child's: EOF means it is gone
+            end.close()
+        self.key = self.results.fileno()
+        self.job: Job | None = None
+
+    def give(self, job: Job) -> None:
+        self.job, self.started = job, time.perf_counter()
+        self.action = "resumed" if (job.dir / "last.pt").exists() else "trained"
+        self.tasks.send((job.cfg, job.dir, job.label))
+
+    def outcome(self) -> Outcome | None:
+        """The job's Outcome, or None when the worker died without one."""
+        try:  # a few hundred bytes: fits the pipe
+            if self.results.poll():
+                return self.results.recv()
+        except (EOFError, OSError):
+            pass
+        self.process.join()
+        return None
+
+    def stop(self, kill: bool) -> None:
+        """End the worker: politely when idle (no more tasks), terminated when busy."""
+        if kill:
+            self.process.terminate()
+        else:
+            try:
+                self.tasks.send(None)
+            except OSError:
+                pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.close()
+
+    def close(self) -> None:
+        for conn in (self.tasks, self.results, self.lifeline):
+            conn.close()
 
 
 def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcome:
@@ -120,10 +162,20 @@ def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcom
     return Outcome(job.label, "failed", action, None, seconds, message)
 
 
-def _job_main(cfg, run_dir: Path, progress: bool, threads: int, label: str, result,
-              lifeline) -> None:
-    """One job in its own process: output to the job's log, train_one, send back the Outcome
-    (a full disk as a fatal one: the study process stops the study)."""
+def _run_job(cfg, run_dir: Path, progress: bool, label: str) -> Outcome:
+    """One job in a worker: train_locked, a full disk as a fatal outcome (the study process
+    then stops the study). Passed to each worker as it starts (a test may replace it)."""
+    started = time.perf_counter()
+    try:
+        return train_locked(cfg, run_dir, progress, label)
+    except ResourceError as exc:
+        print(f"{type(exc).__name__}: {exc}")
+        return Outcome(label, "failed", "trained", None, time.perf_counter() - started,
+                       str(exc), fatal=True)
+
+
+def _worker_main(progress: bool, threads: int, tasks, results, lifeline, run_job) -> None:
+    """A worker process: take jobs until told to stop; each job's output goes to its own log."""
     import threading
 
     import torch
@@ -138,25 +190,48 @@ def _job_main(cfg, run_dir: Path, progress: bool, threads: int, label: str, resu
 
     threading.Thread(target=watch_parent, daemon=True).start()
     # tqdm's default lock is a multiprocessing semaphore; a job killed mid-run would leave it
-    # to the resource tracker (a warning). This process writes only its own log.
+    # to the resource tracker (a warning). This process writes only its own logs.
     tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / LOG_FILE, "a", buffering=1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log.fileno(), 1)  # file descriptors too: C++ warnings, torch.compile's output
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
-    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}: pid {os.getpid()}, "
-          f"{threads} torch thread(s) ===")
-    started = time.perf_counter()
-    try:
-        outcome = train_locked(cfg, run_dir, progress, label)
-    except ResourceError as exc:
-        print(f"{type(exc).__name__}: {exc}")
-        outcome = Outcome(label, "failed", "trained", None, time.perf_counter() - started,
-                          str(exc), fatal=True)
-    # final.json is on disk; send the rest only (a pipe blocks on large messages)
-    result.send(dataclasses.replace(outcome, final=None))
-    result.close()
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        cfg, run_dir, label = task
+        with _output_to(run_dir / LOG_FILE):
+            print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}: pid {os.getpid()}, "
+                  f"{threads} torch thread(s) ===")
+            outcome = run_job(cfg, run_dir, progress, label)
+        # final.json is on disk; send the rest only (a pipe blocks on large messages)
+        results.send(dataclasses.replace(outcome, final=None))
+
+
+class _output_to:
+    """stdout and stderr (file descriptors too: C++ warnings, torch.compile's output) appended
+    to `path` for the duration of a job."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2), sys.stdout, sys.stderr)
+        self.log = open(self.path, "a", buffering=1)
+        os.dup2(self.log.fileno(), 1)
+        os.dup2(self.log.fileno(), 2)
+        sys.stdout = sys.stderr = self.log
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.log.flush()
+        out, err, sys.stdout, sys.stderr = self.saved
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.close(out)
+        os.close(err)
+        self.log.close()

@@ -50,6 +50,14 @@ N − 1. The p-value is two-sided
 from the same t. A run with one seed has no S_r²: it contributes no seed term (its seed-to-seed
 spread is not counted, and the result's ``method`` says so).
 
+**Paired by seed.** When every run of a contrast was trained with the same K ≥ 2 seed ids
+(`SeedPredictions.seed`), seed s of each run shares its initialisation draw and data order with
+seed s of the others (own BN and PyTorch BN with one seed are nearly the same model). The
+contrast is then taken within each seed, D_s = Σ_r w_r m(r, s), and the formula above is
+applied to the one "run" D: its seed term is max(S²_D − Var̂(u_D), 0)/K with K − 1 df, and the
+image term the bootstrap variance of mean_s D*_s. Seeds are independent blocks, so this is valid
+whether or not the runs' seed effects are correlated, and much tighter when they are.
+
 **All runs with one seed.** Nothing measures seed noise, so the target becomes the difference
 *conditional on the trained models* (their expected metric over the image population). The CI
 is the percentile interval of the paired image bootstrap; the p-value inverts it
@@ -266,6 +274,25 @@ def _normalize_groups(groups: Sequence[Sequence[Any]]
     return labels, runs
 
 
+def _paired_by_seed(groups: Sequence[Sequence[Any]]) -> tuple[Sequence[Sequence[Any]], bool]:
+    """The groups in seed order, and whether they pair by seed: two or more runs, each with
+    the same K >= 2 distinct seed ids (SeedPredictions.seed), so seed s of every run shares
+    its initialisation draw and data order with seed s of the others."""
+    if isinstance(groups, np.ndarray) or len(groups) < 2:
+        return groups, False
+    ids = []
+    for group in groups:
+        if isinstance(group, (SeedPredictions, np.ndarray)):
+            return groups, False
+        seeds = [getattr(s, "seed", None) for s in group]
+        if len(seeds) < 2 or None in seeds or len(set(seeds)) != len(seeds):
+            return groups, False
+        ids.append(seeds)
+    if any(sorted(i) != sorted(ids[0]) for i in ids):
+        return groups, False
+    return [sorted(group, key=lambda s: s.seed) for group in groups], True
+
+
 def _key(labels: np.ndarray, preds: np.ndarray, metric: str, indices: np.ndarray) -> tuple:
     h = hashlib.blake2b(labels.tobytes(), digest_size=16)
     h.update(preds.tobytes())
@@ -305,6 +332,7 @@ def contrast(groups: Sequence[Sequence[Any]], weights: Sequence[float], metric: 
     the percentile interval), or a "not computable" result (see the module notes) for an empty validation set.
     """
     _check_metric(metric)
+    groups, paired = _paired_by_seed(groups)
     labels, runs = _normalize_groups(groups)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (len(runs),):
@@ -356,8 +384,13 @@ def contrast(groups: Sequence[Sequence[Any]], weights: Sequence[float], metric: 
         return _percentile_result(base, t_star, runs, labels, w, metric, n_boot,
                                   labels_pos, labels_neg)
 
-    seed_parts = []  # (variance term, the S² term it is estimated from, df) per run, K_r >= 2
-    for wr, k, m, rep in zip(w, seeds, full, reps):
+    if paired:  # one unit per seed: the contrast within the seed, D_s = Σ_r w_r m(r, s)
+        units = [(1.0, len(full[0]), np.einsum("r,rs->s", w, np.asarray(full)),
+                  np.einsum("r,rsb->sb", w, np.stack(reps)))]
+    else:
+        units = list(zip(w, seeds, (np.asarray(m) for m in full), reps))
+    seed_parts = []  # (variance term, the S² term it is estimated from, df) per unit, K >= 2
+    for wr, k, m, rep in units:
         if k < 2:
             continue
         v1 = float(np.mean(np.var(rep, axis=1, ddof=1)))
@@ -376,6 +409,9 @@ def contrast(groups: Sequence[Sequence[Any]], weights: Sequence[float], metric: 
     method = (f"{metric}: mean over seeds with a 95 % t interval (Welch–Satterthwaite df "
               f"{df:.1f}) from the seed variance plus a paired image bootstrap ({n_boot} "
               "replicates), the seed-by-image noise counted once")
+    if paired:
+        method += ("; paired by seed (every run was trained with the same seeds, so the "
+                   "contrast is taken within each seed)")
     if one_seed:
         method += (f"; run(s) {', '.join(map(str, one_seed))} have one seed and contribute no "
                    "seed-variance term, so their seed-to-seed spread is not counted")
