@@ -283,15 +283,21 @@ def _decode_chunks(chunks: list[list], config, workers: int, out: Path):
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
                                initializer=_init_worker, initargs=(config, os.getpid()))
-    processes: list = []
+    # The worker processes, to tell how one died (the pool itself does not say). The pool
+    # starts them as it needs them, so they are gathered again as the work goes on.
+    processes: dict = {}
+
+    def seen() -> list:
+        processes.update(getattr(pool, "_processes", None) or {})
+        return list(processes.values())
     try:
         futures = [pool.submit(_decode_chunk, chunk) for chunk in chunks]
-        # The worker processes, to tell how one died (the pool itself does not say).
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        seen()
         for future in as_completed(futures):
+            seen()
             yield future.result()
     except BrokenProcessPool:
-        raise ResourceError(f"{_death_text(processes)}; {_free_text(out)}; the unfinished "
+        raise ResourceError(f"{_death_text(seen())}; {_free_text(out)}; the unfinished "
                             f"cache was removed") from None
     finally:
         # On an error, drop the chunks not started (instead of decoding them all first).
@@ -300,11 +306,16 @@ def _decode_chunks(chunks: list[list], config, workers: int, out: Path):
 
 def _death_text(processes: list) -> str:
     """How a decode worker died, from the exit codes of the pool's processes."""
-    deadline = time.monotonic() + 2  # the dead one has exited; the others are being stopped
-    codes = []
-    for p in processes:
-        p.join(max(0.0, deadline - time.monotonic()))
-        codes.append(p.exitcode)
+    # The dead one has exited; the others are being stopped. The pool's own thread reaps them
+    # too, and a join that loses that race sees no exit code yet: look again until all have one.
+    deadline = time.monotonic() + 3
+    while True:
+        for p in processes:
+            if p.exitcode is None:
+                p.join(0.05)
+        codes = [p.exitcode for p in processes]
+        if None not in codes or time.monotonic() > deadline:
+            break
     dead = [c for c in codes if c not in (None, 0, -signal.SIGTERM)] or \
         [c for c in codes if c not in (None, 0)]
     if not dead:
