@@ -12,7 +12,7 @@ from resnorm.report.document import Bold, Img, Para, Section, Table
 from resnorm.report.figures import plot_batch, plot_sanity
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text, num, p_value,
                                    pct, pts, secs, signed_pts, val)
-from resnorm.report.roles import NORM_LABELS, Roles, mean_of, val_count
+from resnorm.report.roles import NORM_LABELS, Roles, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD
 from resnorm.study.records import RunRecord
 
@@ -159,8 +159,8 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                          ci_pct(entry.get("val_macro_f1")),
                          val((r.final or {}).get("epochs_run")),
                          val((r.final or {}).get("best_epoch")),
-                         secs(_mean([mean_of(t, "epoch_time_s") for t in r.done])),
-                         num(_mean([mean_of(t, "images_per_s") for t in r.done]), 0)])
+                         secs(seeds_mean_of(r, "epoch_time_s")),
+                         num(seeds_mean_of(r, "images_per_s"), 0)])
     s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Seeds", "Val acc",
                  "Val macro F1", "Epochs run", "Best epoch", "Time/epoch", "Images/s"], rows))
     inter = summary.get("interaction")
@@ -175,11 +175,6 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                    f"{large}) in val accuracy is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "
                    f"{INTERACTION.get(inter.get('verdict'), '?')}.{cost}"))
     return s
-
-
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
 
 
 VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",

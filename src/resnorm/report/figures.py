@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from resnorm.plots import mpl_text, plot_run_curves
-from resnorm.report.roles import NORM_LABELS, mean_of, norm_kind
+from resnorm.report.roles import NORM_LABELS, norm_kind, seeds_mean_of
 from resnorm.study.records import RunRecord
 
 NORM_COLORS = {"torch_bn": "0.45", "bn": "C0", "in": "C1", "bin": "C2", "ln": "C3", "gn": "C4",
@@ -70,11 +70,6 @@ def plot_sanity(a: RunRecord, b: RunRecord, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
-
-
 def _nan(x: float | None) -> float:
     """None as NaN, so matplotlib leaves a gap (and 0.0 stays 0.0)."""
     return float("nan") if x is None else x
@@ -96,8 +91,7 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict)
         ax_acc.errorbar(xs, means, yerr=[[max(m - _nan(c[0]), 0) for m, c in zip(means, cis)],
                                          [max(_nan(c[1]) - m, 0) for m, c in zip(means, cis)]],
                         capsize=3, **style)
-        ax_time.plot(xs, [_nan(_mean([mean_of(t, "epoch_time_s") for t in r.done]))
-                          for r in members], **style)
+        ax_time.plot(xs, [_nan(seeds_mean_of(r, "epoch_time_s")) for r in members], **style)
     for ax in (ax_acc, ax_time):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(s) for s in sizes])

@@ -32,8 +32,15 @@ def signature(run: RunRecord, drop: Iterable[str] = ()) -> tuple:
     return tuple((k, run.config.get(k)) for k in RECIPE_KEYS if k not in skip)
 
 
-def mean_of(run: RunRecord, column: str) -> float | None:
+def mean_of(run, column: str) -> float | None:
+    """The mean of a metrics.csv column over one trial's (or representative's) epochs."""
     values = [r[column] for r in run.rows if column in r and math.isfinite(r[column])]
+    return sum(values) / len(values) if values else None
+
+
+def seeds_mean_of(run: RunRecord, column: str) -> float | None:
+    """`mean_of` averaged over the run's finished seeds."""
+    values = [v for v in (mean_of(t, column) for t in run.done) if v is not None]
     return sum(values) / len(values) if values else None
 
 

@@ -13,7 +13,7 @@ from resnorm import __version__
 from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_overlay, run_curves
 from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
-from resnorm.report.roles import find_roles, mean_of, nested
+from resnorm.report.roles import find_roles, nested, seeds_mean_of
 from resnorm.study.locks import held_by
 from resnorm.study.records import RunRecord, best_run
 from resnorm.study.statistics import t_interval
@@ -142,7 +142,7 @@ def section_results(runs: list[RunRecord], summary: dict) -> Section:
                      f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
                      cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
                      Bold(va) if r is best else va, cell("val_micro_f1"), cell("val_macro_f1"),
-                     secs(_mean_final(r, "wall_time_s")), num(_mean_rows(r, "images_per_s"), 0),
+                     secs(_mean_final(r, "wall_time_s")), num(seeds_mean_of(r, "images_per_s"), 0),
                      f"{r.final.get('parameters', 0):,}"])
     s.add(Table(["Run", "Norm", "Batch", "Seeds", "Status", "Epochs (best)", "Train acc",
                  "Train micro F1", "Train macro F1", "Val acc", "Val micro F1", "Val macro F1",
@@ -160,12 +160,6 @@ def section_results(runs: list[RunRecord], summary: dict) -> Section:
 
 def _mean_final(r: RunRecord, key: str) -> float | None:
     values = [t.final.get(key) for t in r.done if isinstance(t.final.get(key), (int, float))]
-    return sum(values) / len(values) if values else None
-
-
-def _mean_rows(r: RunRecord, column: str) -> float | None:
-    values = [mean_of(t, column) for t in r.done]
-    values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
 

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from resnorm.errors import ResourceError
 from resnorm.fileio import read_json
 from resnorm.study.locks import held_by
 from resnorm.study.training import Job, Outcome, train_locked, train_one
@@ -162,16 +161,8 @@ def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcom
     return Outcome(job.label, "failed", action, None, seconds, message)
 
 
-def _run_job(cfg, run_dir: Path, progress: bool, label: str) -> Outcome:
-    """One job in a worker: train_locked, a full disk as a fatal outcome (the study process
-    then stops the study). Passed to each worker as it starts (a test may replace it)."""
-    started = time.perf_counter()
-    try:
-        return train_locked(cfg, run_dir, progress, label)
-    except ResourceError as exc:
-        print(f"{type(exc).__name__}: {exc}")
-        return Outcome(label, "failed", "trained", None, time.perf_counter() - started,
-                       str(exc), fatal=True)
+# What a worker calls per job (passed to each worker as it starts, so a test may replace it).
+_run_job = train_locked
 
 
 def _worker_main(progress: bool, threads: int, tasks, results, lifeline, run_job) -> None:

@@ -13,7 +13,6 @@ example:
 from __future__ import annotations
 
 import dataclasses
-import time
 import traceback
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -239,7 +238,8 @@ def train_all(todo: list[Job], state: "StudyState", progress: bool, say, *,
         outcomes = train_jobs(todo, progress, jobs, threads, say)
     else:
         lock = launched_world_size() == 1  # under torchrun the ranks train every job together
-        outcomes = ((job, _train_here(job, progress, lock)) for job in todo)
+        outcomes = ((job, train_locked(job.cfg, job.dir, progress, job.label, lock))
+                    for job in todo)
     with closing(outcomes):  # whatever happens here, running jobs are stopped
         for job, outcome in outcomes:
             if outcome.status != "busy":  # the other process records it
@@ -251,17 +251,6 @@ def train_all(todo: list[Job], state: "StudyState", progress: bool, say, *,
             if outcome.fatal:
                 raise ResourceError(outcome.error)
     return [done[job.label] for job in todo]
-
-
-def _train_here(job: Job, progress: bool, lock: bool) -> Outcome:
-    """train_locked in this process; a full disk becomes a fatal outcome (recorded, then
-    raised)."""
-    started = time.perf_counter()
-    try:
-        return train_locked(job.cfg, job.dir, progress, job.label, lock)
-    except ResourceError as exc:
-        return Outcome(job.label, "failed", "trained", None, time.perf_counter() - started,
-                       str(exc), fatal=True)
 
 
 def _jobs_that_fit(todo: list[Job], jobs: int | str, threads: int | None, say) -> int:

@@ -54,17 +54,22 @@ class Outcome:
 def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = True) -> Outcome:
     """`train_one` holding the run folder's lock (resnorm.study.locks), so that several study
     processes on one folder never train the same (run, seed) at once: when another process
-    holds it, a "busy" outcome naming it. lock=False (under torchrun): no lock."""
-    if not lock:
-        return train_one(cfg, run_dir, progress, label)
-    from resnorm.study.locks import run_lock
+    holds it, a "busy" outcome naming it. lock=False (under torchrun): no lock. A full disk
+    (ResourceError) comes back as a fatal outcome: the study records it, then stops."""
+    started = time.perf_counter()
+    try:
+        if not lock or (run_dir / "final.json").exists():  # finished: nothing to lock
+            return train_one(cfg, run_dir, progress, label)
+        from resnorm.study.locks import run_lock
 
-    if (run_dir / "final.json").exists():  # finished: nothing to lock
-        return train_one(cfg, run_dir, progress, label)
-    with run_lock(run_dir) as holder:
-        if holder is not None:
-            return Outcome(label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
-        return train_one(cfg, run_dir, progress, label)
+        with run_lock(run_dir) as holder:
+            if holder is not None:
+                return Outcome(label, "busy", "skipped", None, 0.0,
+                               f"being trained by {holder}")
+            return train_one(cfg, run_dir, progress, label)
+    except ResourceError as exc:
+        return Outcome(label, "failed", "trained", None, time.perf_counter() - started,
+                       str(exc), fatal=True)
 
 
 def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> Outcome:

@@ -150,26 +150,14 @@ def evaluate(model: nn.Module, stream, num_classes: int, rt: Runtime | None = No
     "preds" and "probs" (softmax, float32), for the study's paired statistics.
     """
     rt = rt or Runtime(torch.device("cpu"), None, False)
-    was_training = model.training
-    model.eval()
     meter = EpochMeter(num_classes, rt.device)
-    labels, probs = [], []
-    try:
-        for x, y in stream:
-            with rt.autocast():
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-            meter.update(loss, logits, y)
-            if keep is not None:  # kept on the device: one copy to the host at the end
-                labels.append(y)
-                probs.append(torch.softmax(logits.float(), dim=1))
-    finally:
-        model.train(was_training)
+    kept = _Kept(num_classes) if keep is not None else None
+    for y, logits, loss in _eval_batches(model, stream, rt):
+        meter.update(loss, logits, y)
+        if kept is not None:
+            kept.add(y, logits)
     if keep is not None:
-        keep["labels"] = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
-        keep["probs"] = (torch.cat(probs).cpu() if probs
-                         else torch.zeros(0, num_classes, dtype=torch.float32))
-        keep["preds"] = keep["probs"].argmax(dim=1)
+        keep.update(kept.result())
     return meter.compute()
 
 
@@ -177,21 +165,43 @@ def evaluate(model: nn.Module, stream, num_classes: int, rt: Runtime | None = No
 def predict_all(model: nn.Module, stream, num_classes: int, rt: Runtime) -> dict:
     """The per-image results of `evaluate(..., keep=)` alone, without its scores (which are
     reduced over ranks): for one rank's pass over a whole split."""
+    kept = _Kept(num_classes)
+    for y, logits, _ in _eval_batches(model, stream, rt):
+        kept.add(y, logits)
+    return kept.result()
+
+
+def _eval_batches(model: nn.Module, stream, rt: Runtime):
+    """(y, logits, loss) per batch of `stream`, the model in eval mode meanwhile (the loss
+    under autocast too, as in training)."""
     was_training = model.training
     model.eval()
-    labels, probs = [], []
     try:
         for x, y in stream:
             with rt.autocast():
                 logits = model(x)
-            labels.append(y)
-            probs.append(torch.softmax(logits.float(), dim=1))
+                loss = F.cross_entropy(logits, y)
+            yield y, logits, loss
     finally:
         model.train(was_training)
-    probs_all = (torch.cat(probs).cpu() if probs
-                 else torch.zeros(0, num_classes, dtype=torch.float32))
-    return {"labels": torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long),
-            "probs": probs_all, "preds": probs_all.argmax(dim=1)}
+
+
+class _Kept:
+    """Per-image labels and softmax probabilities, kept on the device: one copy to the host
+    at the end."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes, self.labels, self.probs = num_classes, [], []
+
+    def add(self, y: torch.Tensor, logits: torch.Tensor) -> None:
+        self.labels.append(y)
+        self.probs.append(torch.softmax(logits.float(), dim=1))
+
+    def result(self) -> dict:
+        probs = (torch.cat(self.probs).cpu() if self.probs
+                 else torch.zeros(0, self.num_classes, dtype=torch.float32))
+        labels = torch.cat(self.labels).cpu() if self.labels else torch.zeros(0, dtype=torch.long)
+        return {"labels": labels, "probs": probs, "preds": probs.argmax(dim=1)}
 
 
 class NonFiniteLoss(Exception):
