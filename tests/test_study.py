@@ -138,6 +138,10 @@ def mini(tmp_path_factory):
             "out": out.getvalue(), "err": err.getvalue()}
 
 
+def test_quiet_prints_one_line_per_run_and_no_epoch_lines(mini):
+    assert "epoch 1/" not in mini["out"] + mini["err"]
+
+
 def test_runs_in_order_with_a_summary_line_each(mini):
     lines = [line for line in mini["out"].splitlines() if line.startswith("[")]
     assert [line.split()[1] for line in lines] == ["torch_bn/seed-0", "bn/seed-0", "gn_b8/seed-0",
