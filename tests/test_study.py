@@ -90,7 +90,7 @@ def test_lr_rule_scales_runs_without_their_own_lr():
 
 
 def test_shipped_plans_are_valid():
-    for name in ("demo", "assignment"):
+    for name in ("demo", "assignment", "birds-cpu"):
         plan = load_plan(CONFIGS / f"{name}.yaml")
         norms = {str(r.overrides.get("norm", plan.defaults.get("norm"))) for r in plan.runs}
         assert {"torch_bn", "bn", "in", "bin", "ln", "gn", "nn"} <= norms
