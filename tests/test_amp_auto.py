@@ -12,6 +12,7 @@ from resnorm.data import BatchStream
 from resnorm.errors import UsageError
 from resnorm.metrics import METRICS_COLUMNS, read_metrics_csv, write_metrics_csv
 from resnorm.model import ResNet
+from resnorm.checkpoint import Checkpoint
 from resnorm.train.config import TrainConfig
 from resnorm.train.loop import (LossScaleCollapsed, NonFiniteLoss, TrainParts,
                                 train_one_epoch)
@@ -233,13 +234,23 @@ def test_resuming_under_fp16_from_a_checkpoint_without_it():
     fp16 with a fresh scale, and an fp16 checkpoint resumes without a scaler."""
     without = _parts()
     without.scaler = torch.amp.GradScaler("cpu", enabled=False)
-    saved = without.state_dict()
-    assert saved["scaler"] == {}
+    saved = _checkpoint(without)
+    assert saved.scaler == {}
     fp16 = _parts()
-    fp16.restore(saved)
+    _restore(fp16, saved)
     assert fp16.scaler.get_scale() == 2.0 ** 16
     _epoch(fp16)  # trains
     back = _parts()
     back.scaler = torch.amp.GradScaler("cpu", enabled=False)
-    back.restore(fp16.state_dict())
+    _restore(back, _checkpoint(fp16))
     assert not back.scaler.is_enabled()
+
+
+def _checkpoint(parts: TrainParts) -> Checkpoint:
+    return Checkpoint.capture(model=parts.model, optimizer=parts.optimizer,
+                              scheduler=parts.scheduler, scaler=parts.scaler, config={},
+                              model_args={}, classes=[], distributed={}, state={})
+
+
+def _restore(parts: TrainParts, checkpoint: Checkpoint) -> None:
+    checkpoint.restore(parts.model, parts.optimizer, parts.scheduler, parts.scaler)

@@ -60,7 +60,7 @@ def test_the_box_holds_the_bird(monkeypatch):
     # Render the same image with and without the bird (no global style, which depends on the
     # whole image): pixels change inside the box only, and over a good part of it.
     import importlib
-    synth = importlib.import_module("resnorm.data.synth")
+    synth = importlib.import_module("resnorm.data.drawing")
     monkeypatch.setattr(synth, "_global_style", lambda canvas, rng: canvas)
     image, box, _ = render_image("Indian-Peacock", "train", 3, side_range=(96, 96))
     draw_bird = synth._draw_bird

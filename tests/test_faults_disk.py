@@ -27,6 +27,7 @@ from resnorm.data import load_cache, make_synthetic, prepare
 from resnorm.errors import EXIT_RESOURCE, EXIT_USAGE, DiskFullError
 
 prep = importlib.import_module("resnorm.data.prepare")  # the module, not the function
+pool = importlib.import_module("resnorm.data.decode_pool")
 
 SIZE = 32                 # 3 KiB a row: 128 images need ~400 KiB
 TINY = "300k"             # the tmpfs that is too small
@@ -120,7 +121,7 @@ def test_a_worker_killed_by_sigbus_on_a_full_disk_ends_prepare(dataset, tiny_dis
     # A file system that cannot reserve space gets a sparse file: the first row a worker
     # writes past the end of the disk through the memory map kills it with SIGBUS.
     lie_about_free_space(monkeypatch)
-    monkeypatch.setattr(prep, "_allocate", lambda path, n: open(path, "wb").truncate(n))
+    monkeypatch.setattr(pool, "_allocate", lambda path, n: open(path, "wb").truncate(n))
     code, err, seconds = prepare_cli(dataset, tiny_disk / "cache", capsys)
     assert code == EXIT_RESOURCE and len(err) == 1, err
     assert "SIGBUS" in err[0] and "full disk" in err[0]
@@ -131,13 +132,13 @@ def test_a_worker_killed_by_sigbus_on_a_full_disk_ends_prepare(dataset, tiny_dis
 
 def test_a_worker_killed_mid_way_ends_prepare_within_seconds(dataset, tmp_path, capsys,
                                                              monkeypatch, fork_workers):
-    real = prep._decode_task
+    real = pool._decode_task
 
     def killed_on_the_40th_image(task):
         if task[:2] == ("train", 40):
             os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer does
         return real(task)
-    monkeypatch.setattr(prep, "_decode_task", killed_on_the_40th_image)
+    monkeypatch.setattr(pool, "_decode_task", killed_on_the_40th_image)
     out = tmp_path / "cache"
     code, err, seconds = prepare_cli(dataset, out, capsys)
     assert code == EXIT_RESOURCE and len(err) == 1, err
@@ -155,13 +156,13 @@ def test_a_worker_killed_mid_way_ends_prepare_within_seconds(dataset, tmp_path, 
 def test_a_worker_failing_mid_way_ends_prepare_in_one_line(dataset, tmp_path, capsys,
                                                            monkeypatch, fork_workers, fault,
                                                            message):
-    real = prep._decode_task
+    real = pool._decode_task
 
     def fails_on_the_40th_image(task):
         if task[:2] == ("train", 40):
             raise fault
         return real(task)
-    monkeypatch.setattr(prep, "_decode_task", fails_on_the_40th_image)
+    monkeypatch.setattr(pool, "_decode_task", fails_on_the_40th_image)
     code, err, seconds = prepare_cli(dataset, tmp_path / "cache", capsys)
     assert code == EXIT_RESOURCE and len(err) == 1 and message in err[0], err
     assert seconds < 20 and list(tmp_path.iterdir()) == []

@@ -10,12 +10,12 @@ import torch
 
 from resnorm import cli
 from resnorm.gradcam.gallery import _short, render_class_grid
-from resnorm.gradcam.maps import (compute_cams, concentration, grad_cam, pointing_hit, predict,
+from resnorm.gradcam.maps import (compute_cams, concentration, grad_cam, pointing_hit,
                                   scale_box, val_boxes)
 from resnorm.gradcam.run import run_gradcam
 from resnorm.gradcam.select import ASSIGNMENT_CLASSES, match_classes, select_examples
 from resnorm.model import ResNet
-from resnorm.train import train
+from resnorm.train import load_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,7 +153,7 @@ def test_galleries_of_a_trained_run(trained, tmp_path):
                                "White Breasted Waterhen")
     assert summary["target_layers"] == ["layer3.0.conv1", "layer3.0.conv2"]
     val = data.splits["valid"]
-    preds, _ = predict(*_model_and_stats(run, data))
+    preds = load_run(run, device="cpu", data=data).predict("valid")["preds"].numpy()
     files = sorted(p.name for p in (tmp_path / "cams").iterdir())
     assert len(files) == 4 * 3 + 1  # a PNG and two .npy per class, and gradcam.json
     for c in summary["classes"]:
@@ -175,13 +175,6 @@ def test_galleries_of_a_trained_run(trained, tmp_path):
     score = summary["pointing"][summary["run"]]
     assert score["total"] == len(val) and 0 <= score["score"] <= 1 and 0 < score["chance"] < 1
     assert json.loads((tmp_path / "cams" / "gradcam.json").read_text())["run"] == "run"
-
-
-def _model_and_stats(run, data):
-    from resnorm.train import load_run_model
-
-    model, _ = load_run_model(run)
-    return model, data.splits["valid"].images, data.mean, data.std
 
 
 def test_val_boxes_fit_the_prepared_images(trained):

@@ -2,7 +2,6 @@
 two within 5 s (fake clocks, no waiting); the terminal's bar is unchanged; prepare's lines."""
 from __future__ import annotations
 
-import importlib
 import io
 import re
 import sys
@@ -11,7 +10,7 @@ import pytest
 
 from resnorm.train.progress import LINE_EVERY_S, LINE_GAP_S, Progress, format_duration
 
-prepare_module = importlib.import_module("resnorm.data.prepare")
+from resnorm.data import console as prepare_console
 
 
 class FakeClock:
@@ -144,7 +143,7 @@ def test_format_duration(seconds, text):
 
 def test_prepare_prints_plain_lines_without_a_terminal(capsys):
     clock = FakeClock()
-    lines = prepare_module._ProgressLines(37_500, "prepare (4 workers)", clock=clock)
+    lines = prepare_console.ProgressLines(37_500, "prepare (4 workers)", clock=clock)
     for _ in range(100):  # 100 chunks of 64 images, one every 0.5 s: 50 s
         clock.now += 0.5
         lines.update(64)
@@ -155,9 +154,9 @@ def test_prepare_prints_plain_lines_without_a_terminal(capsys):
 
 
 def test_prepare_bar_or_lines(monkeypatch):
-    assert isinstance(prepare_module._progress_bar(10, True, 2), prepare_module._ProgressLines)
-    bar = prepare_module._progress_bar(10, False, 2)  # disabled: tqdm's silent bar, as before
-    assert not isinstance(bar, prepare_module._ProgressLines)
+    assert isinstance(prepare_console.progress_bar(10, True, 2), prepare_console.ProgressLines)
+    bar = prepare_console.progress_bar(10, False, 2)  # disabled: tqdm's silent bar, as before
+    assert not isinstance(bar, prepare_console.ProgressLines)
     bar.close()
 
     class Terminal(io.StringIO):
@@ -165,8 +164,8 @@ def test_prepare_bar_or_lines(monkeypatch):
             return True
 
     monkeypatch.setattr(sys, "stderr", Terminal())
-    bar = prepare_module._progress_bar(10, True, 2)
-    assert not isinstance(bar, prepare_module._ProgressLines)
+    bar = prepare_console.progress_bar(10, True, 2)
+    assert not isinstance(bar, prepare_console.ProgressLines)
     bar.update(3)
     bar.close()
     assert re.search(r"prepare \(2 workers\).*3/10", sys.stderr.getvalue())

@@ -1,8 +1,9 @@
-"""The files of a run folder: checkpoints (atomic writes, safe loads, RNG state), config.yaml,
-metrics.csv, final.json and curves.png.
+"""The files of a run folder: checkpoints (what they hold, atomic writes, safe loads, RNG
+state), config.yaml, metrics.csv, final.json and curves.png.
 
-A checkpoint is a plain dict of tensors and primitive containers (dicts, lists, str, int,
-float, bool, None) — the config as a dict, RNG states as uint8 tensors — so it loads with
+`Checkpoint` is the one place that knows what last.pt and best.pt hold. On disk a checkpoint
+is a plain dict of tensors and primitive containers (dicts, lists, str, int, float, bool,
+None) — the config as a dict, RNG states as uint8 tensors — so it loads with
 `torch.load(..., weights_only=True)`: opening a checkpoint can never run code.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,11 +26,70 @@ from resnorm.fileio import (atomic_write_bytes, atomic_write_text, format_bytes,
 from resnorm.metrics import write_metrics_csv
 from resnorm.predictions import PREDICTIONS_FILE, write_predictions
 
-__all__ = ["RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state", "atomic_write_text", "to_json"]
+__all__ = ["Checkpoint", "RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint",
+           "rng_state", "set_rng_state", "atomic_write_text", "to_json"]
 
 # What a run writes in its folder (besides TensorBoard's events.out.tfevents.* files).
 RUN_FILES = ("config.yaml", "metrics.csv", "last.pt", "best.pt", "final.json", "curves.png")
+
+
+@dataclass
+class Checkpoint:
+    """What last.pt and best.pt hold: enough to rebuild the trained model (`config`,
+    `model_args`, `classes`) and to continue training exactly where it stopped (the optimizer,
+    the lr schedule, the fp16 loss scaler, the RNG states and the run's progress `state`)."""
+
+    FORMAT = "resnorm-run"
+    VERSION = 1
+
+    config: dict        # the resolved TrainConfig, as a dict
+    model_args: dict    # resnorm.model.ResNet(**model_args)
+    classes: list       # class names, in label order
+    distributed: dict   # config.yaml's `distributed:` record (world size, batch per rank)
+    model: dict         # the state dicts of the model, optimizer, schedule and scaler
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    rng: dict           # rng_state()
+    state: dict         # the run's progress (resnorm.train.run.RunState as a dict)
+
+    @classmethod
+    def capture(cls, *, model, optimizer, scheduler, scaler, **record: Any) -> "Checkpoint":
+        """The current state of a run's training objects, with `record`'s fields (config,
+        model_args, classes, distributed, state)."""
+        return cls(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                   scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                   rng=rng_state(), **record)
+
+    def restore(self, model, optimizer, scheduler, scaler) -> None:
+        """Load the saved state into a run's training objects and the global RNGs (the run
+        state is the caller's)."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        scheduler.load_state_dict(self.scheduler)
+        # amp may change on resume (RESUMABLE_CHANGES): a checkpoint saved without fp16 has
+        # an empty scaler state, which an fp16 run's scaler refuses; it starts a fresh scale.
+        if self.scaler or not scaler.is_enabled():
+            scaler.load_state_dict(self.scaler)
+        set_rng_state(self.rng)
+
+    def to_dict(self) -> dict:
+        return {"format": self.FORMAT, "version": self.VERSION,
+                **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, saved: dict, source: str = "checkpoint") -> "Checkpoint":
+        if not isinstance(saved, dict) or saved.get("format") != cls.FORMAT:
+            raise UsageError(f"{source} is not a resnorm run checkpoint")
+        missing = [f.name for f in fields(cls) if f.name not in saved]
+        if missing:
+            raise UsageError(f"{source} lacks {', '.join(missing)} (written by another "
+                             f"resnorm version?)")
+        return cls(**{f.name: saved[f.name] for f in fields(cls)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "Checkpoint":
+        return cls.from_dict(load_checkpoint(path, map_location), str(path))
 
 
 class RunFiles:
@@ -57,10 +118,12 @@ class RunFiles:
             with _run_write(self.path("config.yaml"), hint=False):  # nothing to resume yet
                 atomic_write_text(self.path("config.yaml"), text)
 
-    def save(self, name: str, checkpoint: dict) -> None:
+    def save(self, name: str, checkpoint: "Checkpoint | dict") -> None:
         """Write a checkpoint; on a full disk the previous one is kept and the error says how
         to continue."""
         if self.is_main:
+            if isinstance(checkpoint, Checkpoint):
+                checkpoint = checkpoint.to_dict()
             with _run_write(self.path(name)):
                 save_checkpoint(checkpoint, self.path(name))
 

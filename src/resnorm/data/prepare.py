@@ -16,34 +16,26 @@ disappears (`multiprocessing.Pool` replaces the worker and waits forever for its
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import errno
-import faulthandler
 import hashlib
-import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from resnorm import __version__
 from resnorm.data.audit import audit
 from resnorm.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, default_cache_dir,
-                                is_older_cache, split_label,
-                                publish, read_manifest, staging_dir, write_json_atomic)
-from resnorm.data.decode import MAX_PIXELS, RESIZE_MODES, Decoded, decode_file
+                                is_older_cache, publish, read_manifest, staging_dir,
+                                write_json_atomic)
+from resnorm.data.console import counts_text, print_summary, silent
+from resnorm.data.decode import MAX_PIXELS, RESIZE_MODES, Decoded
+from resnorm.data.decode_pool import decode_all, free_text
 from resnorm.data.folders import Layout, discover
-from resnorm.errors import DiskFullError, ResourceError, UsageError
-from resnorm.fileio import (format_bytes, format_duration, free_bytes, is_disk_full,
-                            nearest_existing)
+from resnorm.errors import DiskFullError, UsageError
+from resnorm.fileio import format_bytes, free_bytes, is_disk_full, nearest_existing
 
 __all__ = ["prepare", "configure_parser", "run_cli"]
 
@@ -73,7 +65,7 @@ def prepare(root: str | os.PathLike, size: int = 256, out: str | os.PathLike | N
     out = Path(out).expanduser() if out is not None else default_cache_dir(layout.root, size,
                                                                          resize)
     params = {"size": size, "resize": resize, "max_pixels": int(max_pixels)}
-    say = print if progress else _silent
+    say = print if progress else silent
 
     existing = read_manifest(out)
     if existing is None and out.exists() and (not out.is_dir() or any(out.iterdir())) \
@@ -82,11 +74,11 @@ def prepare(root: str | os.PathLike, size: int = 256, out: str | os.PathLike | N
     fingerprint = layout.fingerprint()
     if existing is not None and not force and _reusable(existing, out, layout, params,
                                                         fingerprint):
-        say(f"prepare: reusing {out} ({_counts_text(existing)}; inputs unchanged)")
+        say(f"prepare: reusing {out} ({counts_text(existing)}; inputs unchanged)")
         return out
 
     manifest = _build(layout, out, params, fingerprint, _worker_count(workers, layout), progress)
-    _print_summary(manifest, out, say)
+    print_summary(manifest, out, say)
     return out
 
 
@@ -188,7 +180,7 @@ def _build(layout: Layout, out: Path, params: dict, fingerprint: str, workers: i
     try:
         files = {split: [layout.relpath(p) for p, _ in items]
                  for split, items in layout.splits.items()}
-        results = _decode_all(layout, staging, params, workers, progress, out)
+        results = decode_all(layout, staging, params, workers, progress, out)
         decode_seconds = time.perf_counter() - start
         manifest = _assemble(layout, staging, params, files, results)
         manifest["fingerprint"] = fingerprint
@@ -201,192 +193,10 @@ def _build(layout: Layout, out: Path, params: dict, fingerprint: str, workers: i
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(exc):
             raise DiskFullError(f"the disk filled up while writing the cache {out}: "
-                                f"{_free_text(out)} (it needs about {format_bytes(need)}); "
+                                f"{free_text(out)} (it needs about {format_bytes(need)}); "
                                 f"the unfinished cache was removed") from exc
         raise
     return manifest
-
-
-def _free_text(out: Path) -> str:
-    free = free_bytes(out.parent)
-    where = nearest_existing(out.parent)
-    return f"{format_bytes(free)} free on {where}" if free is not None else \
-        f"free space on {where} unknown"
-
-
-def _allocate(path: Path, nbytes: int) -> None:
-    """Create `path` with `nbytes` reserved on disk, so that a disk too full for the cache
-    fails here, in the parent, with ENOSPC, and never as SIGBUS in a worker writing its rows
-    through the memory map. A file system that cannot reserve (some NFS, older ZFS) gets a
-    sparse file; a disk that fills up then kills a worker with SIGBUS, reported as such."""
-    with open(path, "wb") as f:
-        if nbytes and not _reserve(f.fileno(), nbytes):
-            f.truncate(nbytes)
-
-
-def _reserve(fd: int, nbytes: int) -> bool:
-    """fallocate(2): reserve the blocks (instant where supported). Not posix_fallocate, whose
-    fallback writes a byte per block: minutes for a large cache over NFS."""
-    try:
-        import ctypes
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate64
-    except (OSError, AttributeError):  # not Linux/glibc
-        return False
-    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    if fallocate(fd, 0, 0, nbytes) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-        return False
-    raise OSError(code, os.strerror(code))
-
-
-def _decode_all(layout: Layout, staging: Path, params: dict, workers: int,
-                progress: bool, out: Path) -> dict[str, list]:
-    """Decode every file into row i of its split's image file; return per-split results."""
-    size = params["size"]
-    row_bytes = 3 * size * size
-    targets = {}
-    for split, items in layout.splits.items():
-        target = staging / f"{split}_images.u8"
-        _allocate(target, len(items) * row_bytes)
-        targets[split] = str(target)
-    tasks = [(split, i, str(path)) for split, items in layout.splits.items()
-             for i, (path, _) in enumerate(items)]
-    config = (targets, size, params["resize"], params["max_pixels"])
-    results: dict[str, list] = {split: [None] * len(items) for split, items in
-                                layout.splits.items()}
-    bar = _progress_bar(len(tasks), progress, workers)
-    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    chunks = [tasks[k:k + chunksize] for k in range(0, len(tasks), chunksize)]
-    try:
-        # closing(): on any error the pool is shut down here, not when the generator is freed
-        with contextlib.closing(_decode_chunks(chunks, config, workers, out)) as decoded:
-            for done in decoded:
-                for split, i, outcome in done:
-                    results[split][i] = outcome
-                bar.update(len(done))
-    except MemoryError as exc:
-        raise ResourceError(f"out of memory decoding images for {out} (try fewer --workers "
-                            f"or a smaller --size); the unfinished cache was removed") from exc
-    finally:
-        bar.close()
-    return results
-
-
-def _decode_chunks(chunks: list[list], config, workers: int, out: Path):
-    """Yield the decoded chunks (in any order): in this process, or in `workers` processes."""
-    if workers == 1:
-        _init_worker(config)
-        try:
-            yield from map(_decode_chunk, chunks)
-        finally:
-            _WORKER_STATE.clear()  # closes the memory maps
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(),
-                               initializer=_init_worker, initargs=(config, os.getpid()))
-    # The worker processes, to tell how one died (the pool itself does not say). The pool
-    # starts them as it needs them, so they are gathered again as the work goes on.
-    processes: dict = {}
-
-    def seen() -> list:
-        processes.update(getattr(pool, "_processes", None) or {})
-        return list(processes.values())
-    try:
-        futures = [pool.submit(_decode_chunk, chunk) for chunk in chunks]
-        seen()
-        for future in as_completed(futures):
-            seen()
-            yield future.result()
-    except BrokenProcessPool:
-        raise ResourceError(f"{_death_text(seen())}; {_free_text(out)}; the unfinished "
-                            f"cache was removed") from None
-    finally:
-        # On an error, drop the chunks not started (instead of decoding them all first).
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _death_text(processes: list) -> str:
-    """How a decode worker died, from the exit codes of the pool's processes."""
-    # The dead one has exited; the others are being stopped. The pool's own thread reaps them
-    # too, and a join that loses that race sees no exit code yet: look again until all have one.
-    deadline = time.monotonic() + 3
-    while True:
-        for p in processes:
-            if p.exitcode is None:
-                p.join(0.05)
-        codes = [p.exitcode for p in processes]
-        if None not in codes or time.monotonic() > deadline:
-            break
-    dead = [c for c in codes if c not in (None, 0, -signal.SIGTERM)] or \
-        [c for c in codes if c not in (None, 0)]
-    if not dead:
-        return "a decode worker process died unexpectedly"
-    code = dead[0]
-    if code > 0:
-        return f"a decode worker process exited with status {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = f"signal {-code}"
-    why = {"SIGKILL": " (usually the kernel's out-of-memory killer, see `dmesg`; try fewer "
-                      "--workers)",
-           "SIGBUS": " (a write to the memory-mapped cache failed: usually a full disk)"}
-    return f"a decode worker process was killed by {name}{why.get(name, '')}"
-
-
-# Per-process state of a decode worker: the open memory maps and the decode parameters.
-_WORKER_STATE: dict = {}
-
-
-def _init_worker(config, parent: int | None = None) -> None:
-    if parent is not None:  # in a worker process
-        # Ctrl-C is the parent's to handle: it stops the pool and cleans up. A worker killed
-        # by a signal is reported by the parent in one line, not by a stack dump from here.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        faulthandler.disable()
-        _die_with_parent(parent)
-    targets, size, resize, max_pixels = config
-    _WORKER_STATE.update(targets=targets, size=size, resize=resize, max_pixels=max_pixels,
-                         maps={})
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: end this worker when the parent dies (SIGKILL, OOM) instead of leaving it
-    waiting for work forever; elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent is already gone
-        os._exit(1)
-
-
-def _decode_chunk(tasks: list) -> list:
-    return [_decode_task(task) for task in tasks]
-
-
-def _decode_task(task):
-    """Decode one file and write its pixels straight into the shared memory map.
-
-    Only hashes and channel sums travel back to the parent, never pixels."""
-    split, i, path = task
-    state = _WORKER_STATE
-    outcome = decode_file(path, state["size"], state["resize"], state["max_pixels"])
-    if isinstance(outcome, Decoded):
-        maps = state["maps"]
-        if split not in maps:
-            s = state["size"]
-            maps[split] = np.memmap(state["targets"][split], dtype=np.uint8, mode="r+")\
-                .reshape(-1, 3, s, s)
-        maps[split][i] = outcome.pixels
-        outcome.pixels = None
-    return split, i, outcome
 
 
 def _assemble(layout: Layout, staging: Path, params: dict, files: dict[str, list[str]],
@@ -457,90 +267,6 @@ def _synthetic_info(root: Path) -> dict:
     if not marker.is_file():
         return {"synthetic": False}
     return {"synthetic": True, "synthetic_marker": marker.read_text(errors="replace")}
-
-
-# --- console ------------------------------------------------------------------------------
-
-def _silent(*args, **kwargs) -> None:
-    pass
-
-
-def _progress_bar(total: int, enabled: bool, workers: int):
-    """A tqdm bar on a terminal; else (a log file) a plain line every 30 s (_ProgressLines)."""
-    desc = f"prepare ({workers} worker{'s' * (workers > 1)})"
-    if enabled and not sys.stderr.isatty():
-        return _ProgressLines(total, desc)
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, disable=not enabled)
-
-
-class _ProgressLines:
-    """What the bar shows, as a plain line on stderr every `every` seconds (tqdm's interface)."""
-
-    def __init__(self, total: int, desc: str, every: float = 30.0, clock=time.monotonic) -> None:
-        self.total, self.desc, self.every, self.clock = total, desc, every, clock
-        self.n = 0
-        self.started = self.last = clock()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = self.clock()
-        if now - self.last >= self.every and self.n < self.total:
-            self.last = now
-            elapsed = now - self.started
-            left = elapsed * (self.total - self.n) / max(self.n, 1)
-            print(f"{self.desc}: {self.n:,}/{self.total:,} images "
-                  f"({100 * self.n // max(self.total, 1)}%), {self.n / max(elapsed, 1e-9):.0f} "
-                  f"img/s, {format_duration(elapsed)} in, {format_duration(left)} left",
-                  file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def _counts_text(manifest: dict) -> str:
-    return ", ".join(f"{split_label(manifest, s)} {info['count']:,}"
-                     for s, info in manifest["splits"].items())
-
-
-def _print_summary(manifest: dict, out: Path, say) -> None:
-    p = manifest["params"]
-    say(f"prepare: {_counts_text(manifest)} images at {p['size']}x{p['size']} ({p['resize']}) "
-        f"-> {out} in {manifest['seconds']['total']:.1f} s")
-    if manifest["synthetic"]:
-        say("prepare: this is a SYNTHETIC dataset (see SYNTHETIC.txt), not real photos")
-    if manifest["splits"]["valid"].get("folder") == "test":
-        say("prepare: no val/ folder: test/ is the validation split (it chooses epochs, so "
-            "there is no untouched held-out split)")
-    if manifest["ignored"]:
-        say(f"prepare: ignored {len(manifest['ignored'])} hidden or non-image files")
-    skipped = manifest["skipped"]
-    if skipped:
-        say(f"prepare: skipped {len(skipped)} unusable files (listed in {out / MANIFEST}):")
-        for entry in skipped[:5]:
-            say(f"  {entry['file']}: {entry['reason']}")
-        if len(skipped) > 5:
-            say(f"  ... and {len(skipped) - 5} more")
-    for line in audit_lines(manifest):
-        say(f"prepare: {line}")
-    empty = [c for c, n in manifest["counts"]["train"].items() if n == 0]
-    if empty:
-        say(f"prepare: warning: no usable train image for {', '.join(empty)}")
-
-
-def audit_lines(manifest: dict) -> list[str]:
-    """Human-readable audit summary: duplicates, and per split the images with a copy in train
-    (which runs leave out of their scores unless told to keep them)."""
-    a = manifest["audit"]
-    lines = [f"audit: {len(a['exact_groups']):,} groups of exact duplicates, "
-             f"{len(a['near_pairs']):,} near-duplicate pairs"]
-    for split, leaked in a["leaked_into_train"].items():
-        n = manifest["splits"][split]["count"]
-        if leaked:
-            lines.append(f"audit: {leaked:,} of {n:,} {split_label(manifest, split)} images "
-                         f"({100 * leaked / n:.1f} %) have an exact or near copy in train "
-                         f"(runs leave them out of their scores unless --keep-leaked)")
-    return lines
 
 
 # --- command line -------------------------------------------------------------------------

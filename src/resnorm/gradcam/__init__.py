@@ -19,7 +19,7 @@ from resnorm.gradcam.select import (ASSIGNMENT_CLASSES, PER_CLASS, match_classes
                                     normalize_class_name, select_examples)
 from resnorm.gradcam.maps import (POINTING_SAMPLE, TOP_SHARE, box_area_share, compute_cams,
                                   concentration, grad_cam, model_state_preserved, pointing_game,
-                                  pointing_hit, predict, scale_box, val_boxes)
+                                  pointing_hit, scale_box, val_boxes)
 from resnorm.gradcam.gallery import ClassGallery, render_class_grid
 from resnorm.gradcam.run import run_gradcam, study_gradcam
 from resnorm.gradcam.cli import configure_parser, format_summary, run_cli
@@ -32,7 +32,6 @@ __all__ = [
     "model_state_preserved",
     "grad_cam",
     "compute_cams",
-    "predict",
     "concentration",
     "scale_box",
     "pointing_hit",

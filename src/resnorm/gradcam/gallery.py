@@ -108,7 +108,7 @@ def _shortfall_note(picks: dict[str, np.ndarray], per_class: int) -> str:
     return "only " + " and ".join(short) + " in the validation set" if short else ""
 
 
-def _gallery(model, data, class_index: int, preds, probs, per_class: int, seed: int,
+def class_gallery(model, data, class_index: int, preds, probs, per_class: int, seed: int,
              out_dir: Path, run_name: str, boxes: dict | None) -> ClassGallery:
     """Choose one class's images, explain them, save the raw maps and draw the grid."""
     val = data.splits["valid"]

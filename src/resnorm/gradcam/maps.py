@@ -79,19 +79,6 @@ def _batches(images: np.ndarray, labels: np.ndarray, mean, std, batch_size: int,
                        shuffle=False, augment=False, drop_last=False)
 
 
-def predict(model: nn.Module, images: np.ndarray, mean, std, batch_size: int = 256
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class and softmax probabilities (N, K) in eval mode; the model's mode is kept."""
-    probs = []
-    dummy = np.zeros(len(images), np.int64)
-    with model_state_preserved(model), torch.inference_mode():
-        model.eval()
-        for x, _ in _batches(images, dummy, mean, std, batch_size, _model_device(model)):
-            probs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
-    p = np.concatenate(probs) if probs else np.zeros((0, model.fc.out_features), np.float32)
-    return p.argmax(axis=1), p
-
-
 def compute_cams(model: nn.Module, images: np.ndarray, targets: np.ndarray, mean, std,
                  batch_size: int = 64) -> np.ndarray:
     """Grad-CAM maps (N, S, S) in [0, 1] for `images` (uint8), each for its class in `targets`."""

@@ -1,5 +1,6 @@
-"""Grad-CAM of one run (`run_gradcam`) and of a study's best run (`study_gradcam`): loading
-the model and its data, the galleries, the pointing-game scores, and `gradcam.json`."""
+"""Grad-CAM of one run (`run_gradcam`) and of a study's best run (`study_gradcam`): the
+galleries, the pointing-game scores, and `gradcam.json`. The run, its model and its data come
+from resnorm.train.load_run (the data as the run scored it: val without its leaked images)."""
 from __future__ import annotations
 
 import json
@@ -7,46 +8,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from resnorm.errors import UsageError
-from resnorm.gradcam.gallery import ClassGallery, _gallery
-from resnorm.gradcam.maps import TOP_SHARE, pointing_game, predict, val_boxes
-from resnorm.gradcam.select import PER_CLASS, _choose_classes
+from resnorm.gradcam.gallery import ClassGallery, class_gallery
+from resnorm.gradcam.maps import TOP_SHARE, pointing_game, val_boxes
+from resnorm.gradcam.select import PER_CLASS, choose_classes
 from resnorm.study.records import best_run, collect_runs, read_state, write_state
-
-
-# --- data plumbing ----------------------------------------------------------------------------
-
-def _prepared_for_config(config: dict):
-    """The prepared dataset a run was trained on, as it scored it (leaked val images left out
-    unless it kept them): its `data` when that is a cache (as in a study), else its dataset
-    prepared (or the cache reused) with the run's size and resize."""
-    from resnorm.data import load_cache, prepare
-    from resnorm.data.cache import read_manifest
-
-    data = config.get("data")
-    if not data or not Path(data).exists():
-        raise UsageError(f"the run's dataset {data!r} is not available")
-    if read_manifest(Path(data)) is None:
-        data = prepare(data, size=int(config.get("size", 256)), out=config.get("cache"),
-                       resize=config.get("resize", "squash"), progress=False)
-    return load_cache(data).scored(bool(config.get("keep_leaked", False)))
-
-
-# --- one run ----------------------------------------------------------------------------------
-
-def _load_model(run_dir: Path, device: str):
-    from resnorm.train import load_run_model
-
-    model, config = load_run_model(run_dir, which="best")
-    return model.to(_resolve_device(device)), config
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from resnorm.train import load_run
 
 
 def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
@@ -61,28 +29,25 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if per_class < 1:
         raise UsageError(f"--per-class must be at least 1, got {per_class}")
-    model, config = _load_model(run_dir, device)
-    data = data if data is not None else _prepared_for_config(config)
-    class_names = list(data.classes)
-    chosen, note = _choose_classes(class_names, classes)
+    run = load_run(run_dir, device=device, data=data)
+    model, data = run.model, run.data
+    chosen, note = choose_classes(list(data.classes), classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_previous_output(out_dir)
 
-    val = data.splits["valid"]
-    labels = np.asarray(val.labels)
-    preds, probs = predict(model, val.images, data.mean, data.std)
-    run_name = config.get("name") or run_dir.name
+    predicted = run.predict("valid")
+    preds, probs = predicted["preds"].numpy(), predicted["probs"].numpy()
     boxes = val_boxes(data)
-    galleries = [_gallery(model, data, class_names.index(name), preds, probs, per_class, seed,
-                          out_dir, run_name, boxes) for name in chosen]
-
+    galleries = [class_gallery(model, data, data.classes.index(name), preds, probs, per_class,
+                               seed, out_dir, run.name, boxes) for name in chosen]
     summary = {
-        "run": run_name,
+        "run": run.name,
         "run_dir": str(run_dir),
-        "val_acc": float((preds == labels).mean()) if len(labels) else float("nan"),
+        "val_acc": float((preds == predicted["labels"].numpy()).mean()) if len(preds)
+        else float("nan"),
         "target_layers": [n for n, m in model.named_modules()
                           if any(m is layer for layer in model.gradcam_layers())],
-        "map_size": int(val.images.shape[-1]),
+        "map_size": int(data.size),
         "per_class": per_class,
         "note": note,
         "classes": [g.to_json() for g in galleries],
@@ -91,7 +56,7 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
                           for kind in ("correct", "incorrect")},
         "concentration_top_share": TOP_SHARE,
         "gallery_pointing": _gallery_pointing(galleries),
-        "pointing": _score_runs(model, run_name, data, boxes, score_runs, device, seed),
+        "pointing": _score_runs(run, boxes, score_runs, device, seed),
     }
     (out_dir / "gradcam.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -125,14 +90,15 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def _score_runs(model, run_name: str, data, boxes, score_runs, device: str, seed: int
-                ) -> dict | None:
+def _score_runs(run, boxes, score_runs, device: str, seed: int) -> dict | None:
+    """Pointing-game score of each run in `score_runs` (name -> run dir; default: `run`
+    alone) on `run`'s data, when the dataset has object boxes."""
     if not boxes:
         return None
     scores = {}
-    for name, path in (score_runs or {run_name: None}).items():
-        m = model if name == run_name else _load_model(Path(path), device)[0]
-        scores[name] = pointing_game(m, data, boxes, seed=seed)
+    for name, path in (score_runs or {run.name: None}).items():
+        model = run.model if name == run.name else load_run(path, device=device).model
+        scores[name] = pointing_game(model, run.data, boxes, seed=seed)
     return scores
 
 

@@ -65,7 +65,7 @@ def select_examples(labels: np.ndarray, preds: np.ndarray, class_index: int, k: 
     return sample(correct), sample(incorrect)
 
 
-def _choose_classes(classes: Sequence[str], wanted: Sequence[str] | None) -> tuple[list[str], str]:
+def choose_classes(classes: Sequence[str], wanted: Sequence[str] | None) -> tuple[list[str], str]:
     """Folder names to draw, and a note when the assignment's classes are not all present."""
     if wanted:
         found, missing = match_classes(wanted, classes)

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnorm.checkpoint import rng_state, set_rng_state
 from resnorm.data import BatchStream
 from resnorm.distributed import DistInfo, all_reduce_min, is_distributed
 from resnorm.metrics import EpochMeter
@@ -47,35 +46,16 @@ MIN_LOSS_SCALE = 1.0  # fp16: a loss scale below this at an epoch's end is diver
 
 @dataclass
 class TrainParts:
-    """What a training step touches, and what a checkpoint saves besides the run state."""
+    """What a training step touches: the model (whose state a checkpoint saves), what training
+    calls (the same model, or it wrapped in DDP under torchrun), the optimizer, the per-step lr
+    schedule and the fp16 loss scaler, and this process's place among the ranks."""
 
-    model: nn.Module                 # the module whose state_dict is saved
-    forward: nn.Module               # training: the same model, DDP-wrapped and/or compiled
+    model: nn.Module
+    trainer: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
-    eval_forward: nn.Module | None = None  # evaluation: the model, compiled or not (no DDP)
-    info: DistInfo = DistInfo()      # this process's place among the ranks
-
-    def __post_init__(self) -> None:
-        if self.eval_forward is None:
-            self.eval_forward = self.forward
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state()}
-
-    def restore(self, checkpoint: dict) -> None:
-        """Load what state_dict saved (the run state in checkpoint["state"] is the caller's)."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        # amp may change on resume (RESUMABLE_CHANGES): a checkpoint saved without fp16 has
-        # an empty scaler state, which an fp16 run's scaler refuses; it starts a fresh scale.
-        if checkpoint["scaler"] or not self.scaler.is_enabled():
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
+    info: DistInfo = DistInfo()
 
 
 def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: Progress,
@@ -87,8 +67,7 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     the device anyway, and at the end of the epoch), and LossScaleCollapsed when the fp16
     loss scale has fallen below MIN_LOSS_SCALE by the end of the epoch (module docstring).
     """
-    model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
-    parts.forward.train()  # the DDP/compile wrappers and the model inside them
+    parts.trainer.train()  # the DDP wrapper and the model inside it
     stream.set_epoch(epoch - 1)
     # Under DDP a rank must not stop alone mid-epoch (the others would wait for it in the
     # gradient all-reduce): divergence is checked by all ranks together at the epoch's end.
@@ -98,26 +77,11 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     skipped = torch.zeros((), dtype=torch.long, device=rt.device)  # steps the scaler skipped
     show.start(epoch, len(stream))
     started = time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
     for step, (x, y) in enumerate(stream, 1):
-        # Forward under autocast; cross-entropy is computed in float32 either way.
-        with rt.autocast():
-            logits = parts.forward(x)
-            loss = F.cross_entropy(logits, y)
-        # Backward and update (the scaler only acts for fp16: it unscales the gradients in
-        # step(), so any gradient clipping would go after an explicit scaler.unscale_, and
-        # skips the step when they overflowed; counted on the device, no host sync).
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        if scaler.is_enabled():
-            skipped += _step_skipped(scaler, optimizer, skipped.device)
-        scaler.update()
-        # BIN gates stay in [0, 1]: clamped in place, so the optimizer keeps the same tensor.
-        clamp_gates_(model)
-        # Per-step schedule: warm-up and decay are smooth whatever the epoch count.
-        lr = optimizer.param_groups[0]["lr"]
-        _schedule_step(parts.scheduler, quiet=scaler.is_enabled() and global_step + step == 1)
+        lr = parts.optimizer.param_groups[0]["lr"]  # this step's (the schedule moves after it)
+        loss, logits, skip = train_step(parts, x, y, rt, first=global_step + step == 1)
+        if skip is not None:
+            skipped += skip
         # Statistics accumulate on the device: no host synchronisation here.
         meter.update(loss, logits, y)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -132,6 +96,7 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     _raise_if_diverged(_first_bad_on_any_rank(first_bad), epoch, global_step)
     # fp16: a scale that has collapsed means the gradients overflow even unscaled. (The scale
     # is the same on every rank: DDP's gradients, hence the overflows, are.)
+    scaler = parts.scaler
     if scaler.is_enabled() and scaler.get_scale() < MIN_LOSS_SCALE:
         raise LossScaleCollapsed(epoch, len(stream), global_step + len(stream),
                                  scaler.get_scale(), int(skipped))
@@ -139,6 +104,30 @@ def train_one_epoch(parts: TrainParts, stream: BatchStream, rt: Runtime, show: P
     stats["skipped_steps"] = int(skipped)
     show.close()
     return stats, lr, time.perf_counter() - started
+
+
+def train_step(parts: TrainParts, x: torch.Tensor, y: torch.Tensor, rt: Runtime,
+               first: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One optimizer step on a batch: (loss, logits, and under fp16 a device tensor that is 1
+    when the loss scaler skipped the step, else None). `first`: the run's very first step."""
+    optimizer, scaler = parts.optimizer, parts.scaler
+    # Forward under autocast; cross-entropy is computed in float32 either way.
+    with rt.autocast():
+        logits = parts.trainer(x)
+        loss = F.cross_entropy(logits, y)
+    # Backward and update (the scaler only acts for fp16: it unscales the gradients in
+    # step(), so any gradient clipping would go after an explicit scaler.unscale_, and
+    # skips the step when they overflowed; counted on the device, no host sync).
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    skipped = _step_skipped(scaler, optimizer, loss.device) if scaler.is_enabled() else None
+    scaler.update()
+    # BIN gates stay in [0, 1]: clamped in place, so the optimizer keeps the same tensor.
+    clamp_gates_(parts.model)
+    # Per-step schedule: warm-up and decay are smooth whatever the epoch count.
+    _schedule_step(parts.scheduler, quiet=scaler.is_enabled() and first)
+    return loss, logits, skipped
 
 
 @torch.no_grad()

@@ -86,7 +86,7 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
+def epoch_line(row: dict, epochs: int, improved: bool) -> str:
     return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.3g} | train loss "
             f"{row['train_loss']:.4f} acc {row['train_acc']:.4f} | val loss {row['val_loss']:.4f} "
             f"acc {row['val_acc']:.4f} macro-F1 {row['val_macro_f1']:.4f} | "
@@ -94,20 +94,37 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
             + (" *" if improved else ""))
 
 
-def _tensorboard(files: RunFiles, purge_step: int | None):
-    """A SummaryWriter in the run folder; events of epochs being redone are purged."""
-    if not files.is_main:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(log_dir=str(files.dir), purge_step=purge_step)
+class RunOutput:
+    """What a run shows while it trains: progress within an epoch (`progress`, a Progress), a
+    line per epoch (unless `epoch_lines` is off), and the epoch's scalars in TensorBoard (in
+    the run folder; events of epochs being redone after a resume are purged). Only the main
+    process shows or writes anything."""
 
+    def __init__(self, files: RunFiles, *, progress: bool, epoch_lines: bool, epochs: int,
+                 every: int, first_epoch: int) -> None:
+        self.epochs, self.epoch_lines = epochs, epoch_lines and files.is_main
+        self.progress = Progress(progress and files.is_main, epochs, every=every)
+        self.writer = None
+        if files.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(files.dir),
+                                        purge_step=first_epoch if first_epoch > 1 else None)
 
-def _log_scalars(writer, row: dict) -> None:
-    if writer is None:
-        return
-    for key, value in row.items():
-        if key != "epoch":
-            split, _, metric = key.partition("_")
-            tag = f"{metric}/{split}" if split in ("train", "val") else f"run/{key}"
-            writer.add_scalar(tag, value, row["epoch"])
-    writer.flush()
+    def epoch_done(self, row: dict, improved: bool, note: str | None = None) -> None:
+        """The epoch's line (and a note, e.g. skipped fp16 steps) and its scalars."""
+        if self.epoch_lines:
+            log(epoch_line(row, self.epochs, improved))
+            if note:
+                log(note)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    split, _, metric = key.partition("_")
+                    tag = f"{metric}/{split}" if split in ("train", "val") else f"run/{key}"
+                    self.writer.add_scalar(tag, value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()

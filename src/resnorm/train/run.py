@@ -1,17 +1,15 @@
-"""A whole training run: the run folder, resuming, the epoch loop around train_one_epoch,
-early stopping, and the final evaluation; and loading a trained run's model back.
+"""A whole training run in three steps: `setup_run` (the run folder, the data, the model and
+what a resume restores), `fit` (the epoch loop: train, validate, record, checkpoint) and
+`finish` (the best checkpoint evaluated on every split, final.json, curves.png). `train` runs
+the three.
 
 A run folder holds config.yaml (fully resolved, with versions, device and git commit),
 metrics.csv (one row per epoch), TensorBoard events, last.pt (every epoch), best.pt (best val
 accuracy), final.json (the best checkpoint evaluated in eval mode on train, val and test) and
-curves.png. Checkpoints hold only tensors and plain containers and load with
-weights_only=True.
+curves.png. What a checkpoint holds: resnorm.checkpoint.Checkpoint.
 
 Resume: running the same command again continues from last.pt exactly (same metrics.csv as an
-uninterrupted run, on CPU); a finished run is left alone and says so. `--resume` insists on a
-checkpoint, `--restart` deletes the run's files and starts over. A config that differs from
-the run's (other than data/cache paths, device, amp, channels_last, compile, compile_mode,
-eval batch size) is refused. A run resumes only with the world size it was started with.
+uninterrupted run, on CPU); a finished run is left alone and says so (train.resume).
 
 A non-finite training loss ends the run: final.json says "diverged" with the epoch and step,
 and DivergedError is raised (exit code 3 on the command line). Under fp16 (amp auto on a GPU
@@ -21,33 +19,27 @@ without native bf16) steps the GradScaler skips are counted per epoch (metrics.c
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import yaml
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from resnorm.checkpoint import RunFiles, load_checkpoint
+from resnorm.checkpoint import Checkpoint, RunFiles
 from resnorm.distributed import DistInfo, barrier, broadcast_buffers_, in_turn, init_from_env
 from resnorm.errors import DivergedError, UsageError
-from resnorm.model import ResNet, count_parameters
+from resnorm.model import ResNet
 from resnorm.norm_functions import plan_kernels, planned_kernels
-from resnorm.train.config import FIELD_NAMES, RESUMABLE_CHANGES, TrainConfig, resolve_config
-from resnorm.train.config import device_type
-from resnorm.train.loop import (NonFiniteLoss, TrainParts, evaluate, predict_all,
-                               train_one_epoch)
+from resnorm.train.config import TrainConfig, device_type, resolve_config
+from resnorm.train.final import evaluate_best, final_record
+from resnorm.train.loop import NonFiniteLoss, TrainParts, evaluate, train_one_epoch
 from resnorm.train.optim import build_optimizer, build_scheduler
-from resnorm.train.progress import Progress, _epoch_line, _log_scalars, _tensorboard, log
-from resnorm.train.runtime import (Runtime, _compiled, distributed_record, environment, load_data,
-                                   make_stream, sync_batch_norms)
+from resnorm.train.progress import RunOutput, log
+from resnorm.train.resume import RESUME_MODES, checkpoint_to_resume, finished_run
+from resnorm.train.runtime import (Runtime, distributed_record, environment, load_data,
+                                   make_stream, prepare_model)
 
-RESUME_MODES = ("auto", "require", "restart")
 SCORE_KEYS = ("loss", "acc", "micro_f1", "macro_f1")  # per split in metrics.csv
 
 
@@ -65,142 +57,10 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
     # The norm kernels' plan (set once the run's size is known) ends with the run: the next
     # run in this process, or a caller's own setting, is not decided by this one.
     with planned_kernels(None, None):
-        return _train(cfg, resume=resume, progress=progress, epoch_lines=epoch_lines,
-                      data_note=data_note)
-
-
-def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool,
-           epoch_lines: bool, data_note: bool) -> dict:
-    if resume not in RESUME_MODES:
-        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    cfg = resolve_config(cfg)
-    # Processes: under torchrun join the group (once per process); only rank 0 prints and
-    # writes files. Single-process runs never touch torch.distributed.
-    info = init_from_env(device_type(cfg.device))
-    is_main = info.is_main
-    files = RunFiles(Path(cfg.out).expanduser(), is_main)
-
-    # A finished run is left alone: re-running a study or a command is a no-op.
-    final = _finished_run(files, cfg, resume, info)
-    if final is not None:
-        return final
-    checkpoint = _checkpoint_to_resume(files, cfg, resume, info)
-    barrier()  # every rank has looked at the folder before rank 0 clears or writes it
-
-    # Data: decoded once into the uint8 cache; its classes fix the output layer.
-    data = in_turn(info, lambda: load_data(cfg, progress and is_main))  # one builder at a time
-    cfg = dataclasses.replace(cfg, num_classes=len(data.classes))
-    if checkpoint is not None and checkpoint["classes"] != data.classes:
-        raise UsageError(f"the dataset's classes differ from those {files.dir} was trained on")
-    rt = Runtime.for_config(cfg)
-    if is_main and rt.amp_warning:
-        log(f"warning: {rt.amp_warning}")
-    if is_main and data_note and checkpoint is None and data.leak_note():
-        log(f"warning: {data.leak_note()}")
-
-    # Model, seeded: runs with one seed start from the same weights (on every rank).
-    torch.manual_seed(cfg.seed)
-    model_args = dict(n=cfg.n, num_classes=cfg.num_classes, norm=cfg.norm, shortcut=cfg.shortcut)
-    model = ResNet(**model_args).to(rt.device)
-    if cfg.sync_bn:  # batch statistics over every rank's batch (a no-op in one process)
-        model = sync_batch_norms(model)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # Evaluation runs the plain model (each rank on its own block of a split, no collectives
-    # inside); training goes through DDP, which averages the gradients over ranks.
-    eval_forward = _compiled(model, cfg)
-    forward = eval_forward
-    if info.enabled:
-        # (DDP also sends rank 0's buffers to every rank before each training forward, so
-        # per-rank running statistics restart from rank 0's at every step.)
-        ddp = DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-        forward = _compiled(ddp, cfg)
-    train_stream = make_stream(data, "train", cfg, rt, training=True, info=info)
-    val_stream = make_stream(data, "valid", cfg, rt, training=False, info=info)
-    # From-scratch norms: compile their kernels only if this run is long enough to pay it back
-    # (steps x first-stage activation, batch x 16 x S x S; see norm_functions.plan_kernels).
-    plan_kernels(cfg.epochs * len(train_stream), cfg.batch_size * 16 * cfg.size ** 2)
-    optimizer = build_optimizer(model, cfg)
-    parts = TrainParts(model, forward, optimizer,
-                       build_scheduler(optimizer, cfg, len(train_stream)),
-                       torch.amp.GradScaler(rt.device.type, enabled=rt.amp is torch.float16),
-                       eval_forward=eval_forward, info=info)
-    record = distributed_record(cfg, info)
-
-    # Resume: everything the next epoch depends on comes from last.pt; else start clean.
-    if checkpoint is not None:
-        parts.restore(checkpoint)
-        state = RunState(**checkpoint["state"])
-        if is_main:
-            log(f"{files.dir}: resuming after epoch {state.epoch}/{cfg.epochs}")
-    else:
-        state = RunState()
-        files.clear()
-        files.write_config({**dataclasses.asdict(cfg), "distributed": record},
-                           environment(rt, data))
-    files.write_metrics(state.history)  # the csv always matches the checkpoint
-    if is_main and info.enabled:
-        log(f"{files.dir}: {info.world_size} processes ({info.backend}), batch "
-            f"{cfg.batch_size} per process = {record['global_batch_size']} per step, "
-            f"BN statistics: {record['bn_statistics']}")
-
-    def snapshot() -> dict:
-        return {"format": "resnorm-run", "version": 1, "config": dataclasses.asdict(cfg),
-                "model_args": model_args, "classes": list(data.classes), "distributed": record,
-                **parts.state_dict(), "state": dataclasses.asdict(state)}
-
-    show = Progress(progress and is_main, cfg.epochs, every=1 if rt.device.type == "cpu" else 25)
-    writer = _tensorboard(files, purge_step=state.epoch + 1 if state.epoch else None)
-    try:
-        while state.status == "running":
-            epoch = state.epoch + 1
-            started = time.perf_counter()
-
-            # One pass over the augmented training batches, in train mode.
-            train_stats, lr, train_s = train_one_epoch(parts, train_stream, rt, show, epoch,
-                                                       state.step, cfg.num_classes)
-            state.step += len(train_stream)
-
-            # Validation in eval mode (running statistics), no augmentation. Every rank
-            # evaluates (and rank 0 saves) the same model: rank 0's running statistics.
-            broadcast_buffers_(model)
-            val_stats = evaluate(eval_forward, val_stream, cfg.num_classes, rt)
-            epoch_s = time.perf_counter() - started
-            state.elapsed_s += epoch_s
-
-            # Bookkeeping: the csv row, best epoch, early stopping, status.
-            row = {"epoch": epoch, "lr": lr,
-                   **{f"train_{k}": train_stats[k] for k in SCORE_KEYS},
-                   **{f"val_{k}": val_stats[k] for k in SCORE_KEYS},
-                   "epoch_time_s": round(epoch_s, 3),
-                   "images_per_s": round(train_stream.num_samples * info.world_size / train_s,
-                                         1),
-                   "skipped_steps": train_stats["skipped_steps"]}
-            improved = state.record(row, cfg)
-
-            # Checkpoints: best first, then last, so last.pt never points past a best.pt.
-            saved = snapshot()  # built once: both files hold the same state
-            if improved:
-                files.save("best.pt", saved)
-            files.save("last.pt", saved)
-            files.write_metrics(state.history)
-            _log_scalars(writer, row)
-            if is_main and epoch_lines:
-                log(_epoch_line(row, cfg.epochs, improved))
-                if row["skipped_steps"]:  # fp16 only: overflowing gradients, step not taken
-                    log(f"epoch {epoch}/{cfg.epochs}: {row['skipped_steps']} of "
-                        f"{len(train_stream)} steps skipped by the fp16 loss scaler (non-finite "
-                        f"gradients; scale now {parts.scaler.get_scale():g})")
-    except NonFiniteLoss as exc:
-        _finish(files, cfg, state, parts, data, rt, "diverged", exc.where)
-        raise DivergedError(f"{exc} (global step {exc.where['global_step']}); "
-                            f"see {files.path('final.json')}") from None
-    finally:
-        show.close()
-        if writer is not None:
-            writer.close()
-    return _finish(files, cfg, state, parts, data, rt, state.status)
+        ctx = setup_run(cfg, resume=resume, progress=progress, data_note=data_note)
+        if ctx.finished is not None:
+            return ctx.finished
+        return finish(ctx, fit(ctx, progress=progress, epoch_lines=epoch_lines))
 
 
 @dataclass
@@ -232,142 +92,187 @@ class RunState:
         return improved
 
 
-def _mismatches(cfg: TrainConfig, saved: Mapping[str, Any]) -> list[str]:
-    """Settings of `cfg` that differ from a saved run's config (ignoring RESUMABLE_CHANGES)."""
-    out = []
-    for name in FIELD_NAMES:
-        if name in RESUMABLE_CHANGES or (name == "num_classes" and cfg.num_classes is None):
-            continue
-        if name in saved and saved[name] != getattr(cfg, name):
-            out.append(f"{name}: {saved[name]!r} -> {getattr(cfg, name)!r}")
-    return out
+@dataclass
+class RunContext:
+    """Everything a run's epochs use, built once by `setup_run`. For a run that had finished
+    before, only `cfg`, `files`, `info` and `finished` (its final.json) are set."""
+
+    cfg: TrainConfig
+    files: RunFiles
+    info: DistInfo
+    finished: dict | None = None
+    data: Any = None                 # resnorm.data.PreparedData, as the run scores it
+    rt: Runtime | None = None
+    parts: TrainParts | None = None
+    train_stream: Any = None
+    val_stream: Any = None
+    model_args: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)  # config.yaml's `distributed:` record
+    state: RunState = field(default_factory=RunState)
+
+    def checkpoint(self) -> Checkpoint:
+        """The run as it stands, for last.pt / best.pt."""
+        p = self.parts
+        return Checkpoint.capture(
+            model=p.model, optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
+            config=dataclasses.asdict(self.cfg), model_args=self.model_args,
+            classes=list(self.data.classes), distributed=self.record,
+            state=dataclasses.asdict(self.state))
 
 
-def _refuse_mismatch(files: RunFiles, cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
-    diff = _mismatches(cfg, saved)
-    if diff:
-        raise UsageError(f"{files.dir} holds a run with other settings ({'; '.join(diff)}); "
-                         f"use another --out, or --restart to discard it")
+def setup_run(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
+              progress: bool = True, data_note: bool = True) -> RunContext:
+    """Check the settings and the run folder, load the data, build the model and its
+    optimizer, and restore a resumed run's state from last.pt (or start the folder afresh)."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    cfg = resolve_config(cfg)
+    # Processes: under torchrun join the group (once per process); only rank 0 prints and
+    # writes files. Single-process runs never touch torch.distributed.
+    info = init_from_env(device_type(cfg.device))
+    files = RunFiles(Path(cfg.out).expanduser(), info.is_main)
+    # A finished run is left alone: re-running a study or a command is a no-op.
+    finished = finished_run(files, cfg, resume, info)
+    if finished is not None:
+        return RunContext(cfg, files, info, finished=finished)
+    checkpoint = checkpoint_to_resume(files, cfg, resume, info)
+    barrier()  # every rank has looked at the folder before rank 0 clears or writes it
+
+    # Data: decoded once into the uint8 cache; its classes fix the output layer.
+    data = in_turn(info, lambda: load_data(cfg, progress and info.is_main))  # one at a time
+    cfg = dataclasses.replace(cfg, num_classes=len(data.classes))
+    if checkpoint is not None and checkpoint.classes != data.classes:
+        raise UsageError(f"the dataset's classes differ from those {files.dir} was trained on")
+    ctx = RunContext(cfg, files, info, data=data, rt=Runtime.for_config(cfg),
+                     record=distributed_record(cfg, info))
+    _build_training(ctx)
+    _start_or_resume(ctx, checkpoint, announce_data=data_note)
+    return ctx
 
 
-def _refuse_other_world_size(files: RunFiles, saved: Mapping[str, Any], info: DistInfo) -> None:
-    """A run is continued (or found finished) only by as many processes as trained it: the
-    world size sets the global batch, the lr of the default recipe and each rank's data."""
-    record = saved.get("distributed") or {}
-    world_size = record.get("world_size", 1)
-    if world_size != info.world_size:
-        raise UsageError(f"{files.dir} was trained by {world_size} process(es) (global batch "
-                         f"{record.get('global_batch_size', saved.get('batch_size'))}), not "
-                         f"{info.world_size}; launch it with {world_size} process(es) in all "
-                         f"(torchrun), or --restart to discard it")
+def _build_training(ctx: RunContext) -> None:
+    """The model (seeded: runs with one seed start from the same weights, on every rank), the
+    batch streams, the norm kernels' plan, the optimizer, lr schedule and loss scaler."""
+    cfg, rt, info = ctx.cfg, ctx.rt, ctx.info
+    torch.manual_seed(cfg.seed)
+    ctx.model_args = dict(n=cfg.n, num_classes=cfg.num_classes, norm=cfg.norm,
+                          shortcut=cfg.shortcut)
+    model, trainer = prepare_model(ResNet(**ctx.model_args), cfg, rt, info)
+    ctx.train_stream = make_stream(ctx.data, "train", cfg, rt, training=True, info=info)
+    ctx.val_stream = make_stream(ctx.data, "valid", cfg, rt, training=False, info=info)
+    # From-scratch norms: compile their kernels only if this run is long enough to pay it back
+    # (steps x first-stage activation, batch x 16 x S x S; see norm_functions.plan_kernels).
+    plan_kernels(cfg.epochs * len(ctx.train_stream), cfg.batch_size * 16 * cfg.size ** 2)
+    optimizer = build_optimizer(model, cfg)
+    ctx.parts = TrainParts(model, trainer, optimizer,
+                           build_scheduler(optimizer, cfg, len(ctx.train_stream)),
+                           torch.amp.GradScaler(rt.device.type, enabled=rt.amp is torch.float16),
+                           info)
 
 
-def _finished_run(files: RunFiles, cfg: TrainConfig, resume: str,
-                  info: DistInfo = DistInfo()) -> dict | None:
-    """final.json of a finished run in the folder (the same run, else UsageError), or None.
+def _start_or_resume(ctx: RunContext, checkpoint: Checkpoint | None, announce_data: bool) -> None:
+    """Resume: everything the next epoch depends on comes from last.pt; else start clean (the
+    folder's old run files removed, config.yaml written). Says what it did."""
+    files, is_main = ctx.files, ctx.info.is_main
+    if is_main and ctx.rt.amp_warning:
+        log(f"warning: {ctx.rt.amp_warning}")
+    if checkpoint is not None:
+        p = ctx.parts
+        checkpoint.restore(p.model, p.optimizer, p.scheduler, p.scaler)
+        ctx.state = RunState(**checkpoint.state)
+        if is_main:
+            log(f"{files.dir}: resuming after epoch {ctx.state.epoch}/{ctx.cfg.epochs}")
+    else:
+        if is_main and announce_data and ctx.data.leak_note():
+            log(f"warning: {ctx.data.leak_note()}")
+        files.clear()
+        files.write_config({**dataclasses.asdict(ctx.cfg), "distributed": ctx.record},
+                           environment(ctx.rt, ctx.data))
+    files.write_metrics(ctx.state.history)  # the csv always matches the checkpoint
+    if is_main and ctx.info.enabled:
+        log(f"{files.dir}: {ctx.info.world_size} processes ({ctx.info.backend}), batch "
+            f"{ctx.cfg.batch_size} per process = {ctx.record['global_batch_size']} per step, "
+            f"BN statistics: {ctx.record['bn_statistics']}")
 
-    A diverged run stays diverged: DivergedError again, so the exit code says so again.
-    """
-    final = files.read_final()
-    if final is None or resume == "restart":
-        return None
+
+def fit(ctx: RunContext, *, progress: bool = True,
+        epoch_lines: bool = True) -> NonFiniteLoss | None:
+    """Train epoch after epoch until the run completes or stops early (None), or diverges:
+    then the NonFiniteLoss that says where."""
+    cfg, state, parts = ctx.cfg, ctx.state, ctx.parts
+    out = RunOutput(ctx.files, progress=progress, epoch_lines=epoch_lines, epochs=cfg.epochs,
+                    every=1 if ctx.rt.device.type == "cpu" else 25, first_epoch=state.epoch + 1)
     try:
-        saved = yaml.safe_load(files.path("config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        saved = {}
-    _refuse_other_world_size(files, saved, info)
-    _refuse_mismatch(files, cfg, saved)
-    if files.is_main:
-        log(f"{files.dir}: already finished ({final['status']}, {final['epochs_run']} epochs); "
-            f"nothing to do (--restart trains it again)")
-    if final["status"] == "diverged":
-        where = final.get("diverged_at") or {}
-        raise DivergedError(f"{files.dir} diverged earlier (non-finite loss at epoch "
-                            f"{where.get('epoch')}, step {where.get('step')})")
-    return final
+        while state.status == "running":
+            epoch, started = state.epoch + 1, time.perf_counter()
+            # Train: one pass over the augmented batches, in train mode.
+            train_stats, lr, train_s = train_one_epoch(parts, ctx.train_stream, ctx.rt,
+                                                       out.progress, epoch, state.step,
+                                                       cfg.num_classes)
+            state.step += len(ctx.train_stream)
+            # Validate in eval mode (running statistics), no augmentation. Every rank
+            # evaluates (and rank 0 saves) the same model: rank 0's running statistics.
+            broadcast_buffers_(parts.model)
+            val_stats = evaluate(parts.model, ctx.val_stream, cfg.num_classes, ctx.rt)
+            epoch_s = time.perf_counter() - started
+            state.elapsed_s += epoch_s
+            # Record: the csv row; the best epoch and early stopping follow val accuracy.
+            row = _epoch_row(ctx, epoch, lr, train_stats, val_stats, train_s, epoch_s)
+            improved = state.record(row, cfg)
+            # Checkpoint: best first, then last, so last.pt never points past a best.pt.
+            saved = ctx.checkpoint()
+            if improved:
+                ctx.files.save("best.pt", saved)
+            ctx.files.save("last.pt", saved)
+            ctx.files.write_metrics(state.history)
+            out.epoch_done(row, improved, _skipped_note(ctx, row))
+    except NonFiniteLoss as exc:
+        return exc
+    finally:
+        out.close()
+    return None
 
 
-def _checkpoint_to_resume(files: RunFiles, cfg: TrainConfig, resume: str,
-                          info: DistInfo = DistInfo()) -> dict | None:
-    """last.pt of an interrupted run of the same config, or None to start from scratch.
-    Under torchrun every rank reads it (the run folder is on a shared filesystem)."""
-    last = files.path("last.pt")
-    if resume == "require" and not last.exists():
-        raise UsageError(f"--resume: nothing to resume, {last} does not exist")
-    if resume == "restart" or not last.exists():
+def _epoch_row(ctx: RunContext, epoch: int, lr: float, train_stats: dict, val_stats: dict,
+               train_s: float, epoch_s: float) -> dict:
+    """The epoch's metrics.csv row (images/s: every rank's training images per second)."""
+    images = ctx.train_stream.num_samples * ctx.info.world_size
+    return {"epoch": epoch, "lr": lr,
+            **{f"train_{k}": train_stats[k] for k in SCORE_KEYS},
+            **{f"val_{k}": val_stats[k] for k in SCORE_KEYS},
+            "epoch_time_s": round(epoch_s, 3), "images_per_s": round(images / train_s, 1),
+            "skipped_steps": train_stats["skipped_steps"]}
+
+
+def _skipped_note(ctx: RunContext, row: dict) -> str | None:
+    """fp16 only: steps the loss scaler skipped (overflowing gradients, step not taken)."""
+    if not row["skipped_steps"]:
         return None
-    checkpoint = load_checkpoint(last)
-    _refuse_other_world_size(files, checkpoint, info)
-    _refuse_mismatch(files, cfg, checkpoint["config"])
-    return checkpoint
+    return (f"epoch {row['epoch']}/{ctx.cfg.epochs}: {row['skipped_steps']} of "
+            f"{len(ctx.train_stream)} steps skipped by the fp16 loss scaler (non-finite "
+            f"gradients; scale now {ctx.parts.scaler.get_scale():g})")
 
 
-def evaluate_best(files: RunFiles, parts: TrainParts, data, cfg: TrainConfig,
-                  rt: Runtime) -> tuple[dict, dict]:
-    """best.pt evaluated in eval mode on every split (train as "train", valid as "val"):
-    the scores per split, and the per-image predictions per split (rank 0's, see below).
-
-    Under torchrun every rank loads it (after rank 0 has written it) and evaluates its block
-    of each split; the scores are summed over ranks. The per-image predictions are then rank
-    0's own pass over the whole of val and test (train is left out: the statistics need it
-    only for one-seed train intervals, not worth a second pass over 30,000 images)."""
-    barrier()
-    if not files.path("best.pt").exists():
-        return {}, {}
-    parts.model.load_state_dict(load_checkpoint(files.path("best.pt"), rt.device)["model"])
-    results, kept = {}, {}
-    single = parts.info.world_size == 1
-    for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
-        if split in data.splits and len(data.splits[split]):
-            stream = make_stream(data, split, cfg, rt, training=False, info=parts.info)
-            keep = {} if single else None
-            results[key] = evaluate(parts.eval_forward, stream, cfg.num_classes, rt, keep)
-            if not single and files.is_main and key != "train":
-                keep = predict_all(parts.eval_forward,
-                                   make_stream(data, split, cfg, rt, training=False),
-                                   cfg.num_classes, rt)
-            if keep is not None:
-                kept[key] = keep
-    return results, kept
-
-
-def _finish(files: RunFiles, cfg: TrainConfig, state: RunState, parts: TrainParts, data,
-            rt: Runtime, status: str, diverged_at: dict | None = None) -> dict:
-    """Evaluate the best checkpoint, write final.json and curves.png; return final.json."""
+def finish(ctx: RunContext, diverged: NonFiniteLoss | None = None) -> dict:
+    """Evaluate the best checkpoint, write predictions.npz, curves.png and final.json; return
+    final.json. A diverged run is recorded (status and where), then DivergedError raised."""
     started = time.perf_counter()
-    results, kept = evaluate_best(files, parts, data, cfg, rt)
-    files.write_predictions(kept)  # before final.json, whose presence marks the run finished
-    final = {
-        "name": cfg.name,
-        "status": status,
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch,
-        "wall_time_s": round(state.elapsed_s + time.perf_counter() - started, 3),
-        "parameters": count_parameters(parts.model),
-        "classes": list(data.classes),
-        "splits": data.split_counts(),  # images scored per split, and those left out
-        "eval": results,
-    }
-    if diverged_at is not None:
-        final["diverged_at"] = diverged_at
-    files.write_final(final, state.history,
-                      title=f"{cfg.name} ({cfg.norm}, n={cfg.n}, batch {cfg.batch_size})")
-    if files.is_main and status != "diverged":
+    status = "diverged" if diverged is not None else ctx.state.status
+    results, kept = evaluate_best(ctx.files, ctx.parts, ctx.data, ctx.cfg, ctx.rt)
+    ctx.files.write_predictions(kept)  # before final.json, whose presence marks a finished run
+    final = final_record(ctx.cfg, ctx.state, ctx.parts.model, ctx.data, results, status,
+                         wall_time_s=ctx.state.elapsed_s + time.perf_counter() - started)
+    if diverged is not None:
+        final["diverged_at"] = diverged.where
+    cfg = ctx.cfg
+    ctx.files.write_final(final, ctx.state.history,
+                          title=f"{cfg.name} ({cfg.norm}, n={cfg.n}, batch {cfg.batch_size})")
+    if diverged is not None:
+        raise DivergedError(f"{diverged} (global step {diverged.where['global_step']}); "
+                            f"see {ctx.files.path('final.json')}")
+    if ctx.files.is_main:
         val = results.get("val", {})
-        log(f"{files.dir}: {status} after {state.epoch} epochs; best epoch {state.best_epoch}: "
-            f"val acc {val.get('acc', math.nan):.4f}, macro F1 {val.get('macro_f1', math.nan):.4f}")
+        log(f"{ctx.files.dir}: {status} after {ctx.state.epoch} epochs; best epoch "
+            f"{ctx.state.best_epoch}: val acc {val.get('acc', float('nan')):.4f}, macro F1 "
+            f"{val.get('macro_f1', float('nan')):.4f}")
     return final
-
-
-# --- using a trained run ---------------------------------------------------------------------
-
-def load_run_model(run_dir: str | os.PathLike, which: str = "best",
-                   map_location: Any = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model of a run from best.pt (or last.pt), in eval mode, with its config."""
-    if which not in ("best", "last"):
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    checkpoint = load_checkpoint(Path(run_dir) / f"{which}.pt", map_location)
-    model = ResNet(**checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    return model, dict(checkpoint["config"])

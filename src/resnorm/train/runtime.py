@@ -1,10 +1,11 @@
 """Where and how a run computes: device, autocast, memory format, compilation, processes,
 and the prepared data as batches on the device.
 
-Compilation: `--compile` wraps the model in torch.compile(model, mode=--compile-mode).
-"default" compiles with Inductor; "reduce-overhead" also records CUDA graphs, which replay a
-whole step's kernels with one launch: that helps the launch-bound small-batch runs (batch 8)
-on a GPU and does nothing on a CPU; "max-autotune" searches kernel configurations (long first
+Compilation: `--compile` compiles the model in place (`nn.Module.compile`, mode
+--compile-mode), so training, evaluation and checkpoints all use the one module. "default"
+compiles with Inductor; "reduce-overhead" also records CUDA graphs, which replay a whole
+step's kernels with one launch: that helps the launch-bound small-batch runs (batch 8) on a
+GPU and does nothing on a CPU; "max-autotune" searches kernel configurations (long first
 epoch). The mode changes speed, not results' meaning, so a run may resume with another one.
 
 Several processes (torchrun; docs/distributed.md): `torchrun --nproc_per_node=N -m resnorm
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from resnorm import __version__
 from resnorm.cpu_memory import keep_freed_memory
@@ -204,13 +206,28 @@ def make_stream(data, split: str, cfg: TrainConfig, rt: Runtime, training: bool,
                        channels_last=rt.channels_last)
 
 
-def _compiled(module: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """`module` under torch.compile with the run's mode when `cfg.compile`, else itself.
-
-    mode "reduce-overhead" adds CUDA graphs (one launch per step: the batch-8 runs on a GPU
-    are launch-bound); "max-autotune" also tunes kernels; "default" is plain Inductor.
-    """
-    return torch.compile(module, mode=cfg.compile_mode) if cfg.compile else module
+def prepare_model(model: nn.Module, cfg: TrainConfig, rt: Runtime,
+                  info: DistInfo = DistInfo()) -> tuple[nn.Module, nn.Module]:
+    """(the model, what training calls): the model on the run's device and memory format, its
+    BN statistics synced across ranks with `cfg.sync_bn`, compiled in place with `cfg.compile`
+    (torch.compile with --compile-mode: "reduce-overhead" adds CUDA graphs, one launch per step
+    for the launch-bound batch-8 runs on a GPU; "max-autotune" also tunes kernels); training
+    goes through DistributedDataParallel under torchrun, which averages the gradients over
+    ranks. Evaluation calls the model itself: each rank evaluates its own block of a split,
+    with no collective inside (DDP would broadcast buffers on every forward)."""
+    model = model.to(rt.device)
+    if cfg.sync_bn:  # batch statistics over every rank's batch (a no-op in one process)
+        model = sync_batch_norms(model)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:  # in place: the same module (and state_dict keys) compiled
+        model.compile(mode=cfg.compile_mode)
+    if not info.enabled:
+        return model, model
+    # (DDP also sends rank 0's buffers to every rank before each training forward, so
+    # per-rank running statistics restart from rank 0's at every step.)
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return model, DistributedDataParallel(model, device_ids=device_ids)
 
 
 def environment(rt: Runtime, data) -> dict:
