@@ -30,7 +30,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
         "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
         "shard); not with torchrun.\n\n"
-        "Several machines: --shard I/K on each (same --out on a shared filesystem), then\n"
+        "A SLURM cluster: --executor slurm, on the login node, with --out (and --cache) on\n"
+        "storage the compute nodes share. The data is prepared once (into STUDY/cache unless\n"
+        "--cache or $RESNORM_CACHE says otherwise), then one array of one task per unfinished\n"
+        "(run, seed) is submitted; the command waits, with a progress line, then records the\n"
+        "study and writes Grad-CAM and the report (--no-wait: a job after the array does).\n"
+        "Tasks requeue at their time limit or on preemption and resume from last.pt; re-running\n"
+        "the command waits for tasks still queued and resubmits the unfinished rest:\n"
+        "  resnorm study --data /shared/birds --plan configs/assignment.yaml \\\n"
+        "      --out /shared/studies/birds --executor slurm --partition gpu --time-limit 4:00:00\n"
+        "The plan's `slurm:` section sets the same (partition, time, gpus_per_task,\n"
+        "cpus_per_task, mem_gb, array_parallelism, sbatch, setup); options here override it.\n\n"
+        "Fallbacks: --shard I/K on each machine (same --out on a shared filesystem), then\n"
         "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
         "-- study ... (see docs/distributed.md)."
     )
@@ -64,6 +75,62 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="where the jobs train: local (this process, or --jobs K processes; "
+                        "the default) or slurm (one SLURM array task per (run, seed))")
+    _slurm_options(parser.add_argument_group(
+        "SLURM (with --executor slurm; each overrides the plan's slurm: section)"))
+
+
+def _slurm_options(group) -> None:
+    group.add_argument("--partition", help="partition to submit to (default: the cluster's)")
+    group.add_argument("--time-limit", metavar="TIME", help="each task's time limit: minutes "
+                       "or SLURM's form (4:00:00, 1-12:00); at the limit a task is requeued and "
+                       "resumes from last.pt (default: the partition's limit)")
+    group.add_argument("--gpus-per-task", type=int, metavar="G",
+                       help="GPUs per task (default: 1; 0 when the plan trains on the CPU)")
+    group.add_argument("--cpus-per-task", type=int, metavar="C",
+                       help="CPUs per task (default: the plan's threads, else 4)")
+    group.add_argument("--mem-gb", type=float, metavar="GB", help="memory per task")
+    group.add_argument("--array-parallelism", type=int, metavar="K",
+                       help="at most K tasks of the array at once (default: as many as fit)")
+    group.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                       help="an extra sbatch setting, e.g. --sbatch account=lab "
+                       "--sbatch qos=high (repeatable)")
+    group.add_argument("--no-wait", action="store_true", help="submit and return: a job after "
+                       "the array (afterany) records the study and writes Grad-CAM and the report")
+
+
+SLURM_FLAGS = {"partition": "--partition", "time": "--time-limit",
+               "gpus_per_task": "--gpus-per-task", "cpus_per_task": "--cpus-per-task",
+               "mem_gb": "--mem-gb", "array_parallelism": "--array-parallelism",
+               "sbatch": "--sbatch"}
+
+
+def slurm_overrides(args: argparse.Namespace) -> dict:
+    """The SLURM options given, as the plan's `slurm:` keys (checked: one-line UsageErrors)."""
+    from resnorm.study.plan import parse_time_limit
+
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in SLURM_FLAGS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.executor != "slurm" and (given or args.no_wait):
+        flag = SLURM_FLAGS[next(iter(given))] if given else "--no-wait"
+        raise UsageError(f"{flag} is a SLURM option: it needs --executor slurm")
+    for key in ("cpus_per_task", "array_parallelism", "gpus_per_task", "mem_gb"):
+        low = 0 if key == "gpus_per_task" else 1
+        if key in given and not given[key] >= low:
+            raise UsageError(f"{SLURM_FLAGS[key]} must be at least {low}, got {given[key]}")
+    if "time" in given:
+        given["time"] = parse_time_limit(given["time"], "--time-limit")
+    if "sbatch" in given:
+        pairs = [item.partition("=") for item in given["sbatch"]]
+        bad = [key for key, eq, _ in pairs if not eq or not key.strip("- ")]
+        if bad:
+            raise UsageError(f"--sbatch takes KEY=VALUE (e.g. account=lab), got {bad[0]!r}")
+        given["sbatch"] = {key.strip().lstrip("-"): value for key, _, value in pairs}
+    if args.executor == "slurm":
+        given["wait"] = not args.no_wait
+    return given
 
 
 def _jobs_arg(text: str) -> int | str:
@@ -113,13 +180,16 @@ def run_cli(args: argparse.Namespace) -> int:
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
                        gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
-                       jobs=args.jobs, seeds=args.seeds)
+                       jobs=args.jobs, seeds=args.seeds, executor=args.executor,
+                       slurm=slurm_overrides(args))
     if not is_main_process():
         return 0
     status = 0
     if result.failed:
+        where = ("the lines above" if args.executor == "slurm"
+                 else "runs/<name>/seed-<s>/error.txt")
         print(f"resnorm study: {len(result.failed)} job(s) failed: {', '.join(result.failed)} "
-              f"(see runs/<name>/seed-<s>/error.txt; re-run to retry them)", file=sys.stderr)
+              f"(see {where}; re-run to retry them)", file=sys.stderr)
         status = 1
     if result.gradcam_error:
         print(f"resnorm study: Grad-CAM failed: {result.gradcam_error}", file=sys.stderr)
