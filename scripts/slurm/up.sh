@@ -67,9 +67,13 @@ GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# a cancelled job's processes get SIGKILL this long after SIGTERM (default 30 s)
-KillWait=5
+# a cancelled job's processes get SIGKILL this long after SIGTERM (default 30 s), and a
+# requeued job may start again after cred_expire (default 120 s): short, for tests
+KillWait=2
+AuthInfo=cred_expire=5
 ReturnToService=2
+MpiDefault=none
+MailProg=/bin/true
 SchedulerParameters=sched_interval=2
 NodeName=$host CPUs=$cpus Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP

@@ -10,41 +10,45 @@ from resnorm.study.runner import run_study
 
 __all__ = ["configure_parser", "run_cli"]
 
+EPILOG = (
+    "examples:\n"
+    "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+    "--jobs 4\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+    "--seeds 3\n\n"
+    "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
+    "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
+    "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
+    "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
+    "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
+    "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
+    "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
+    "prints one line per run as it finishes (completion order, numbered as they finish).\n"
+    "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
+    "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
+    "shard); not with torchrun.\n\n"
+    "A SLURM cluster: --executor slurm, on the login node, with --out (and --cache) on\n"
+    "storage the compute nodes share. The data is prepared once (into STUDY/cache unless\n"
+    "--cache or $RESNORM_CACHE says otherwise), then one array of one task per unfinished\n"
+    "(run, seed) is submitted; the command waits, with a progress line, then records the\n"
+    "study and writes Grad-CAM and the report (--no-wait: a job after the array does).\n"
+    "Tasks requeue at their time limit or on preemption and resume from last.pt; re-running\n"
+    "the command waits for tasks still queued and resubmits the unfinished rest:\n"
+    "  resnorm study --data /shared/birds --plan configs/assignment.yaml \\\n"
+    "      --out /shared/studies/birds --executor slurm --partition gpu --time-limit 4:00:00\n"
+    "The plan's `slurm:` section sets the same (partition, time, gpus_per_task,\n"
+    "cpus_per_task, mem_gb, array_parallelism, sbatch, setup); options here override it.\n\n"
+    "Without SLURM: the same command on K machines with one --out on a shared filesystem\n"
+    "(the run locks share the jobs out), or --shard I/K on each, then `resnorm report STUDY`;\n"
+    "several GPUs per run: torchrun --nproc_per_node=N -m resnorm -- study ...\n"
+    "(see docs/distributed.md)."
+)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "examples:\n"
-        "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
-        "--jobs 4\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
-        "--seeds 3\n\n"
-        "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
-        "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
-        "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
-        "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
-        "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
-        "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
-        "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
-        "prints one line per run as it finishes (completion order, numbered as they finish).\n"
-        "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
-        "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
-        "shard); not with torchrun.\n\n"
-        "A SLURM cluster: --executor slurm, on the login node, with --out (and --cache) on\n"
-        "storage the compute nodes share. The data is prepared once (into STUDY/cache unless\n"
-        "--cache or $RESNORM_CACHE says otherwise), then one array of one task per unfinished\n"
-        "(run, seed) is submitted; the command waits, with a progress line, then records the\n"
-        "study and writes Grad-CAM and the report (--no-wait: a job after the array does).\n"
-        "Tasks requeue at their time limit or on preemption and resume from last.pt; re-running\n"
-        "the command waits for tasks still queued and resubmits the unfinished rest:\n"
-        "  resnorm study --data /shared/birds --plan configs/assignment.yaml \\\n"
-        "      --out /shared/studies/birds --executor slurm --partition gpu --time-limit 4:00:00\n"
-        "The plan's `slurm:` section sets the same (partition, time, gpus_per_task,\n"
-        "cpus_per_task, mem_gb, array_parallelism, sbatch, setup); options here override it.\n\n"
-        "Fallbacks: --shard I/K on each machine (same --out on a shared filesystem), then\n"
-        "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
-        "-- study ... (see docs/distributed.md)."
-    )
+    parser.epilog = EPILOG
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path,
                         help="dataset folder (train/ valid/) or a prepared cache")
@@ -52,8 +56,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="use the synthetic dataset in DIR, generating it first if missing")
     parser.add_argument("--plan", type=Path, required=True, help="study plan (YAML)")
     parser.add_argument("--out", type=Path, required=True, help="study folder")
-    parser.add_argument("--cache", help="folder for prepared-data caches "
-                        "(default: $RESNORM_CACHE or ~/.cache/resnorm)")
+    parser.add_argument("--cache", help="folder for prepared-data caches (default: "
+                        "$RESNORM_CACHE, else ~/.cache/resnorm, or STUDY/cache with "
+                        "--executor slurm)")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")

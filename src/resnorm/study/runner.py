@@ -205,18 +205,23 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
             gradcam = report = False
         finish = functools.partial(finish_study, study, plan, state, gradcam=gradcam,
                                    report=report)
-        if executor == "slurm":
-            from resnorm.study.slurm import slurm_settings, train_on_slurm
-
-            outcomes = train_on_slurm(todo, state, slurm_settings(plan.slurm, slurm or {}),
-                                      progress=progress, threads=plan.threads, say=say,
-                                      finish=finish)
-            if outcomes is None:  # --no-wait: a job after the array finishes the study
-                return StudyResult(study, [], submitted=True)
-        else:
-            outcomes = train_all(todo, state, progress, say, threads=plan.threads,
-                                 jobs=_jobs_that_fit(todo, jobs, plan.threads, say))
+        outcomes = _train(todo, state, plan, progress, say, jobs=jobs, executor=executor,
+                          slurm=slurm, finish=finish)
+        if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
+            return StudyResult(study, [], submitted=True)
         return finish(todo, outcomes, say=say)
+
+
+def _train(todo: list[Job], state: "StudyState", plan: Plan, progress: bool, say, *,
+           jobs: int | str, executor: str, slurm: dict | None, finish) -> list[Outcome] | None:
+    """Every job, here (`train_all`) or as SLURM tasks (resnorm.study.slurm)."""
+    if executor == "slurm":
+        from resnorm.study.slurm import slurm_settings, train_on_slurm
+
+        return train_on_slurm(todo, state, slurm_settings(plan.slurm, slurm or {}),
+                              progress=progress, threads=plan.threads, say=say, finish=finish)
+    return train_all(todo, state, progress, say, threads=plan.threads,
+                     jobs=_jobs_that_fit(todo, jobs, plan.threads, say))
 
 
 def _check_options(data, synthetic, jobs, executor: str, shard) -> int | str:

@@ -123,8 +123,10 @@ class FinishStudy:
             task_id = self.tasks.get(job.label)
             if task_id is None:  # finished before the array, or held by another process
                 outcome = train_one(job.cfg, job.dir, False, job.label)
-            else:
-                outcome = outcome_of(job, submitit.SlurmJob(self.folder, task_id), "ended")
+            else:  # afterany: every task has ended, with a result or without
+                task = submitit.SlurmJob(self.folder, task_id)
+                ended = "done" if task.paths.result_pickle.exists() else "ended"
+                outcome = outcome_of(job, task, ended)
             record(self.state, job, outcome)
             print(summary_line(i, len(self.todo), outcome), flush=True)
             outcomes.append(outcome)
@@ -152,7 +154,7 @@ def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, progress:
     tracked, to_submit = sort_jobs(todo, folder, settings, say, tell)
     executor = make_executor(folder, settings, todo, threads)
     tracked.update(submit(executor, to_submit, TrainTask(progress, threads), folder, say))
-    if not settings.wait:
+    if not settings.wait and tracked:  # (nothing to wait for: finish here and now)
         submit_finish(executor, todo, tracked, folder, state, finish, say)
         return None
     queue = squeue_states if settings.cluster == "slurm" else submitit_states
@@ -164,7 +166,7 @@ def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, progress:
                 for task in tracked.values():
                     task.cancel(check=False)
                 raise ResourceError(outcome.error)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, a closed terminal
         ids = sorted({task.job_id.split("_")[0] for task in tracked.values()})
         say(f"slurm: stopped waiting; the tasks go on (squeue -j {','.join(ids)}); re-run the "
             f"same command to wait for them, or scancel {' '.join(ids)} to stop them")
@@ -198,7 +200,7 @@ def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
                 "for it")
             tracked[job.label] = submitit.SlurmJob(folder, task)
         elif holder is not None and holder.slurm_job and settings.cluster == "slurm" \
-                and not squeue_live([holder.slurm_job]):
+                and holder.slurm_job not in squeue_live([holder.slurm_job]):
             say(f"{job.label}: SLURM job {holder.slurm_job}, which held it, has ended; "
                 "its claim is removed and the run resumes")
             (job.dir / CLAIM_FILE).unlink(missing_ok=True)
@@ -290,7 +292,6 @@ def submit_finish(executor, todo: list[Job], tracked: dict[str, Any], folder: Pa
     arrays = sorted({task_id.split("_")[0] for task_id in tasks.values()})
     if arrays:
         executor.update_parameters(slurm_dependency="afterany:" + ":".join(arrays))
-    executor.update_parameters(slurm_array_parallelism=1)
     try:
         job = executor.submit(FinishStudy(todo, tasks, folder, state, finish))
     except (FailedJobError, OSError) as exc:
@@ -306,7 +307,8 @@ def wait_for(tracked: dict[str, Any], jobs: dict[str, Job], queue: Callable, set
     """Yield (job, outcome) as each task ends; a progress line whenever the counts change.
     A task that left the queue without a result fails once two looks in a row agree (its
     result file may lag a moment behind on a network filesystem)."""
-    pending, gone, failed, last = dict(tracked), set(), 0, None
+    pending, failed, last = dict(tracked), 0, None
+    gone: dict[str, str] = {}  # label -> how it ended, at the first look that missed it
     started = time.monotonic()
     while pending:
         states = queue(list(pending.values()))
@@ -314,13 +316,14 @@ def wait_for(tracked: dict[str, Any], jobs: dict[str, Job], queue: Callable, set
             state = states.get(task.job_id) or "ended"
             if state == "done" or (state.startswith("ended") and label in gone):
                 del pending[label]
-                outcome = outcome_of(jobs[label], task, state)
+                how = state if state == "done" or ":" in state else gone[label]
+                outcome = outcome_of(jobs[label], task, how)
                 failed += outcome.status == "failed"
                 yield jobs[label], outcome
             elif state.startswith("ended"):
-                gone.add(label)
+                gone[label] = state
             else:
-                gone.discard(label)
+                gone.pop(label, None)
         counts = [sum(states.get(t.job_id) == s for t in pending.values())
                   for s in ("running", "pending")]
         line = (len(tracked) - len(pending) - failed, *counts, failed)
@@ -360,8 +363,12 @@ def last_error_line(exc: BaseException) -> str:
 
 
 def squeue_live(ids: list[str]) -> dict[str, str]:
-    """SLURM job ids (an array task's "12_3" or its own id) still queued or running -> state."""
-    return {i: s for i, s in squeue(ids).items() if s in PENDING | RUNNING}
+    """SLURM job ids (an array task's "12_3" or its own id) still queued or running -> state.
+    Asked before submitting: without an answer, nothing can be submitted safely."""
+    try:
+        return {i: s for i, s in squeue(ids).items() if s in PENDING | RUNNING}
+    except QueueUnknown as exc:
+        raise UsageError(f"slurm: squeue does not answer ({exc}); try again later") from None
 
 
 def squeue(ids: list[str]) -> dict[str, str]:
