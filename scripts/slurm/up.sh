@@ -19,7 +19,8 @@ MARK="# written by resnorm scripts/slurm/up.sh"
 
 say() { echo "slurm up: $*" >&2; }
 
-if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
+# (a short timeout: without a controller sinfo retries for ~10 s before it fails)
+if timeout 3 sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
     say "a cluster already answers: $(sinfo -h -o '%P %a %D %t' | head -n 1)"
     exit 0
 fi
@@ -95,7 +96,7 @@ fi
 [ -s "$STATE/slurmd.pid" ] && kill -0 "$(cat "$STATE/slurmd.pid")" 2>/dev/null || slurmd -c
 
 for _ in $(seq 1 60); do
-    if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
+    if timeout 3 sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
         say "up: $(sinfo -h -o '%P %a %D %t %N' | head -n 1), $cpus CPUs, 2 fake GPUs"
         exit 0
     fi
