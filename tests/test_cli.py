@@ -29,3 +29,23 @@ def test_user_error_is_one_line_on_stderr_with_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_help_lists_the_exit_codes_the_command_returns(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "2 invalid settings" in out or "2 for a bad plan" in out
+    assert "4 out of a resource" in out
+
+
+def test_out_of_memory_is_one_line_with_exit_code_4(monkeypatch, capsys):
+    import resnorm.train.cli as train_cli
+
+    def oom(args):
+        raise MemoryError()
+    monkeypatch.setattr(train_cli, "run_cli", oom)
+    assert cli.main(["train", "--out", "x"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err

@@ -35,6 +35,7 @@ def test_planted_exact_and_near_duplicates_are_found(tmp_path):
     assert near_pairs == {("train/Hoopoe/0002.jpg", "valid/Hoopoe/resaved.jpg")}
     assert audit["near_pair_counts"] == {"train/valid": 1}
     assert audit["leaked_into_train"] == {"valid": 2}
+    assert audit["leaked"] == {"valid": ["valid/Hoopoe/resaved.jpg", "valid/House-Crow/copy.jpg"]}
 
 
 def test_a_clean_synthetic_set_has_no_duplicates(synth_cache):
@@ -50,7 +51,7 @@ def test_leak_is_summarised_on_the_console(tmp_path, capsys):
     prepare(root, size=16, out=tmp_path / "cache", workers=1, progress=True)
     out = capsys.readouterr().out
     assert "1 groups of exact duplicates" in out
-    assert "1 of 5 valid images (20.0 %) have an exact or near copy in train" in out
+    assert "1 of 5 val images (20.0 %) have an exact or near copy in train" in out
 
 
 @settings(max_examples=30, deadline=None)

@@ -70,11 +70,38 @@ def test_fingerprint_changes_with_mtime_size_and_file_set(tmp_path):
     assert discover(tmp_path).fingerprint() not in (first, second)
 
 
+@pytest.mark.parametrize("splits, folders", [
+    (("train", "valid"), {"train": "train", "valid": "valid"}),            # Kaggle original
+    (("train", "val"), {"train": "train", "valid": "val"}),
+    (("train", "validation"), {"train": "train", "valid": "validation"}),
+    (("train", "val", "test"), {"train": "train", "valid": "val", "test": "test"}),
+    (("train", "test"), {"train": "train", "valid": "test"}),              # test/ validates
+])
+def test_every_layout_of_the_dataset_loads(tmp_path, splits, folders):
+    layout = discover(make_tree(tmp_path, splits=splits))
+    assert {s: d.name for s, d in layout.split_dirs.items()} == folders
+    assert all(len(items) == 4 for items in layout.splits.values())
+
+
+def test_file_names_inside_class_folders_are_free(tmp_path):
+    """The public copy names every file after one species, whatever its folder."""
+    for split in ("train", "val"):
+        for name in ("Hoopoe", "House-Crow"):
+            touch_image(tmp_path / split / name / "Brown-Headed-Barbet_12.jpg")
+            touch_image(tmp_path / split / name / "IMG 0001 (copy).JPEG")
+    layout = discover(tmp_path)
+    assert [label for _, label in layout.splits["valid"]] == [0, 0, 1, 1]
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda r: None, "is not a folder"),
-    (lambda r: make_tree(r, splits=("train",)), "no valid/"),
-    (lambda r: make_tree(r, splits=("valid",)), "no train/"),
+    (lambda r: make_tree(r, splits=("train",)), "no valid/, val/ or test/"),
+    (lambda r: make_tree(r, splits=("valid",)), "has valid/ but no train/"),
     (lambda r: make_tree(r, splits=("train", "valid", "val")), "both valid/ and val/"),
+    (lambda r: make_tree(r / "Birds_25", splits=("train", "val")), "point --data at .*Birds_25"),
+    (lambda r: make_tree(r, splits=("Hoopoe", "Crow"), classes=(".",)),
+     "holds class folders .* but no split folders"),
+    (lambda r: (r / "stuff").mkdir(parents=True), "no train/ folder"),
 ])
 def test_bad_roots_raise_one_line_usage_errors(tmp_path, setup, message):
     root = tmp_path / "data"

@@ -90,7 +90,7 @@ def test_lr_rule_scales_runs_without_their_own_lr():
 
 
 def test_shipped_plans_are_valid():
-    for name in ("demo", "assignment"):
+    for name in ("demo", "assignment", "birds-cpu"):
         plan = load_plan(CONFIGS / f"{name}.yaml")
         norms = {str(r.overrides.get("norm", plan.defaults.get("norm"))) for r in plan.runs}
         assert {"torch_bn", "bn", "in", "bin", "ln", "gn", "nn"} <= norms
@@ -136,6 +136,10 @@ def mini(tmp_path_factory):
         code = cli.main(argv)
     return {"base": base, "study": base / "s", "argv": argv, "code": code,
             "out": out.getvalue(), "err": err.getvalue()}
+
+
+def test_quiet_prints_one_line_per_run_and_no_epoch_lines(mini):
+    assert "epoch 1/" not in mini["out"] + mini["err"]
 
 
 def test_runs_in_order_with_a_summary_line_each(mini):

@@ -199,7 +199,7 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
 
 
 def test_a_requeued_task_is_the_same_job_again():
-    task = slurm.TrainTask(progress=False, threads=1)
+    task = slurm.TrainTask(threads=1)
     job = types.SimpleNamespace(label="bn/seed-0")
     again = task.checkpoint(job)
     assert again.function is task and again.args == (job,)

@@ -21,7 +21,7 @@ from resnorm.train.optim import build_optimizer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FINAL_KEYS = {"name", "status", "epochs_run", "best_epoch", "wall_time_s", "parameters",
-              "classes", "eval"}
+              "classes", "splits", "eval"}
 SPLIT_KEYS = {"loss", "acc", "micro_f1", "macro_f1", "per_class_f1", "confusion"}
 
 
@@ -82,6 +82,7 @@ def test_run_writes_every_file_with_the_documented_contents(bn_run, data):
     # final.json: the contract keys; the best checkpoint evaluated on train and val
     assert json.loads((out / "final.json").read_text()) == final
     assert set(final) == FINAL_KEYS
+    assert final["splits"] == {"val": {"images": 30, "scored": 30, "leaked": 0}}
     assert final["status"] == "completed" and final["epochs_run"] == 3
     assert final["best_epoch"] == 1 + max(range(3), key=lambda i: (float(rows[i]["val_acc"]), -i))
     assert set(final["eval"]) == {"train", "val"}

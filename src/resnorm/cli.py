@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
         "  resnorm study --data /path/to/Birds_25 --plan configs/assignment.yaml --out studies/birds\n"
         "  resnorm train --data /path/to/Birds_25 --norm gn --out runs/gn\n\n"
-        "`resnorm COMMAND --help` describes each command. Exit codes: 0 ok, 2 bad usage or "
-        "config,\n3 a run diverged, 4 out of disk space or memory (or a worker died).",
+        "`resnorm COMMAND --help` describes each command. Exit codes: 0 ok, 1 a run of a "
+        "study failed,\n2 bad usage or config, 3 a run diverged, 4 out of a resource (disk "
+        "space, memory,\na worker process killed).",
     )
     parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -64,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DIVERGED
     except ResourceError as exc:  # a full disk, a dead worker: expected faults, one line
         print(f"resnorm {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_RESOURCE
+    except MemoryError:
+        print(f"resnorm {args.command}: error: out of memory (try a smaller --batch-size, "
+              f"--size or fewer --jobs)", file=sys.stderr)
+        return EXIT_RESOURCE
+    except RuntimeError as exc:
+        if type(exc).__name__ != "OutOfMemoryError":  # torch's, for CUDA and MPS
+            raise
+        print(f"resnorm {args.command}: error: out of device memory: "
+              f"{str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_RESOURCE
     except OSError as exc:
         if not is_disk_full(exc):

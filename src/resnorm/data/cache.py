@@ -9,9 +9,15 @@ A cache is one folder:
 
 It is built in a hidden sibling folder and renamed into place, so a crash or kill during
 `prepare` never leaves a folder that `load_cache` would accept.
+
+Leaked images: an image of valid or test with an exact or near copy in train (the manifest's
+audit lists them) would be scored on what the model trained on. `PreparedData.scored()` is the
+data as runs use it: those rows left out of valid and test, so no score, best epoch or early
+stop rests on them; `keep_leaked=True` keeps them (scores then inflated, and labelled so).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -27,24 +33,45 @@ from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text
 
 __all__ = ["PreparedData", "SplitData", "load_cache", "default_cache_dir", "CACHE_FORMAT",
-           "CACHE_VERSION", "read_manifest"]
+           "CACHE_VERSION", "read_manifest", "is_older_cache", "split_label",
+           "MIN_SCORED_PER_CLASS"]
 
 CACHE_FORMAT = "resnorm-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the audit lists the leaked files per split (`audit.leaked`)
 MANIFEST = "manifest.json"
+# Fewest images per class a validation split must keep once its leaked images are left out:
+# below this, choosing epochs (and early stopping) on it is mostly noise.
+MIN_SCORED_PER_CLASS = 5
 
 
 @dataclass
 class SplitData:
-    """One split: `images` uint8 (N, 3, S, S) memory-mapped, `labels` int64 (N,), and the
-    source file of each row relative to the dataset root ('valid/Hoopoe/0001.jpg')."""
+    """One split: `images` uint8 (N, 3, S, S) memory-mapped, `labels` int64 (N,), the source
+    file of each row relative to the dataset root ('valid/Hoopoe/0001.jpg'), and which rows
+    have an exact or near copy in train (`leaked`; all False for train). `left_out`: leaked
+    rows that `without_leaked` removed."""
 
     images: np.ndarray
     labels: np.ndarray
     files: list[str]
+    leaked: np.ndarray | None = None
+    left_out: int = 0
+
+    def __post_init__(self) -> None:
+        if self.leaked is None:
+            self.leaked = np.zeros(len(self.labels), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def without_leaked(self) -> "SplitData":
+        """The split without its leaked rows (the kept rows are read into memory)."""
+        if not self.leaked.any():
+            return self
+        keep = np.flatnonzero(~self.leaked)
+        return SplitData(np.ascontiguousarray(self.images[keep]), self.labels[keep],
+                         [self.files[i] for i in keep], np.zeros(len(keep), dtype=bool),
+                         self.left_out + int(self.leaked.sum()))
 
 
 @dataclass
@@ -65,6 +92,69 @@ class PreparedData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def scored(self, keep_leaked: bool = False) -> "PreparedData":
+        """The data as runs score it: valid and test without their leaked images, unless
+        `keep_leaked`. Raises UsageError when valid keeps too few images per class to choose
+        epochs on (MIN_SCORED_PER_CLASS), saying what to do instead."""
+        if keep_leaked:
+            return self
+        splits = {name: split if name == "train" else split.without_leaked()
+                  for name, split in self.splits.items()}
+        short = _short_classes(self.splits["valid"], splits["valid"], self.classes) \
+            if "valid" in splits else []
+        if short:
+            left_out = splits["valid"].left_out
+            raise UsageError(
+                f"{split_label(self.manifest, 'valid')} keeps fewer than {MIN_SCORED_PER_CLASS} "
+                f"images without a copy in train for {len(short)} of {len(self.classes)} "
+                f"classes (e.g. {short[0]}; {left_out:,} of "
+                f"{left_out + len(splits['valid']):,} are copies), too few to choose epochs on: "
+                "prepare the dataset without val/ so that test/ serves as the validation split, "
+                "or keep the copies with --keep-leaked (scores then inflated)")
+        return dataclasses.replace(self, splits=splits)
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """Per evaluated split ('val', 'test'): images in the split, images scored, images with
+        a copy in train (left out, or kept and scored)."""
+        out = {}
+        for name, split in self.splits.items():
+            if name != "train":
+                out["val" if name == "valid" else name] = {
+                    "images": len(split) + split.left_out, "scored": len(split),
+                    "leaked": split.left_out + int(split.leaked.sum())}
+        return out
+
+
+    def leak_note(self) -> str | None:
+        """One line on the images of valid and test that have a copy in train and what runs do
+        with them (this data as `scored` returned it), or None when there are none."""
+        counts = {s: c for s, c in self.split_counts().items() if c["leaked"]}
+        if not counts:
+            return None
+        parts = " and ".join(f"{c['leaked']:,} of {c['images']:,} {s}" for s, c in counts.items())
+        if all(c["scored"] == c["images"] for c in counts.values()):
+            return (f"{parts} images have an exact or near copy in train and are KEPT "
+                    "(--keep-leaked): their scores are inflated")
+        return (f"{parts} images have an exact or near copy in train: left out of every score "
+                "and of choosing epochs (--keep-leaked keeps them)")
+
+
+def _short_classes(before: SplitData, after: SplitData, classes: list[str]) -> list[str]:
+    """Classes that leaving out the leaked images took below MIN_SCORED_PER_CLASS (a split
+    that was small to begin with is the user's choice, not a leak)."""
+    kept = np.bincount(after.labels, minlength=len(classes))
+    lost = np.bincount(before.labels[before.leaked], minlength=len(classes))
+    return [c for c, k, n in zip(classes, kept, lost) if n and k < MIN_SCORED_PER_CLASS]
+
+
+def split_label(manifest: dict, split: str) -> str:
+    """How reports and messages name a split: 'val' for valid, and the folder it came from when
+    that differs ('val (folder test/)' where test/ is the validation split)."""
+    if split != "valid":
+        return split
+    folder = (manifest.get("splits", {}).get(split) or {}).get("folder")
+    return "val (folder test/)" if folder == "test" else "val"
+
 
 def default_cache_dir(root: Path, size: int, resize: str) -> Path:
     """$RESNORM_CACHE (or ~/.cache/resnorm) / <root name>-<hash of absolute root>-<size>-<mode>."""
@@ -84,10 +174,23 @@ def read_manifest(path: Path) -> dict | None:
     return manifest
 
 
+def is_older_cache(path: Path) -> bool:
+    """Whether `path` holds a cache written by an older resnorm (rebuilt, never refused)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("format") == CACHE_FORMAT
+            and isinstance(manifest.get("version"), int) and manifest["version"] < CACHE_VERSION)
+
+
 def load_cache(path: str | os.PathLike) -> PreparedData:
     """Open a cache written by `prepare`; images stay on disk, memory-mapped read-only."""
     path = Path(path).expanduser()
     manifest = read_manifest(path)
+    if manifest is None and is_older_cache(path):
+        raise UsageError(f"{path} is a cache made by an older resnorm; run `resnorm prepare` "
+                         f"on the dataset again (or point --data at the dataset)")
     if manifest is None:
         raise UsageError(f"{path} is not a complete resnorm cache (no valid {MANIFEST}); "
                          f"run `resnorm prepare` first")
@@ -103,7 +206,10 @@ def load_cache(path: str | os.PathLike) -> PreparedData:
         images = (np.memmap(images_path, dtype=np.uint8, mode="r", shape=(n, 3, size, size))
                   if n else np.zeros((0, 3, size, size), np.uint8))
         labels = np.load(labels_path)
-        splits[name] = SplitData(images, labels, [row[0] for row in manifest["sources"][name]])
+        files = [row[0] for row in manifest["sources"][name]]
+        leaked = set(manifest["audit"]["leaked"].get(name, []))
+        splits[name] = SplitData(images, labels, files,
+                                 np.array([f in leaked for f in files], dtype=bool))
     return PreparedData(
         path=path, root=Path(manifest["root"]), classes=list(manifest["classes"]), size=size,
         mean=tuple(manifest["mean"]), std=tuple(manifest["std"]), splits=splits,

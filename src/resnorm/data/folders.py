@@ -4,8 +4,14 @@ The layout is torchvision's ImageFolder convention, one level up:
 
     ROOT/train/<Class>/*.jpg    ROOT/valid/<Class>/*.jpg    (ROOT/test/<Class>/*.jpg)
 
-Class index = position of the folder name in sorted order. `val/` is accepted for `valid/`.
-Hidden files and files without an image extension are ignored and listed, never decoded.
+The layouts in which people have the Indian Birds dataset all load: `train/` + `valid/` (the
+Kaggle original), `train/` + `val/` (or `validation/`), either with a `test/`, and `train/` +
+`test/`. In the last one `test/` is the only split besides train, so it plays the validation
+role (it chooses the best epoch, and its scores are labelled so); `Layout.split_dirs["valid"]`
+then names the folder `test`. File names inside class folders are free.
+
+Class index = position of the folder name in sorted order. Hidden files and files without an
+image extension are ignored and listed, never decoded. Anything else is one UsageError line.
 """
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
 # canonical split name -> folder names accepted for it, in order of preference
-SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
-REQUIRED_SPLITS = ("train", "valid")
+SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "val", "validation"),
+                 "test": ("test",)}
+EXPECTED = "expected train/<Class>/* and valid/<Class>/* (or val/), optionally test/<Class>/*"
 
 
 @dataclass
@@ -100,11 +107,35 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
                              f"keep one as the {split} split")
         if present:
             found[split] = present[0]
-    missing = [SPLIT_ALIASES[s][0] + "/" for s in REQUIRED_SPLITS if s not in found]
-    if missing:
-        raise UsageError(f"{root} has no {' or '.join(missing)} folder "
-                         f"(expected train/<Class>/* and valid/<Class>/*)")
+    if "train" not in found:
+        raise UsageError(_no_train_text(root))
+    if "valid" not in found:
+        if "test" not in found:
+            raise UsageError(f"{root} has train/ but no valid/, val/ or test/ folder to choose "
+                             f"epochs on ({EXPECTED})")
+        found["valid"] = found.pop("test")  # train/ + test/: test/ is the validation split
     return found
+
+
+def _no_train_text(root: Path) -> str:
+    """Why `root` is not a dataset root, and where the dataset may be instead."""
+    subdirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not _hidden(p)]
+    nested = [p for p in subdirs if (p / "train").is_dir()]
+    if nested:
+        return (f"{root} has no train/ folder, but {nested[0]} has: point --data at "
+                f"{nested[0]}")
+    splits = [p.name + "/" for p in subdirs
+              if any(p.name in names for names in SPLIT_ALIASES.values())]
+    if splits:
+        return f"{root} has {', '.join(splits)} but no train/ folder ({EXPECTED})"
+    if any(_holds_images(p) for p in subdirs[:3]):
+        return (f"{root} holds class folders ({subdirs[0].name}/, ...) but no split folders; "
+                f"{EXPECTED}")
+    return f"{root} has no train/ folder ({EXPECTED})"
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir() if p.is_file())
 
 
 def _class_dirs(split_dir: Path) -> list[str]:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from resnorm import __version__
 from resnorm.data.audit import audit
 from resnorm.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, default_cache_dir,
+                                is_older_cache, split_label,
                                 publish, read_manifest, staging_dir, write_json_atomic)
 from resnorm.data.decode import MAX_PIXELS, RESIZE_MODES, Decoded, decode_file
 from resnorm.data.folders import Layout, discover
@@ -75,7 +76,8 @@ def prepare(root: str | os.PathLike, size: int = 256, out: str | os.PathLike | N
     say = print if progress else _silent
 
     existing = read_manifest(out)
-    if existing is None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if existing is None and out.exists() and (not out.is_dir() or any(out.iterdir())) \
+            and not is_older_cache(out):
         raise UsageError(f"{out} exists and is not a resnorm cache; refusing to overwrite it")
     fingerprint = layout.fingerprint()
     if existing is not None and not force and _reusable(existing, out, layout, params,
@@ -399,7 +401,7 @@ def _assemble(layout: Layout, staging: Path, params: dict, files: dict[str, list
         "splits": {}, "counts": {}, "sources": {}, "skipped": [],
         "ignored": [layout.relpath(p) for p in layout.ignored],
     }
-    used: list[tuple[str, Decoded]] = []  # every decoded image of every split, for the audit
+    used: list[tuple[str, str, Decoded]] = []  # (split, file, image) of every decoded image
     for split, items in layout.splits.items():
         outcomes = results[split]
         kept = [i for i, r in enumerate(outcomes) if isinstance(r, Decoded)]
@@ -417,11 +419,12 @@ def _assemble(layout: Layout, staging: Path, params: dict, files: dict[str, list
                                      "folder": layout.split_dirs[split].name}
         manifest["counts"][split] = dict(zip(layout.classes, counts.tolist()))
         manifest["sources"][split] = [[files[split][i], outcomes[i].sha256] for i in kept]
-        used += [(files[split][i], outcomes[i]) for i in kept]
+        used += [(split, files[split][i], outcomes[i]) for i in kept]
     manifest["mean"], manifest["std"] = _channel_stats(
         [d for d in results["train"] if isinstance(d, Decoded)], size)
-    manifest["audit"] = audit([f for f, _ in used], [d.sha256 for _, d in used],
-                              [d.dhash for _, d in used], np.stack([d.thumb for _, d in used]))
+    manifest["audit"] = audit([f for _, f, _ in used], [s for s, _, _ in used],
+                              [d.sha256 for *_, d in used], [d.dhash for *_, d in used],
+                              np.stack([d.thumb for *_, d in used]))
     return manifest
 
 
@@ -496,7 +499,8 @@ class _ProgressLines:
 
 
 def _counts_text(manifest: dict) -> str:
-    return ", ".join(f"{s} {info['count']:,}" for s, info in manifest["splits"].items())
+    return ", ".join(f"{split_label(manifest, s)} {info['count']:,}"
+                     for s, info in manifest["splits"].items())
 
 
 def _print_summary(manifest: dict, out: Path, say) -> None:
@@ -505,6 +509,9 @@ def _print_summary(manifest: dict, out: Path, say) -> None:
         f"-> {out} in {manifest['seconds']['total']:.1f} s")
     if manifest["synthetic"]:
         say("prepare: this is a SYNTHETIC dataset (see SYNTHETIC.txt), not real photos")
+    if manifest["splits"]["valid"].get("folder") == "test":
+        say("prepare: no val/ folder: test/ is the validation split (it chooses epochs, so "
+            "there is no untouched held-out split)")
     if manifest["ignored"]:
         say(f"prepare: ignored {len(manifest['ignored'])} hidden or non-image files")
     skipped = manifest["skipped"]
@@ -522,15 +529,17 @@ def _print_summary(manifest: dict, out: Path, say) -> None:
 
 
 def audit_lines(manifest: dict) -> list[str]:
-    """Human-readable audit summary (also used by the report)."""
+    """Human-readable audit summary: duplicates, and per split the images with a copy in train
+    (which runs leave out of their scores unless told to keep them)."""
     a = manifest["audit"]
-    lines = [f"audit: {len(a['exact_groups'])} groups of exact duplicates, "
-             f"{len(a['near_pairs'])} near-duplicate pairs"]
+    lines = [f"audit: {len(a['exact_groups']):,} groups of exact duplicates, "
+             f"{len(a['near_pairs']):,} near-duplicate pairs"]
     for split, leaked in a["leaked_into_train"].items():
         n = manifest["splits"][split]["count"]
         if leaked:
-            lines.append(f"audit: WARNING {leaked:,} of {n:,} {split} images "
-                         f"({100 * leaked / n:.1f} %) have an exact or near copy in train")
+            lines.append(f"audit: {leaked:,} of {n:,} {split_label(manifest, split)} images "
+                         f"({100 * leaked / n:.1f} %) have an exact or near copy in train "
+                         f"(runs leave them out of their scores unless --keep-leaked)")
     return lines
 
 

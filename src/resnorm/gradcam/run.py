@@ -19,18 +19,19 @@ from resnorm.study.records import best_run, collect_runs, read_state, write_stat
 # --- data plumbing ----------------------------------------------------------------------------
 
 def _prepared_for_config(config: dict):
-    """The prepared dataset a run was trained on: its `data` when that is a cache (as in a
-    study), else its dataset prepared (or the cache reused) with the run's size and resize."""
+    """The prepared dataset a run was trained on, as it scored it (leaked val images left out
+    unless it kept them): its `data` when that is a cache (as in a study), else its dataset
+    prepared (or the cache reused) with the run's size and resize."""
     from resnorm.data import load_cache, prepare
     from resnorm.data.cache import read_manifest
 
     data = config.get("data")
     if not data or not Path(data).exists():
         raise UsageError(f"the run's dataset {data!r} is not available")
-    if read_manifest(Path(data)) is not None:
-        return load_cache(data)
-    return load_cache(prepare(data, size=int(config.get("size", 256)), out=config.get("cache"),
-                              resize=config.get("resize", "squash"), progress=False))
+    if read_manifest(Path(data)) is None:
+        data = prepare(data, size=int(config.get("size", 256)), out=config.get("cache"),
+                       resize=config.get("resize", "squash"), progress=False)
+    return load_cache(data).scored(bool(config.get("keep_leaked", False)))
 
 
 # --- one run ----------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def build_report(study: str | os.PathLike) -> Report:
     gradcam_section, gradcam = section_gradcam(study, runs)
     facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
-        section_setup(runs, data_manifest(runs), plan),
+        section_setup(runs, data_manifest(runs), plan, summary),
         section_results(runs, summary),
         section_comparisons(summary),
         section_curves(runs, roles, assets),

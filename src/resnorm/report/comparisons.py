@@ -8,12 +8,12 @@ from pathlib import Path
 
 from types import SimpleNamespace
 
-from resnorm.report.document import Bold, Img, Para, Section, Table
+from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_batch, plot_sanity
-from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text, num, p_value,
-                                   pct, pts, secs, signed_pts, val)
+from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
+                                   metric_label, num, p_value, pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import NORM_LABELS, Roles, seeds_mean_of, val_count
-from resnorm.report.summary import METHOD
+from resnorm.report.summary import METHOD, primary_metric
 from resnorm.study.records import RunRecord
 
 CURVE_COLUMNS = ("train_loss", "train_acc", "train_micro_f1", "train_macro_f1",
@@ -90,9 +90,10 @@ def section_sanity(roles: Roles, tol: dict, assets: Path, summary: dict
     eq = summary.get("sanity") or {}
     runs_stats = summary.get("runs", {})
     if eq:
-        s.add(Para(f"Equivalence test on val accuracy: {a.name} "
-                   f"{ci_pct(runs_stats.get(a.name, {}).get('val_acc'))}, {b.name} "
-                   f"{ci_pct(runs_stats.get(b.name, {}).get('val_acc'))}; difference "
+        metric = eq.get("metric", "val_acc")
+        s.add(Para(f"Equivalence test on {metric_label(metric)}: {a.name} "
+                   f"{ci_pct(runs_stats.get(a.name, {}).get(metric))}, {b.name} "
+                   f"{ci_pct(runs_stats.get(b.name, {}).get(metric))}; difference "
                    f"{diff_ci(eq)}; tolerance ± {pts(eq['tolerance'])}. Verdict: "
                    f"{EQUIVALENCE.get(eq.get('equivalence'), '?')}."))
     ta, tb = _same_seed(a, b)
@@ -143,12 +144,14 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                    "recipe. Not available in this study yet."))
         return s
     runs_stats = summary.get("runs", {})
+    metric = primary_metric(summary)
     groups = {k: [r for r in g if r.ok] for k, g in roles.batch.items()}
     groups = {k: g for k, g in groups.items() if g}
     if groups:
-        s.add(Img(plot_batch(groups, assets / "batch_size.png", runs_stats),
-                  "Best-checkpoint val accuracy (mean over seeds, 95 % CI) and mean time per "
-                  "epoch against batch size."))
+        s.add(Img(plot_batch(groups, assets / "batch_size.png", runs_stats, metric),
+                  f"Best-checkpoint {metric_label(metric)} (mean over seeds, 95 % CI) and mean "
+                  "time per epoch against batch size."))
+    has_test = "test" in (summary.get("splits") or {})
     rows = []
     for kind, members in roles.batch.items():
         for r in members:
@@ -157,22 +160,25 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                          val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
                          str(len(r.done)), ci_pct(entry.get("val_acc")),
                          ci_pct(entry.get("val_macro_f1")),
+                         *([ci_pct(entry.get("test_acc"))] if has_test else []),
                          val((r.final or {}).get("epochs_run")),
                          val((r.final or {}).get("best_epoch")),
                          secs(seeds_mean_of(r, "epoch_time_s")),
                          num(seeds_mean_of(r, "images_per_s"), 0)])
     s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Seeds", "Val acc",
-                 "Val macro F1", "Epochs run", "Best epoch", "Time/epoch", "Images/s"], rows))
+                 "Val macro F1", *(["Test acc"] if has_test else []), "Epochs run",
+                 "Best epoch", "Time/epoch", "Images/s"], rows))
     inter = summary.get("interaction")
     if inter:
         small, large = inter["batch_sizes"]
         sens = inter.get("sensitivity") or {}
-        cost = (f" Val accuracy at batch {small} minus at batch {large}: GN "
+        label = metric_label(inter.get("metric", "val_acc"))
+        cost = (f" {label[0].upper() + label[1:]} at batch {small} minus at batch {large}: GN "
                 f"{signed_pts(-sens['gn'])}, BN {signed_pts(-sens['bn'])} points." if sens
                 else "")
         s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
                    f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
-                   f"{large}) in val accuracy is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "
+                   f"{large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "
                    f"{INTERACTION.get(inter.get('verdict'), '?')}.{cost}"))
     return s
 
@@ -181,9 +187,14 @@ VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
                 "no clear difference": "no clear difference", "not computable": "not computable"}
 
 
+SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
+                  "test": "On test (held out: it chose nothing)"}
+
+
 def section_comparisons(summary: dict) -> Section:
     """Every pair of runs that differ in one setting (and the plan's `comparisons:`): the
-    difference in val accuracy and macro F1 with its 95 % CI, p and verdict."""
+    difference in accuracy and macro F1 with its 95 % CI, p and verdict, on val and, where
+    the dataset has one, on test."""
     s = Section("Comparisons")
     s.add(Para(METHOD))
     pairs: dict[tuple[str, str], dict[str, dict]] = {}
@@ -192,10 +203,19 @@ def section_comparisons(summary: dict) -> Section:
     if not pairs:
         s.add(Para("No two runs of the plan differ in exactly one setting."))
         return s
+    for split, heading in SPLIT_HEADINGS.items():
+        metrics = (f"{split}_acc", f"{split}_macro_f1")
+        if any(m in by_metric for by_metric in pairs.values() for m in metrics):
+            s.add(Sub(heading), _comparison_table(pairs, metrics))
+    return s
+
+
+def _comparison_table(pairs: dict[tuple[str, str], dict[str, dict]],
+                      metrics: tuple[str, str]) -> Table:
     rows = []
     for (a, b), by_metric in pairs.items():
         row = [a, b, next(iter(by_metric.values())).get("differs_in", "—")]
-        for metric in ("val_acc", "val_macro_f1"):
+        for metric in metrics:
             c = by_metric.get(metric)
             if c is None:
                 row += ["—", "—", "—"]
@@ -204,9 +224,9 @@ def section_comparisons(summary: dict) -> Section:
             row += [diff_ci(c), p_value(c.get("p")),
                     Bold(verdict) if c["verdict"] in ("a higher", "b higher") else verdict]
         rows.append(row)
-    s.add(Table(["a", "b", "Differs in", "Val acc a − b (95 % CI)", "p", "Verdict",
-                 "Val macro F1 a − b (95 % CI)", "p", "Verdict"], rows))
-    return s
+    heads = [f"{metric_label(m, capital=True)} a − b (95 % CI)" for m in metrics]
+    return Table(["a", "b", "Differs in", heads[0], "p", "Verdict", heads[1], "p", "Verdict"],
+                 rows)
 
 
 def batch_spreads(roles: Roles) -> dict[str, dict]:

@@ -75,8 +75,9 @@ def _nan(x: float | None) -> float:
     return float("nan") if x is None else x
 
 
-def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict) -> Path:
-    """Best-checkpoint val accuracy (mean over seeds, 95 % CI bars from `runs_stats`, the
+def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict,
+               metric: str = "val_acc") -> Path:
+    """Best-checkpoint `metric` (mean over seeds with 95 % CI bars, from `runs_stats`, the
     summary's "runs") and time per epoch against batch size, BN vs GN."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_acc, ax_time = fig.subplots(1, 2)
@@ -85,8 +86,9 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict)
         xs = [r.config.get("batch_size") for r in members]
         style = dict(color=NORM_COLORS.get(kind, "k"), marker="o",
                      label=NORM_LABELS.get(kind, kind))
-        means = [_nan(r.score("val", "acc")) for r in members]
-        cis = [(runs_stats.get(r.name, {}).get("val_acc") or {}).get("ci95") or [m, m]
+        split, what = metric.split("_", 1)
+        means = [_nan(r.score(split, what)) for r in members]
+        cis = [(runs_stats.get(r.name, {}).get(metric) or {}).get("ci95") or [m, m]
                for r, m in zip(members, means)]
         ax_acc.errorbar(xs, means, yerr=[[max(m - _nan(c[0]), 0) for m, c in zip(means, cis)],
                                          [max(_nan(c[1]) - m, 0) for m, c in zip(means, cis)]],
@@ -99,7 +101,8 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict)
         ax.set_xlabel("batch size")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    ax_acc.set(title="Val accuracy (best checkpoint, 95 % CI)", ylabel="accuracy")
+    ax_acc.set(title=f"{metric.split('_')[0].capitalize()} accuracy (best checkpoint, 95 % CI)",
+               ylabel="accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_time.set(title="Time per epoch", ylabel="seconds")
     return _save(fig, path)

@@ -89,3 +89,15 @@ def p_value(p: float | None) -> str:
     if p is None:
         return "—"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+METRIC_WORDS = {"acc": "accuracy", "macro_f1": "macro F1", "micro_f1": "micro F1",
+                "loss": "loss"}
+
+
+def metric_label(metric: str, capital: bool = False) -> str:
+    """'val_acc' -> 'val accuracy' ('Val accuracy' with `capital`), 'test_macro_f1' -> 'test
+    macro F1'."""
+    split, _, what = metric.partition("_")
+    text = f"{split} {METRIC_WORDS.get(what, what)}"
+    return text[0].upper() + text[1:] if capital else text

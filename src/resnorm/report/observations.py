@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, num, pct, pts,
-                                   signed_pts, val)
+from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, metric_label, num,
+                                   pct, pts, signed_pts, val)
 from resnorm.report.roles import Roles
+from resnorm.report.summary import primary_metric
 from resnorm.study.records import RunRecord, best_run
 
 
@@ -73,35 +74,48 @@ def difference_text(c: dict | None, a: str, b: str) -> str:
     return f"not distinguishable at this scale (difference {diff_ci(c)})"
 
 
+def _primary(f: Facts) -> tuple[str, str, str]:
+    """The primary metric (test accuracy where there is a test split, else val accuracy) as
+    (metric, split, key)."""
+    metric = primary_metric(f.summary)
+    split, key = metric.split("_", 1)
+    return metric, split, key
+
+
 def _obs_best_worst(f: Facts):
-    scored = [(r, r.score("val", "acc")) for r in f.roles.variants if r.ok]
+    metric, split, key = _primary(f)
+    scored = [(r, r.score(split, key)) for r in f.roles.variants if r.ok]
     scored = [(r, a) for r, a in scored if a is not None]
     if len(scored) < 2:
         return None
     best, _ = max(scored, key=lambda t: t[1])
     worst, _ = min(scored, key=lambda t: t[1])
-    c = f.comparison(best.name, worst.name)
-    return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean val "
-            f"accuracy ({ci_pct(f.stat(best.name))}) and {worst.name} the lowest "
-            f"({ci_pct(f.stat(worst.name))}): {difference_text(c, best.name, worst.name)}.")
+    c = f.comparison(best.name, worst.name, metric)
+    held_out = " (held out: the test split chose nothing)" if split == "test" else ""
+    return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean "
+            f"{metric_label(metric)}{held_out} ({ci_pct(f.stat(best.name, metric))}) and "
+            f"{worst.name} the lowest ({ci_pct(f.stat(worst.name, metric))}): "
+            f"{difference_text(c, best.name, worst.name)}.")
 
 
 def _obs_variants_vs_best(f: Facts):
     """Which variants the best one is (and is not) distinguishable from."""
-    scored = [r for r in f.roles.variants if r.ok and r.score("val", "acc") is not None]
+    metric, split, key = _primary(f)
+    scored = [r for r in f.roles.variants if r.ok and r.score(split, key) is not None]
     if len(scored) < 3:
         return None
-    best = max(scored, key=lambda r: r.score("val", "acc"))
+    best = max(scored, key=lambda r: r.score(split, key))
     tied = []
     for r in scored:
-        c = f.comparison(best.name, r.name)
+        c = f.comparison(best.name, r.name, metric)
         if r is not best and c is not None and c["verdict"] == "no clear difference":
             tied.append(r.name)
     if not tied:
-        return (f"{best.name}'s val accuracy is above every other norm variant's with a 95 % "
-                "interval excluding 0 (see Comparisons).")
-    return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in val "
-            "accuracy (their differences' 95 % intervals hold 0; see Comparisons).")
+        return (f"{best.name}'s {metric_label(metric)} is above every other norm variant's with "
+                "a 95 % interval excluding 0 (see Comparisons).")
+    return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in "
+            f"{metric_label(metric)} (their differences' 95 % intervals hold 0; see "
+            "Comparisons).")
 
 
 def _obs_generalisation(f: Facts):
@@ -111,8 +125,15 @@ def _obs_generalisation(f: Facts):
     tr, va = f.stat(best.name, "train_acc"), f.stat(best.name, "val_acc")
     if not tr or not va:
         return None
-    return (f"The best run overall, {best.name}, scored {ci_pct(tr)} on train and "
-            f"{ci_pct(va)} on val (mean ± 95 % CI half-width).")
+    te = f.stat(best.name, "test_acc")
+    inflated = [s for s, c in (f.summary.get("splits") or {}).items() if c.get("inflated")]
+    test = "test" if "test" in inflated else "the held-out test split"
+    scores = (f"{ci_pct(tr)} on train, {ci_pct(va)} on val (which chose its epochs) and "
+              f"{ci_pct(te)} on {test}" if te else f"{ci_pct(tr)} on train and {ci_pct(va)} on val")
+    note = (f"; its {' and '.join(inflated)} scores are inflated: they include images with a "
+            "copy in train" if inflated else "")
+    return (f"The best run by val accuracy, {best.name}, scored {scores} (accuracy, mean ± 95 % "
+            f"CI half-width){note}.")
 
 
 def _obs_sanity(f: Facts):
@@ -125,7 +146,8 @@ def _obs_sanity(f: Facts):
     if eq.get("equivalence") in ("equivalent", "not equivalent", "inconclusive"):
         word = {"equivalent": "equivalent", "not equivalent": "not equivalent",
                 "inconclusive": "neither shown equivalent nor different"}[eq["equivalence"]]
-        out.append(f"Own BN and PyTorch BN are {word} in val accuracy within ± "
+        out.append(f"Own BN and PyTorch BN are {word} in "
+                   f"{metric_label(eq.get('metric', 'val_acc'))} within ± "
                    f"{pts(eq['tolerance'])}: {sanity['a'].name} − {sanity['b'].name} "
                    f"{diff_ci(eq)}.")
     pair = f"{sanity['a'].name} and {sanity['b'].name}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm import __version__
+from resnorm.data.cache import split_label
 from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_overlay, run_curves
 from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
@@ -19,7 +20,7 @@ from resnorm.study.records import RunRecord, best_run
 from resnorm.study.statistics import t_interval
 
 
-def section_setup(runs, manifest, plan) -> Section:
+def section_setup(runs, manifest, plan, summary: dict) -> Section:
     s = Section("Setup")
     if plan.get("description"):
         s.add(Para(f"Plan: {plan['description']}"))
@@ -27,7 +28,8 @@ def section_setup(runs, manifest, plan) -> Section:
     if manifest is None:
         s.add(Para("The prepared dataset's manifest was not found (no run points to a cache)."))
     else:
-        s.add(_dataset_table(manifest))
+        s.add(_dataset_table(manifest, summary.get("splits") or {}))
+    s.add(Para(_split_roles(summary.get("splits") or {}, manifest)))
     s.add(Sub("Machine and versions"))
     s.add(_machine_table(runs))
     s.add(Sub("Recipe per run"))
@@ -42,9 +44,43 @@ def section_setup(runs, manifest, plan) -> Section:
     return s
 
 
-def _dataset_table(m: dict) -> Table:
-    splits = m.get("splits", {})
-    counts = ", ".join(f"{name} {info.get('count', 0):,}" for name, info in splits.items())
+def _split_roles(splits: dict, manifest: dict | None) -> str:
+    """What each split did in the study, in words."""
+    val_name = split_label(manifest or {}, "valid")
+    text = (f"Splits: train fits the models; {val_name} chooses each run's best epoch, early "
+            "stopping and the best variant, so its scores carry selection bias (they flatter "
+            "the runs a little)")
+    if "test" in splits:
+        return text + ("; test is scored once per run, at the end, and chooses nothing: its "
+                       "scores are the held-out estimate.")
+    if val_name != "val":
+        return text + ("; there is no other held-out split (the dataset has no val/ folder), so "
+                       "no score here is free of selection.")
+    return text + "; the dataset has no test split, so no score here is free of selection."
+
+
+def _scored_rows(m: dict, splits: dict) -> list[list[str]]:
+    """Per evaluated split: how many images were scored, and what happened to those with a
+    copy in train (left out, or kept and inflating the scores)."""
+    rows = []
+    for split, c in splits.items():
+        name = split_label(m, "valid" if split == "val" else split)
+        if c.get("inflated"):
+            text = (f"all {c['images']:,}, {c['leaked']:,} of them with an exact or near copy "
+                    f"in train, kept (keep_leaked): {name} scores are INFLATED")
+        elif c["leaked"]:
+            choice = " and of choosing epochs" if split == "val" else ""
+            text = (f"{c['scored']:,} of {c['images']:,}: {c['leaked']:,} left out of every "
+                    f"score{choice} (an exact or near copy in train)")
+        else:
+            text = f"all {c['images']:,} (none has a copy in train)"
+        rows.append([f"Scored {name} images", text])
+    return rows
+
+
+def _dataset_table(m: dict, splits: dict) -> Table:
+    counts = ", ".join(f"{split_label(m, name)} {info.get('count', 0):,}"
+                       for name, info in m.get("splits", {}).items())
     params = m.get("params", {})
     kind = "SYNTHETIC stand-in (resnorm synth)" if m.get("synthetic") else "real images"
     rows = [["Source", f"{m.get('root', '?')} — {kind}"],
@@ -61,22 +97,23 @@ def _dataset_table(m: dict) -> Table:
     if isinstance(audit, dict):
         rule = audit.get("near_rule") or (f"dHash distance <= {audit['near_threshold_bits']} "
                                           "bits" if "near_threshold_bits" in audit else None)
-        rows.append(["Exact duplicate pairs", _counts(audit.get("exact_pair_counts"))])
-        rows.append(["Near-duplicate pairs", _counts(audit.get("near_pair_counts"))
+        rows.append(["Exact duplicate pairs", _pair_counts(audit.get("exact_pair_counts"))])
+        rows.append(["Near-duplicate pairs", _pair_counts(audit.get("near_pair_counts"))
                      + (f" ({rule})" if rule else "")])
         rows.append(["Images with a copy in train", _leaks(audit.get("leaked_into_train"), m)])
-    return Table(["", ""], rows)
+    return Table(["", ""], rows + _scored_rows(m, splits))
 
 
 def _leaks(leaked: dict | None, m: dict) -> str:
-    """'valid: 12 of 7,500 (0.2%)' per split: images with an exact or near copy in train."""
+    """'val: 12 of 7,500 (0.2%)' per split: images with an exact or near copy in train."""
     if not leaked:
         return "none"
     parts = []
     for split, n in leaked.items():
         total = m.get("splits", {}).get(split, {}).get("count")
-        parts.append(f"{split}: {n:,} of {total:,} ({pct(n / total)})" if total else
-                     f"{split}: {n:,}")
+        name = split_label(m, split)
+        parts.append(f"{name}: {n:,} of {total:,} ({pct(n / total)})" if total else
+                     f"{name}: {n:,}")
     return ", ".join(parts)
 
 
@@ -88,10 +125,13 @@ def _reason(entry: Any) -> str:
     return "unknown"
 
 
-def _counts(d: Any) -> str:
+def _pair_counts(d: Any) -> str:
+    """'train/val: 1,133, train/train: 1': pairs per combination of splits."""
     if not d:
         return "none"
-    return ", ".join(f"{k}: {v:,}" for k, v in d.items())
+    named = {"valid": "val"}
+    return ", ".join(f"{'/'.join(named.get(x, x) for x in k.split('/'))}: {v:,}"
+                     for k, v in d.items())
 
 
 def _machine_table(runs: list[RunRecord]) -> Table:
@@ -123,30 +163,43 @@ def _machine_table(runs: list[RunRecord]) -> Table:
 def section_results(runs: list[RunRecord], summary: dict) -> Section:
     s = Section("Results")
     seeds = sorted({len(r.done) for r in runs if r.done})
+    splits = summary.get("splits") or {}
+    has_test = "test" in splits
     s.add(Para("Best checkpoint (by val accuracy) of each seed evaluated in eval mode on the "
-               "full train and val splits without augmentation; each score is the mean over "
-               "the run's finished seeds ± half the width of its 95 % interval (seeds and "
-               f"images; see Comparisons for the method). Seeds per run: "
-               f"{', '.join(map(str, seeds)) or '—'}. Micro F1 equals accuracy for single-label "
-               "classification; both are shown because the assignment asks for both."))
+               f"train split and the scored images of val{' and test' if has_test else ''} "
+               "(see Setup) without augmentation; "
+               "each score is the mean over the run's finished seeds ± half the width of its "
+               "95 % interval (seeds and images; see Comparisons for the method). Seeds per "
+               f"run: {', '.join(map(str, seeds)) or '—'}. Micro F1 equals accuracy for "
+               "single-label classification; both are shown because the assignment asks for "
+               "both. " + _selection_note(splits)))
     done = [r for r in runs if r.final is not None]
     best = best_run(runs)
     stats = summary.get("runs", {})
+    val_mark = " †" if (splits.get("val") or {}).get("inflated") else ""
+    test_mark = " †" if (splits.get("test") or {}).get("inflated") else ""
     rows = []
     for r in done:
         entry = stats.get(r.name, {})
         cell = lambda metric: ci_pct(entry.get(metric))  # noqa: E731
         va = cell("val_acc")
+        test = [cell("test_acc"), cell("test_macro_f1")] if has_test else []
         rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")),
                      str(len(r.done)), r.status_text,
                      f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
                      cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
                      Bold(va) if r is best else va, cell("val_micro_f1"), cell("val_macro_f1"),
-                     secs(_mean_final(r, "wall_time_s")), num(seeds_mean_of(r, "images_per_s"), 0),
-                     f"{r.final.get('parameters', 0):,}"])
+                     *test, secs(_mean_final(r, "wall_time_s")),
+                     num(seeds_mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"])
+    test_heads = [f"Test acc{test_mark}", f"Test macro F1{test_mark}"] if has_test else []
     s.add(Table(["Run", "Norm", "Batch", "Seeds", "Status", "Epochs (best)", "Train acc",
-                 "Train micro F1", "Train macro F1", "Val acc", "Val micro F1", "Val macro F1",
+                 "Train micro F1", "Train macro F1", f"Val acc{val_mark}",
+                 f"Val micro F1{val_mark}", f"Val macro F1{val_mark}", *test_heads,
                  "Wall time", "Images/s", "Parameters"], rows))
+    if val_mark or test_mark:
+        s.add(Para("† Inflated: these splits include images with an exact or near copy in "
+                   "train (kept on request, keep_leaked), so part of these scores was measured "
+                   "on what the models trained on. They are not held-out scores."))
     if any(len(r.done) > 1 for r in done):
         s.add(Para("Epochs (best) are those of the run's representative seed: the one whose "
                    "val accuracy is closest to the run's mean. Wall time and images/s are means "
@@ -156,6 +209,17 @@ def section_results(runs: list[RunRecord], summary: dict) -> Section:
     if missing:
         s.add(Sub("Not finished"), Bullets([_missing_text(r) for r in missing]))
     return s
+
+
+def _selection_note(splits: dict) -> str:
+    """What the val and test columns measure: val chose epochs (selection bias), test did not."""
+    if "test" in splits:
+        c = splits["test"]
+        return (f"Val chose each seed's best epoch (and early stopping), so val scores carry "
+                f"selection bias; test ({c['scored']:,} images) was scored once per run and "
+                "chose nothing: its scores are the held-out estimate.")
+    return ("Val chose each seed's best epoch (and early stopping), so val scores carry "
+            "selection bias; the dataset has no test split to give a held-out estimate.")
 
 
 def _mean_final(r: RunRecord, key: str) -> float | None:

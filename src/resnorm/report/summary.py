@@ -23,17 +23,20 @@ from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
 from resnorm.study.records import SUMMARY_FILE, RunRecord
 
-__all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "METHOD"]
+__all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "TEST_METRICS",
+           "METHOD", "primary_metric"]
 
 SPLITS = ("train", "val", "test")
 RUN_METRICS = tuple(f"{split}_{m}" for split in SPLITS for m in st.METRICS)
 COMPARED_METRICS = ("val_acc", "val_macro_f1")  # val_micro_f1 equals val_acc
+# With a test split, the same on test: the held-out estimate (val chose the epochs).
+TEST_METRICS = ("test_acc", "test_macro_f1")
 N_BOOT = 2000
 # Plan fields that say nothing about the experiment (where and how fast it ran).
 IGNORED_FIELDS = ("seed", "device", "amp", "channels_last", "compile", "compile_mode",
                   "eval_batch_size", "num_classes")
 METHOD = ("Each run was trained once per seed and its best checkpoint evaluated on the same "
-          "validation images. Intervals are 95 % and count both sources of noise: the "
+          "validation (and test) images. Intervals are 95 % and count both sources of noise: the "
           "seed-to-seed spread (a t interval over seeds) and the finite validation set (a "
           "bootstrap over images, paired across runs because every run sees the same images), "
           "with the seed-by-image noise counted once. Runs trained with the same seeds are "
@@ -202,24 +205,44 @@ def _public(res: dict, *keys: str) -> dict:
             {n: _finite(v) for n, v in res[k].items()} for k in keep if k in res}
 
 
+def primary_metric(summary: dict) -> str:
+    """The metric the study's verdicts rest on: test accuracy where a test split was scored
+    (held out: it chose nothing), else val accuracy."""
+    return "test_acc" if "test" in summary.get("splits", {}) else "val_acc"
+
+
 def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
     """The statistics of a study (the summary.json contract; see the module notes)."""
     stats = _Stats()
     seeds = {r.name: _seed_predictions(r) for r in runs}
-    out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT,
+    out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
+    metrics = COMPARED_METRICS + (TEST_METRICS if "test" in out["splits"] else ())
     comparisons = []
     for a, b, differs in comparison_pairs(plan) + _role_pairs(roles, plan):
         if a not in seeds or b not in seeds:
             continue
-        for metric in COMPARED_METRICS:
+        for metric in metrics:
             res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
             comparisons.append({"a": a, "b": b, "differs_in": differs, "metric": metric,
                                 **_public(res)})
     out["comparisons"] = comparisons
-    out["interaction"] = _interaction(roles, seeds, stats)
-    out["sanity"] = _sanity(roles, seeds, stats, plan)
+    out["interaction"] = _interaction(roles, seeds, stats, primary_metric(out))
+    out["sanity"] = _sanity(roles, seeds, stats, plan, primary_metric(out))
     return out
+
+
+def _splits(runs: list[RunRecord]) -> dict:
+    """Per evaluated split ('val', 'test'): its images, those scored, those with an exact or
+    near copy in train, and whether those were scored (`inflated`), as the first finished
+    trial recorded them (final.json `splits`; every run of a study reads the same data)."""
+    for trial in (t for r in runs for t in r.done):
+        counts = (trial.final or {}).get("splits")
+        if counts:
+            kept = bool(trial.config.get("keep_leaked"))
+            return {split: {**c, "inflated": kept and c["leaked"] > 0}
+                    for split, c in counts.items()}
+    return {}
 
 
 def _role_pairs(roles: Roles, plan: dict) -> list[tuple[str, str, str]]:
@@ -246,7 +269,8 @@ def _role_pairs(roles: Roles, plan: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats) -> dict | None:
+def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats,
+                 metric: str) -> dict | None:
     """(GN small − GN large) − (BN small − BN large) at the smallest and largest batch sizes
     both norms were trained at."""
     if not {"bn", "gn"} <= set(roles.batch):
@@ -258,21 +282,22 @@ def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats) -> dict 
     small, large = common[0], common[-1]
     names = {"gn_small": by_size["gn"][small].name, "gn_large": by_size["gn"][large].name,
              "bn_small": by_size["bn"][small].name, "bn_large": by_size["bn"][large].name}
-    res = _contrast("interaction", [seeds[n] for n in names.values()], stats, "val_acc")
-    return {"metric": "val_acc", "batch_sizes": [small, large], "runs": names, **_public(res)}
+    res = _contrast("interaction", [seeds[n] for n in names.values()], stats, metric)
+    return {"metric": metric, "batch_sizes": [small, large], "runs": names, **_public(res)}
 
 
-def _sanity(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats, plan: dict) -> dict | None:
-    """PyTorch BN vs own BN as an equivalence test on val accuracy, within ± the plan's
-    tolerance (sanity_tolerance.metric)."""
+def _sanity(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
+            metric: str) -> dict | None:
+    """PyTorch BN vs own BN as an equivalence test on `metric` (the primary one), within ± the
+    plan's tolerance (sanity_tolerance.metric)."""
     if roles.sanity is None:
         return None
     from resnorm.study.plan import DEFAULT_TOLERANCE
 
     a, b = roles.sanity
     tol = float({**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}["metric"])
-    res = _contrast("compare", [seeds[a.name], seeds[b.name]], stats, "val_acc")
-    return {"a": a.name, "b": b.name, "metric": "val_acc", "tolerance": tol,
+    res = _contrast("compare", [seeds[a.name], seeds[b.name]], stats, metric)
+    return {"a": a.name, "b": b.name, "metric": metric, "tolerance": tol,
             **_public(res), "equivalence": st.equivalence(res, tol)}
 
 

@@ -21,7 +21,12 @@ EPILOG = (
     "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
     "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
     "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
-    "result), 1 when a run failed, 2 for a bad plan or data.\n\n"
+    "result), 1 when a run failed, 2 for a bad plan or data, 4 out of a resource (disk\n"
+    "space, memory, a worker process killed; re-run to continue).\n\n"
+    "Val and test images with an exact or near copy in train (the audit of `resnorm\n"
+    "prepare`) are left out of every score and of choosing epochs; --keep-leaked keeps\n"
+    "them (the report then marks val/test scores as inflated). A test/ split is scored\n"
+    "once per run at the end and chooses nothing: the report's held-out estimate.\n\n"
     "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
     "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
     "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
@@ -61,7 +66,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "--executor slurm)")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars and no per-epoch lines on the console: one line "
+                        "per run (with --jobs, each run's own train.log stays complete)")
+    parser.add_argument("--keep-leaked", action="store_true",
+                        help="score val/test images that have an exact or near copy in train "
+                        "(left out by default; scores then inflated; plan: defaults: "
+                        "keep_leaked: true)")
     parser.add_argument("--jobs", type=_jobs_arg, default=1, metavar="K",
                         help="train up to K runs at once, each in its own process sharing the "
                         "device or the CPU cores; torch threads per job: the plan's `threads`, "
@@ -185,8 +196,8 @@ def run_cli(args: argparse.Namespace) -> int:
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
                        gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
-                       jobs=args.jobs, seeds=args.seeds, executor=args.executor,
-                       slurm=slurm_overrides(args))
+                       jobs=args.jobs, seeds=args.seeds, keep_leaked=args.keep_leaked,
+                       executor=args.executor, slurm=slurm_overrides(args))
     if not is_main_process():
         return 0
     status = 0

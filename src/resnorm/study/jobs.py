@@ -71,7 +71,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     try:
         while queue or busy:
             while queue and len(busy) < jobs:
-                worker = idle.pop() if idle else _Worker(ctx, progress, per_job)
+                worker = idle.pop() if idle else _Worker(ctx, per_job)
                 worker.give(queue.pop())
                 busy[worker.key] = worker
             ready = wait([w.results for w in busy.values()]
@@ -102,13 +102,12 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
 class _Worker:
     """One worker process and its pipes: `give` it a job, read its `outcome`."""
 
-    def __init__(self, ctx, progress: bool, threads: int) -> None:
+    def __init__(self, ctx, threads: int) -> None:
         self.tasks, task_end = ctx.Pipe(duplex=False)[::-1]
         self.results, result_end = ctx.Pipe(duplex=False)
         life_end, self.lifeline = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=_worker_main, name="resnorm-job", daemon=False,
-                                   args=(progress, threads, task_end, result_end, life_end,
-                                         _run_job))
+                                   args=(threads, task_end, result_end, life_end, _run_job))
         self.process.start()
         for end in (task_end, result_end, life_end):  # the child's: EOF means it is gone
             end.close()
@@ -165,8 +164,10 @@ def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcom
 _run_job = train_locked
 
 
-def _worker_main(progress: bool, threads: int, tasks, results, lifeline, run_job) -> None:
-    """A worker process: take jobs until told to stop; each job's output goes to its own log."""
+def _worker_main(threads: int, tasks, results, lifeline, run_job) -> None:
+    """A worker process: take jobs until told to stop; each job's output goes to its own log,
+    complete (progress and epoch lines, as a run writes to a file) whatever the console's
+    --quiet says: the log is not the console."""
     import threading
 
     import torch
@@ -195,7 +196,7 @@ def _worker_main(progress: bool, threads: int, tasks, results, lifeline, run_job
         with _output_to(run_dir / LOG_FILE):
             print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}: pid {os.getpid()}, "
                   f"{threads} torch thread(s) ===")
-            outcome = run_job(cfg, run_dir, progress, label)
+            outcome = run_job(cfg, run_dir, True, label)
         # final.json is on disk; send the rest only (a pipe blocks on large messages)
         results.send(dataclasses.replace(outcome, final=None))
 

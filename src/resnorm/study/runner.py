@@ -115,6 +115,20 @@ def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
     return caches
 
 
+def check_scored_data(todo: list[Job], say) -> None:
+    """Load each cache the jobs train on, as they will score it (leaked val/test images left
+    out unless keep_leaked): a validation split too small for that fails the study now, in
+    one line, not in every job; say once what is left out."""
+    from resnorm.data import load_cache
+
+    notes = []
+    for data, keep in dict.fromkeys((job.cfg.data, job.cfg.keep_leaked) for job in todo):
+        note = load_cache(data).scored(keep).leak_note()
+        if note and note not in notes:
+            notes.append(note)
+            say(f"warning: {note}")
+
+
 def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> list[Job]:
     """Each (run, seed) with its fully resolved TrainConfig, in plan order and then seed
     order (checked now, so a bad plan fails before training)."""
@@ -157,17 +171,17 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
               say=print, shard: tuple[int, int] | None = None, jobs: int | str = 1,
-              seeds: int | list[int] | None = None, executor: str = "local",
-              slurm: dict | None = None) -> "StudyResult":
+              seeds: int | list[int] | None = None, keep_leaked: bool = False,
+              executor: str = "local", slurm: dict | None = None) -> "StudyResult":
     """The whole study: data once, every run in order, then Grad-CAM and the report.
 
     `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
     plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
     Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
-    `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
-    not under torchrun; "auto": as many as fit (resnorm.study.capacity). `seeds` (--seeds) overrides the plan's `seeds:`.
-    `executor="slurm"`: every job a task of one SLURM array (resnorm.study.slurm), with
-    `slurm` the command line's settings over the plan's `slurm:` section.
+    `jobs=K`: up to K runs at once in separate processes (`train_jobs`; "auto": as many as fit).
+    `seeds` (--seeds) overrides the plan's `seeds:`; `keep_leaked` its defaults' keep_leaked.
+    `executor="slurm"`: each job a task of one SLURM array (resnorm.study.slurm), `slurm` the
+    command line's settings over the plan's `slurm:` section.
     """
     from resnorm.distributed import DistInfo, in_turn, init_from_env, launched_world_size
     from resnorm.train import device_type
@@ -175,6 +189,8 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     plan = load_plan(plan_path)
     if seeds is not None:
         plan.seeds = parse_seeds(seeds, "--seeds")
+    if keep_leaked:  # --keep-leaked: as if the plan's defaults said keep_leaked: true
+        plan.defaults["keep_leaked"] = True
     study = Path(out)
     jobs = _check_options(data, synthetic, jobs, executor, shard)
     info = DistInfo()
@@ -193,6 +209,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     with torch_threads(plan.threads):
         caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
         todo = resolved_jobs(plan, data, caches, study)  # all checked before any training
+        check_scored_data(todo, say)
         (study / "runs").mkdir(parents=True, exist_ok=True)
         if info.is_main:
             _write_plan_copy(plan, study)
@@ -219,7 +236,7 @@ def _train(todo: list[Job], state: "StudyState", plan: Plan, progress: bool, say
         from resnorm.study.slurm import slurm_settings, train_on_slurm
 
         return train_on_slurm(todo, state, slurm_settings(plan.slurm, slurm or {}),
-                              progress=progress, threads=plan.threads, say=say, finish=finish)
+                              threads=plan.threads, say=say, finish=finish)
     return train_all(todo, state, progress, say, threads=plan.threads,
                      jobs=_jobs_that_fit(todo, jobs, plan.threads, say))
 

@@ -82,8 +82,8 @@ class TrainTask:
     preemption, submitit requeues the task with the same job, which resumes from last.pt.
     """
 
-    def __init__(self, progress: bool, threads: int | None) -> None:
-        self.progress, self.threads = progress, threads
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
 
     def __call__(self, job: Job) -> Outcome:
         import torch
@@ -94,7 +94,8 @@ class TrainTask:
         print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.label}: SLURM job "
               f"{os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}, pid "
               f"{os.getpid()}, {torch.get_num_threads()} torch thread(s) ===", flush=True)
-        outcome = train_locked(job.cfg, job.dir, self.progress, job.label)
+        # the task's log is not the console: complete (progress, epoch lines) whatever --quiet
+        outcome = train_locked(job.cfg, job.dir, True, job.label)
         return dataclasses.replace(outcome, final=None)  # final.json is on the shared disk
 
     def checkpoint(self, job: Job):
@@ -136,8 +137,8 @@ class FinishStudy:
 
 # --- on the login node ------------------------------------------------------------------------
 
-def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, progress: bool,
-                   threads: int | None, say, finish: Callable) -> list[Outcome] | None:
+def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, threads: int | None,
+                   say, finish: Callable) -> list[Outcome] | None:
     """Train every job of `todo` as a task of one SLURM array; return the outcomes in plan
     order (each recorded in study.json and given its summary line as it is known). With
     settings.wait False: submit the array and a `FinishStudy` job after it, return None."""
@@ -153,7 +154,7 @@ def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, progress:
 
     tracked, to_submit = sort_jobs(todo, folder, settings, say, tell)
     executor = make_executor(folder, settings, todo, threads)
-    tracked.update(submit(executor, to_submit, TrainTask(progress, threads), folder, say))
+    tracked.update(submit(executor, to_submit, TrainTask(threads), folder, say))
     if not settings.wait and tracked:  # (nothing to wait for: finish here and now)
         submit_finish(executor, todo, tracked, folder, state, finish, say)
         return None

@@ -84,7 +84,10 @@ def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> O
     action = "resumed" if (run_dir / "last.pt").exists() else "trained"
     started = time.perf_counter()
     try:
-        final = train(cfg, resume="auto", progress=progress)
+        # Without progress (--quiet) no epoch lines either; the study has already said what
+        # it leaves out of the data (one line for all its runs).
+        final = train(cfg, resume="auto", progress=progress, epoch_lines=progress,
+                      data_note=False)
     except DivergedError:
         # train() wrote final.json (status diverged) before raising: the run is recorded.
         final = read_json(run_dir / "final.json")

@@ -6,7 +6,8 @@
 
 The argparse setup of `resnorm train`: one flag per TrainConfig field (config.py), --config,
 and the resume controls. Exit codes: 0 done, 2 invalid settings (one line), 3 diverged
-(non-finite training loss: final.json says "diverged" with the epoch and step).
+(non-finite training loss: final.json says "diverged" with the epoch and step), 4 out of a
+resource (disk space, memory).
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ HELP = {
     "num_classes": "expected number of classes (default: from the data)",
     "sync_bn": "under torchrun, bn/bin (torch_bn: CUDA only) normalize by statistics over all "
                "processes' batches instead of each process's own",
+    "keep_leaked": "keep val/test images that have an exact or near copy in train (left out of "
+                   "every score and of choosing epochs by default; kept, scores are inflated)",
 }
 
 
@@ -103,7 +106,10 @@ Compiled: --compile [--compile-mode reduce-overhead] (CUDA graphs: one launch pe
 launch-bound batch-8 runs on a GPU; max-autotune tunes kernels, a slow first epoch).
 Several GPUs or machines: torchrun --nproc_per_node=4 -m resnorm train ... [--sync-bn]
 (--batch-size is per process; see docs/distributed.md).
-Exit codes: 0 done, 2 invalid settings, 3 diverged (non-finite loss; see final.json).
+Val/test images with a copy in train are left out of every score and of choosing epochs
+(--keep-leaked keeps them); a test/ split is scored once, at the end, and chooses nothing.
+Exit codes: 0 done, 2 invalid settings, 3 diverged (non-finite loss; see final.json),
+4 out of a resource (disk space, memory).
 """
 
 

@@ -77,6 +77,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_classes: int | None = None   # None: from the data (a disagreeing value is an error)
     sync_bn: bool = False            # under torchrun: bn/bin/torch_bn statistics over all ranks
+    keep_leaked: bool = False        # score val/test images that have a copy in train (inflated)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))

@@ -52,21 +52,25 @@ SCORE_KEYS = ("loss", "acc", "micro_f1", "macro_f1")  # per split in metrics.csv
 
 
 def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
-          progress: bool = True) -> dict:
+          progress: bool = True, epoch_lines: bool = True, data_note: bool = True) -> dict:
     """Train one run into `cfg.out` and return its final.json contents.
 
     resume: "auto" continues from last.pt when there is one (and returns a finished run's
     final.json untouched); "require" fails unless there is something to continue; "restart"
     deletes the run's files first. Raises UsageError for invalid settings and DivergedError
-    (after writing final.json) when the training loss becomes non-finite.
+    (after writing final.json) when the training loss becomes non-finite. `progress`: the
+    bar or lines within an epoch; `epoch_lines`: a line per epoch; `data_note`: the warning
+    line on val/test images with a copy in train (a study says it once for all its runs).
     """
     # The norm kernels' plan (set once the run's size is known) ends with the run: the next
     # run in this process, or a caller's own setting, is not decided by this one.
     with planned_kernels(None, None):
-        return _train(cfg, resume=resume, progress=progress)
+        return _train(cfg, resume=resume, progress=progress, epoch_lines=epoch_lines,
+                      data_note=data_note)
 
 
-def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool) -> dict:
+def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool,
+           epoch_lines: bool, data_note: bool) -> dict:
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     cfg = resolve_config(cfg)
@@ -91,6 +95,8 @@ def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool)
     rt = Runtime.for_config(cfg)
     if is_main and rt.amp_warning:
         log(f"warning: {rt.amp_warning}")
+    if is_main and data_note and checkpoint is None and data.leak_note():
+        log(f"warning: {data.leak_note()}")
 
     # Model, seeded: runs with one seed start from the same weights (on every rank).
     torch.manual_seed(cfg.seed)
@@ -180,7 +186,7 @@ def _train(cfg: TrainConfig | Mapping[str, Any], *, resume: str, progress: bool)
             files.save("last.pt", saved)
             files.write_metrics(state.history)
             _log_scalars(writer, row)
-            if is_main:
+            if is_main and epoch_lines:
                 log(_epoch_line(row, cfg.epochs, improved))
                 if row["skipped_steps"]:  # fp16 only: overflowing gradients, step not taken
                     log(f"epoch {epoch}/{cfg.epochs}: {row['skipped_steps']} of "
@@ -339,6 +345,7 @@ def _finish(files: RunFiles, cfg: TrainConfig, state: RunState, parts: TrainPart
         "wall_time_s": round(state.elapsed_s + time.perf_counter() - started, 3),
         "parameters": count_parameters(parts.model),
         "classes": list(data.classes),
+        "splits": data.split_counts(),  # images scored per split, and those left out
         "eval": results,
     }
     if diverged_at is not None:

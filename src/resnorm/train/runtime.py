@@ -128,7 +128,9 @@ class Runtime:
 
 
 def load_data(cfg: TrainConfig, progress: bool):
-    """The prepared dataset: `cfg.data` is a cache folder, or a dataset prepared on the fly."""
+    """The prepared dataset as the run scores it: `cfg.data` is a cache folder, or a dataset
+    prepared on the fly; val and test without their images that have a copy in train unless
+    `cfg.keep_leaked` (PreparedData.scored)."""
     root = Path(cfg.data).expanduser()
     if not root.exists():
         raise UsageError(f"data folder {root} does not exist")
@@ -149,7 +151,7 @@ def load_data(cfg: TrainConfig, progress: bool):
                          f"{len(data.classes)} classes")
     if "valid" not in data.splits:
         raise UsageError(f"the dataset at {data.root} has no valid/ split")
-    return data
+    return data.scored(cfg.keep_leaked)
 
 
 def sync_batch_norms(model: nn.Module) -> nn.Module:
