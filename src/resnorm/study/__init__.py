@@ -1,7 +1,7 @@
 """The study: a plan of runs, trained, compared and reported.
 
 plan (the YAML plan) | records (the study folder as data) | runner (run_study) |
-jobs (--jobs K) | training (one run of a study) | cli (`resnorm study`).
+jobs (--jobs K) | slurm (--executor slurm) | training (one run of a study) | cli (`resnorm study`).
 
 `from resnorm.study import run_study` works, but lazily: importing `resnorm.study.records`
 (as the report and Grad-CAM do) must not pull the runner, training and the report in with it.

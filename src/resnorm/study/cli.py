@@ -10,35 +10,50 @@ from resnorm.study.runner import run_study
 
 __all__ = ["configure_parser", "run_cli"]
 
+EPILOG = (
+    "examples:\n"
+    "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+    "--jobs 4\n"
+    "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
+    "--seeds 3\n\n"
+    "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
+    "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
+    "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
+    "result), 1 when a run failed, 2 for a bad plan or data, 4 out of a resource (disk\n"
+    "space, memory, a worker process killed; re-run to continue).\n\n"
+    "Val and test images with an exact or near copy in train (the audit of `resnorm\n"
+    "prepare`) are left out of every score and of choosing epochs; --keep-leaked keeps\n"
+    "them (the report then marks val/test scores as inflated). A test/ split is scored\n"
+    "once per run at the end and chooses nothing: the report's held-out estimate.\n\n"
+    "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
+    "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
+    "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
+    "prints one line per run as it finishes (completion order, numbered as they finish).\n"
+    "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
+    "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
+    "shard); not with torchrun.\n\n"
+    "A SLURM cluster: --executor slurm, on the login node, with --out (and --cache) on\n"
+    "storage the compute nodes share. The data is prepared once (into STUDY/cache unless\n"
+    "--cache or $RESNORM_CACHE says otherwise), then one array of one task per unfinished\n"
+    "(run, seed) is submitted; the command waits, with a progress line, then records the\n"
+    "study and writes Grad-CAM and the report (--no-wait: a job after the array does).\n"
+    "Tasks requeue at their time limit or on preemption and resume from last.pt; re-running\n"
+    "the command waits for tasks still queued and resubmits the unfinished rest:\n"
+    "  resnorm study --data /shared/birds --plan configs/assignment.yaml \\\n"
+    "      --out /shared/studies/birds --executor slurm --partition gpu --time-limit 4:00:00\n"
+    "The plan's `slurm:` section sets the same (partition, time, gpus_per_task,\n"
+    "cpus_per_task, mem_gb, array_parallelism, sbatch, setup); options here override it.\n\n"
+    "Without SLURM: the same command on K machines with one --out on a shared filesystem\n"
+    "(the run locks share the jobs out), or --shard I/K on each, then `resnorm report STUDY`;\n"
+    "several GPUs per run: torchrun --nproc_per_node=N -m resnorm -- study ...\n"
+    "(see docs/distributed.md)."
+)
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "examples:\n"
-        "  resnorm study --synthetic data/synth-demo --plan configs/demo.yaml --out studies/demo\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
-        "--jobs 4\n"
-        "  resnorm study --data data/birds --plan configs/assignment.yaml --out studies/birds "
-        "--seeds 3\n\n"
-        "Re-running the same command finishes an interrupted study: finished runs are skipped,\n"
-        "an interrupted run resumes from its last.pt. A diverged or failed run is recorded and\n"
-        "the study goes on. Exit code 0 when every run finished (diverged counts: it is a\n"
-        "result), 1 when a run failed, 2 for a bad plan or data, 4 out of a resource (disk\n"
-        "space, memory, a worker process killed; re-run to continue).\n\n"
-        "Val and test images with an exact or near copy in train (the audit of `resnorm\n"
-        "prepare`) are left out of every score and of choosing epochs; --keep-leaked keeps\n"
-        "them (the report then marks val/test scores as inflated). A test/ split is scored\n"
-        "once per run at the end and chooses nothing: the report's held-out estimate.\n\n"
-        "Several runs at once on one machine: --jobs K (one small ResNet does not fill a big\n"
-        "GPU, nor many CPU cores). Each run trains in its own process with the same skip/\n"
-        "resume/failure bookkeeping; its output goes to runs/<name>/train.log and this command\n"
-        "prints one line per run as it finishes (completion order, numbered as they finish).\n"
-        "Each job holds its own copy of the data on the device. Ctrl-C or killing the study\n"
-        "stops its jobs; re-running resumes them. Works with --shard (K jobs within the\n"
-        "shard); not with torchrun.\n\n"
-        "Several machines: --shard I/K on each (same --out on a shared filesystem), then\n"
-        "`resnorm report STUDY`; several GPUs per run: torchrun --nproc_per_node=N -m resnorm\n"
-        "-- study ... (see docs/distributed.md)."
-    )
+    parser.epilog = EPILOG
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path,
                         help="dataset folder (train/ valid/) or a prepared cache")
@@ -46,8 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="use the synthetic dataset in DIR, generating it first if missing")
     parser.add_argument("--plan", type=Path, required=True, help="study plan (YAML)")
     parser.add_argument("--out", type=Path, required=True, help="study folder")
-    parser.add_argument("--cache", help="folder for prepared-data caches "
-                        "(default: $RESNORM_CACHE or ~/.cache/resnorm)")
+    parser.add_argument("--cache", help="folder for prepared-data caches (default: "
+                        "$RESNORM_CACHE, else ~/.cache/resnorm, or STUDY/cache with "
+                        "--executor slurm)")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
     parser.add_argument("--quiet", action="store_true",
@@ -75,6 +91,62 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="where the jobs train: local (this process, or --jobs K processes; "
+                        "the default) or slurm (one SLURM array task per (run, seed))")
+    _slurm_options(parser.add_argument_group(
+        "SLURM (with --executor slurm; each overrides the plan's slurm: section)"))
+
+
+def _slurm_options(group) -> None:
+    group.add_argument("--partition", help="partition to submit to (default: the cluster's)")
+    group.add_argument("--time-limit", metavar="TIME", help="each task's time limit: minutes "
+                       "or SLURM's form (4:00:00, 1-12:00); at the limit a task is requeued and "
+                       "resumes from last.pt (default: the partition's limit)")
+    group.add_argument("--gpus-per-task", type=int, metavar="G",
+                       help="GPUs per task (default: 1; 0 when the plan trains on the CPU)")
+    group.add_argument("--cpus-per-task", type=int, metavar="C",
+                       help="CPUs per task (default: the plan's threads, else 4)")
+    group.add_argument("--mem-gb", type=float, metavar="GB", help="memory per task")
+    group.add_argument("--array-parallelism", type=int, metavar="K",
+                       help="at most K tasks of the array at once (default: as many as fit)")
+    group.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                       help="an extra sbatch setting, e.g. --sbatch account=lab "
+                       "--sbatch qos=high (repeatable)")
+    group.add_argument("--no-wait", action="store_true", help="submit and return: a job after "
+                       "the array (afterany) records the study and writes Grad-CAM and the report")
+
+
+SLURM_FLAGS = {"partition": "--partition", "time": "--time-limit",
+               "gpus_per_task": "--gpus-per-task", "cpus_per_task": "--cpus-per-task",
+               "mem_gb": "--mem-gb", "array_parallelism": "--array-parallelism",
+               "sbatch": "--sbatch"}
+
+
+def slurm_overrides(args: argparse.Namespace) -> dict:
+    """The SLURM options given, as the plan's `slurm:` keys (checked: one-line UsageErrors)."""
+    from resnorm.study.plan import parse_time_limit
+
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in SLURM_FLAGS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.executor != "slurm" and (given or args.no_wait):
+        flag = SLURM_FLAGS[next(iter(given))] if given else "--no-wait"
+        raise UsageError(f"{flag} is a SLURM option: it needs --executor slurm")
+    for key in ("cpus_per_task", "array_parallelism", "gpus_per_task", "mem_gb"):
+        low = 0 if key == "gpus_per_task" else 1
+        if key in given and not given[key] >= low:
+            raise UsageError(f"{SLURM_FLAGS[key]} must be at least {low}, got {given[key]}")
+    if "time" in given:
+        given["time"] = parse_time_limit(given["time"], "--time-limit")
+    if "sbatch" in given:
+        pairs = [item.partition("=") for item in given["sbatch"]]
+        bad = [key for key, eq, _ in pairs if not eq or not key.strip("- ")]
+        if bad:
+            raise UsageError(f"--sbatch takes KEY=VALUE (e.g. account=lab), got {bad[0]!r}")
+        given["sbatch"] = {key.strip().lstrip("-"): value for key, _, value in pairs}
+    if args.executor == "slurm":
+        given["wait"] = not args.no_wait
+    return given
 
 
 def _jobs_arg(text: str) -> int | str:
@@ -124,13 +196,16 @@ def run_cli(args: argparse.Namespace) -> int:
     result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
                        cache=args.cache, progress=not args.quiet,
                        gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
-                       jobs=args.jobs, seeds=args.seeds, keep_leaked=args.keep_leaked)
+                       jobs=args.jobs, seeds=args.seeds, keep_leaked=args.keep_leaked,
+                       executor=args.executor, slurm=slurm_overrides(args))
     if not is_main_process():
         return 0
     status = 0
     if result.failed:
+        where = ("the lines above" if args.executor == "slurm"
+                 else "runs/<name>/seed-<s>/error.txt")
         print(f"resnorm study: {len(result.failed)} job(s) failed: {', '.join(result.failed)} "
-              f"(see runs/<name>/seed-<s>/error.txt; re-run to retry them)", file=sys.stderr)
+              f"(see {where}; re-run to retry them)", file=sys.stderr)
         status = 1
     if result.gradcam_error:
         print(f"resnorm study: Grad-CAM failed: {result.gradcam_error}", file=sys.stderr)

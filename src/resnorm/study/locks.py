@@ -71,19 +71,23 @@ UNREADABLE_STALE_S = 300.0  # an unreadable claim this old lost its writer mid-w
 class Holder:
     """Who holds a run's lock: `host`, `pid`, `since` (when it took it, local time), `seen`
     (the claim's last heartbeat, seconds since the epoch by the filesystem's clock; None when
-    unknown). host "?" and pid 0: a claim that could not be read (being written)."""
+    unknown), `slurm_job` (the SLURM job id of a holder that is a SLURM task: the scheduler
+    can tell whether it still runs). host "?" and pid 0: a claim that could not be read
+    (being written)."""
 
     host: str
     pid: int
     since: dt.datetime
     seen: float | None = None
+    slurm_job: str | None = None
 
     def text(self) -> str:
         """'node3:41237 since 14:05' (with the date when not today)."""
         since = self.since.astimezone()
         when = since.strftime("%H:%M" if since.date() == dt.date.today() else "%Y-%m-%d %H:%M")
         who = "another process" if self.host == "?" else f"{self.host}:{self.pid}"
-        return f"{who} since {when}"
+        job = f" (SLURM job {self.slurm_job})" if self.slurm_job else ""
+        return f"{who}{job} since {when}"
 
     def __str__(self) -> str:
         return self.text()
@@ -197,6 +201,8 @@ def _claim(run_dir: Path, *, proven_free: bool, stale_after_s: float | None) -> 
     record = {"host": host_name(), "pid": os.getpid(),
               "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
               "token": token}
+    if os.environ.get("SLURM_JOB_ID"):  # a SLURM task: squeue tells whether it still runs
+        record["slurm_job"] = os.environ["SLURM_JOB_ID"]
     data = (json.dumps(record) + "\n").encode()
     for _ in range(3):  # a claim removed between our attempts: try again
         try:
@@ -291,7 +297,9 @@ def _read_holder(run_dir: Path) -> Holder | None:
 def _holder_of(record: dict, seen: float | None) -> Holder | None:
     try:
         since = dt.datetime.fromisoformat(str(record["started"]))
-        return Holder(str(record["host"]), int(record["pid"]), since, seen)
+        job = record.get("slurm_job")
+        return Holder(str(record["host"]), int(record["pid"]), since, seen,
+                      str(job) if job else None)
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -21,10 +21,10 @@ import yaml
 from resnorm.errors import UsageError
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
-           "DEFAULT_TOLERANCE", "LR_RULES", "train_default"]
+           "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
-             "seeds", "comparisons", "synthetic", "gradcam", "defaults", "runs")
+             "seeds", "comparisons", "synthetic", "gradcam", "slurm", "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
 # How the learning rate follows the batch size B, relative to the plan's base batch size B0.
@@ -35,6 +35,11 @@ LR_RULES = {
 }
 GRADCAM_KEYS = ("classes", "per_class", "seed")
 # make_synthetic's settings a plan may give for `resnorm study --synthetic DIR`.
+# `slurm:` (resnorm study --executor slurm; the command line's options override them): what
+# each array task asks of SLURM. `time`: minutes or SLURM's [D-]HH:MM[:SS]; `sbatch`: extra
+# sbatch settings ({mail-type: END}); `setup`: shell lines run before each task (module load).
+SLURM_KEYS = ("partition", "time", "gpus_per_task", "cpus_per_task", "mem_gb",
+              "array_parallelism", "sbatch", "setup")
 SYNTHETIC_KEYS = ("num_classes", "class_names", "train_per_class", "val_per_class", "seed",
                   "side_range", "png_fraction")
 # Sanity check (PyTorch BN vs own BN): largest allowed difference between their curves over all
@@ -68,6 +73,7 @@ class Plan:
     # K (seeds seed, seed+1, ..., seed+K-1 from each run's `seed`) or an explicit list
     seeds: int | list[int] = 1
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
+    slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -92,7 +98,7 @@ class Plan:
                 "sanity_tolerance": self.sanity_tolerance, "threads": self.threads,
                 "seeds": self.seeds, "comparisons": [list(c) for c in self.comparisons],
                 "synthetic": self.synthetic,
-                "gradcam": self.gradcam,
+                "gradcam": self.gradcam, "slurm": self.slurm,
                 "defaults": self.defaults,
                 "runs": [{"name": r.name, **r.overrides} for r in self.runs]}
 
@@ -159,6 +165,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.comparisons = _comparisons(raw.get("comparisons"), seen, source)
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
+    plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
     return plan
 
 
@@ -196,6 +203,61 @@ def _sub_mapping(raw: dict, key: str, allowed: tuple[str, ...], source: str) -> 
     if bad:
         raise UsageError(f"{source}: {key}: unknown key '{bad[0]}' ({', '.join(allowed)})")
     return dict(value)
+
+
+def _slurm_section(value: dict, where: str) -> dict:
+    """`slurm:`, each value checked (the keys already are): a bad one is a one-line error."""
+    out = dict(value)
+    for key in ("cpus_per_task", "array_parallelism"):
+        if key in out:
+            _positive_int(out[key], f"{where}.{key}")
+    if "gpus_per_task" in out and (isinstance(out["gpus_per_task"], bool)
+                                   or not isinstance(out["gpus_per_task"], int)
+                                   or out["gpus_per_task"] < 0):
+        raise UsageError(f"{where}.gpus_per_task must be an integer >= 0, "
+                         f"got {out['gpus_per_task']!r}")
+    if "mem_gb" in out and (isinstance(out["mem_gb"], bool)
+                            or not isinstance(out["mem_gb"], (int, float)) or out["mem_gb"] <= 0):
+        raise UsageError(f"{where}.mem_gb must be a number of GB > 0, got {out['mem_gb']!r}")
+    if "partition" in out and not isinstance(out["partition"], str):
+        raise UsageError(f"{where}.partition must be a partition name, got {out['partition']!r}")
+    if "time" in out:
+        out["time"] = parse_time_limit(out["time"], f"{where}.time")
+    if "sbatch" in out and (not isinstance(out["sbatch"], dict) or any(
+            isinstance(v, (dict, list)) for v in out["sbatch"].values())):
+        raise UsageError(f"{where}.sbatch must map sbatch options to values, e.g. "
+                         "{mail-type: END}")
+    if "setup" in out and (not isinstance(out["setup"], list)
+                           or not all(isinstance(line, str) for line in out["setup"])):
+        raise UsageError(f"{where}.setup must be a list of shell lines")
+    return out
+
+
+def parse_time_limit(value: Any, where: str) -> int:
+    """A SLURM time limit in minutes, from a count of minutes or any form sbatch --time reads:
+    MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (seconds round up to a minute)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    text = str(value).strip()
+    days, dash, clock = text.partition("-")
+    if not dash:
+        days, clock = "0", text
+    parts = clock.split(":")
+    if (isinstance(value, bool) or not days.isdigit() or not 1 <= len(parts) <= 3
+            or not all(p.isdigit() for p in parts)):
+        raise UsageError(f"{where} must be minutes or a SLURM time such as 2:00:00 or 1-12:00, "
+                         f"got {value!r}")
+    numbers = [int(x) for x in parts]
+    if dash:  # D-HH[:MM[:SS]]
+        h, m, sec = (numbers + [0, 0])[:3]
+    elif len(numbers) == 3:  # HH:MM:SS
+        h, m, sec = numbers
+    else:  # MM[:SS]
+        h, (m, sec) = 0, (numbers + [0])[:2]
+    minutes = int(days) * 1440 + h * 60 + m + (1 if sec else 0)
+    if minutes < 1:
+        raise UsageError(f"{where} must be at least a minute, got {value!r}")
+    return minutes
 
 
 def _positive_int(value: Any, where: str) -> int:

@@ -13,6 +13,8 @@ example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import traceback
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ class StudyResult:
     study: Path
     outcomes: list[Outcome]
     gradcam_error: str | None = None
+    submitted: bool = False  # --executor slurm --no-wait: the study goes on in SLURM
 
     @property
     def failed(self) -> list[str]:
@@ -168,20 +171,19 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
               synthetic: str | Path | None = None, cache: str | None = None,
               progress: bool = True, gradcam: bool = True, report: bool = True,
               say=print, shard: tuple[int, int] | None = None, jobs: int | str = 1,
-              seeds: int | list[int] | None = None,
-              keep_leaked: bool = False) -> "StudyResult":
+              seeds: int | list[int] | None = None, keep_leaked: bool = False,
+              executor: str = "local", slurm: dict | None = None) -> "StudyResult":
     """The whole study: data once, every run in order, then Grad-CAM and the report.
 
     `shard=(i, k)` trains only the runs `shard_indices` gives shard i of k (round-robin in
     plan order) and leaves Grad-CAM and the report to an unsharded run or `resnorm report`.
     Under torchrun every run trains on all processes; rank 0 alone writes the study's files.
-    `jobs=K` trains up to K runs (of the shard) at once in separate processes (`train_jobs`);
-    not under torchrun; "auto": as many as fit (resnorm.study.capacity). `seeds` (--seeds)
-    overrides the plan's `seeds:`; `keep_leaked` (--keep-leaked) sets the plan's defaults'
-    `keep_leaked` (score val/test images that have a copy in train).
+    `jobs=K`: up to K runs at once in separate processes (`train_jobs`; "auto": as many as fit).
+    `seeds` (--seeds) overrides the plan's `seeds:`; `keep_leaked` its defaults' keep_leaked.
+    `executor="slurm"`: each job a task of one SLURM array (resnorm.study.slurm), `slurm` the
+    command line's settings over the plan's `slurm:` section.
     """
-    from resnorm.distributed import (DistInfo, in_turn, init_from_env, launched_world_size,
-                                     shard_indices)
+    from resnorm.distributed import DistInfo, in_turn, init_from_env, launched_world_size
     from resnorm.train import device_type
 
     plan = load_plan(plan_path)
@@ -190,24 +192,19 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
     if keep_leaked:  # --keep-leaked: as if the plan's defaults said keep_leaked: true
         plan.defaults["keep_leaked"] = True
     study = Path(out)
-    if (data is None) == (synthetic is None):
-        raise UsageError("give exactly one of --data DATA or --synthetic DIR")
-    if jobs == "auto" and launched_world_size() > 1:
-        jobs = 1  # under torchrun every process of the group trains each run
-    if jobs != "auto" and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise UsageError(f"--jobs must be a positive integer or auto, got {jobs!r}")
-    if jobs != "auto" and jobs > 1 and launched_world_size() > 1:
-        raise UsageError("--jobs > 1 cannot be combined with torchrun (every process of the "
-                         "group trains each run); use --jobs 1, or --shard per machine")
+    jobs = _check_options(data, synthetic, jobs, executor, shard)
     info = DistInfo()
     if launched_world_size() > 1:  # under torchrun: join the group every run trains in
         info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
     if not info.is_main:
         progress, say = False, lambda *args, **kwargs: None
+        gradcam = report = False
     if synthetic is not None:
         data = in_turn(info, lambda: make_demo_data(synthetic, plan, progress))
     elif not Path(data).exists():
         raise UsageError(f"data folder {data} does not exist")
+    if executor == "slurm" and cache is None and not os.environ.get("RESNORM_CACHE"):
+        cache = str(study / "cache")  # where every node can read it: beside the runs
 
     with torch_threads(plan.threads):
         caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
@@ -221,25 +218,77 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
         say(f"study {study}: {len(plan.runs)} runs x {len(todo) // len(plan.runs)} seed(s) "
             f"({seeds_text}) = {len(todo)} jobs; lr across batch sizes: {plan.lr_rule_text()}")
         if shard is not None:
-            todo = [todo[j] for j in shard_indices(len(todo), *shard)]
-            say(f"shard {shard[0]}/{shard[1]}: {len(todo)} of the jobs: "
-                f"{', '.join(job.label for job in todo) or 'none'}; Grad-CAM and the "
-                f"report are left to `resnorm study` without --shard or `resnorm report`")
+            todo = _shard_of(todo, shard, say)
             gradcam = report = False
-        if not info.is_main:
-            gradcam = report = False
-        jobs = _jobs_that_fit(todo, jobs, plan.threads, say)
-        result = StudyResult(study, train_all(todo, state, progress, say,
-                                              jobs=jobs, threads=plan.threads))
-        if (gradcam or report) and _in_progress(todo, say):
-            gradcam = report = False
-        if gradcam and not _study_gradcam_step(study, plan, state, say):
-            result.gradcam_error = state.data["gradcam_error"]
-        if report:
-            from resnorm.report import write_report
+        finish = functools.partial(finish_study, study, plan, state, gradcam=gradcam,
+                                   report=report)
+        outcomes = _train(todo, state, plan, progress, say, jobs=jobs, executor=executor,
+                          slurm=slurm, finish=finish)
+        if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
+            return StudyResult(study, [], submitted=True)
+        return finish(todo, outcomes, say=say)
 
-            html_path, _ = write_report(study)
-            say(f"report: {html_path}")
+
+def _train(todo: list[Job], state: "StudyState", plan: Plan, progress: bool, say, *,
+           jobs: int | str, executor: str, slurm: dict | None, finish) -> list[Outcome] | None:
+    """Every job, here (`train_all`) or as SLURM tasks (resnorm.study.slurm)."""
+    if executor == "slurm":
+        from resnorm.study.slurm import slurm_settings, train_on_slurm
+
+        return train_on_slurm(todo, state, slurm_settings(plan.slurm, slurm or {}),
+                              threads=plan.threads, say=say, finish=finish)
+    return train_all(todo, state, progress, say, threads=plan.threads,
+                     jobs=_jobs_that_fit(todo, jobs, plan.threads, say))
+
+
+def _check_options(data, synthetic, jobs, executor: str, shard) -> int | str:
+    """The options that cannot go together, each refused in one line; returns --jobs."""
+    from resnorm.distributed import launched_world_size
+
+    if (data is None) == (synthetic is None):
+        raise UsageError("give exactly one of --data DATA or --synthetic DIR")
+    if executor not in ("local", "slurm"):
+        raise UsageError(f"--executor must be local or slurm, got {executor!r}")
+    if executor == "slurm" and (launched_world_size() > 1 or shard is not None
+                                or jobs not in (1, "auto")):
+        raise UsageError("--executor slurm runs each job as its own SLURM task: it does not "
+                         "combine with --jobs, --shard or torchrun (docs/distributed.md)")
+    if jobs == "auto" and (launched_world_size() > 1 or executor == "slurm"):
+        jobs = 1  # under torchrun every process of the group trains each run
+    if jobs != "auto" and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"--jobs must be a positive integer or auto, got {jobs!r}")
+    if jobs != "auto" and jobs > 1 and launched_world_size() > 1:
+        raise UsageError("--jobs > 1 cannot be combined with torchrun (every process of the "
+                         "group trains each run); use --jobs 1, or --shard per machine")
+    return jobs
+
+
+def _shard_of(todo: list[Job], shard: tuple[int, int], say) -> list[Job]:
+    from resnorm.distributed import shard_indices
+
+    todo = [todo[j] for j in shard_indices(len(todo), *shard)]
+    say(f"shard {shard[0]}/{shard[1]}: {len(todo)} of the jobs: "
+        f"{', '.join(job.label for job in todo) or 'none'}; Grad-CAM and the "
+        f"report are left to `resnorm study` without --shard or `resnorm report`")
+    return todo
+
+
+def finish_study(study: Path, plan: Plan, state: "StudyState", todo: list[Job],
+                 outcomes: list[Outcome], *, gradcam: bool, report: bool,
+                 say=print) -> "StudyResult":
+    """After the training: Grad-CAM and the report, unless other processes still train jobs
+    of the plan (the last one to finish writes them). Also what the job after a SLURM array
+    runs (`--executor slurm --no-wait`)."""
+    result = StudyResult(study, outcomes)
+    if (gradcam or report) and _in_progress(todo, say):
+        gradcam = report = False
+    if gradcam and not _study_gradcam_step(study, plan, state, say):
+        result.gradcam_error = state.data["gradcam_error"]
+    if report:
+        from resnorm.report import write_report
+
+        html_path, _ = write_report(study)
+        say(f"report: {html_path}")
     return result
 
 

@@ -1,0 +1,432 @@
+"""`resnorm study --executor slurm`: a study's (run, seed) jobs as one SLURM job array.
+
+On the login node (the `resnorm study` process): the runner prepares the data once into a cache
+on shared storage and resolves the jobs; `train_on_slurm` then submits one array (submitit), one
+task per unfinished job, waits for it with a progress line, and hands the outcomes back to the
+runner, which records the study, runs Grad-CAM and writes the report as the local path does.
+`--no-wait` submits a job after the array (afterany) that does that last part (`FinishStudy`).
+
+On a compute node, each task (`TrainTask`) trains its job with `train_locked`, exactly as a
+local study does: same run folder, resume from last.pt, the run's lock held meanwhile. Tasks are
+submitit Checkpointables: at the time limit or on preemption (SIGUSR2 from SLURM) submitit
+requeues the task, and the requeued task resumes from last.pt. The lock stays the safety net:
+a requeued task that overlaps a lost original finds the run "busy" instead of training it twice.
+
+Task states come from `squeue` (and each task's result file), not from `sacct`: clusters without
+an accounting database have no sacct. `STUDY/slurm/` holds submitit's files and each task's log
+(`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json` names the task of each job, so that
+re-running the command waits for tasks still queued instead of submitting them twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from resnorm.errors import ResourceError, UsageError
+from resnorm.fileio import atomic_write_text, read_json
+from resnorm.study.locks import CLAIM_FILE, held_by
+from resnorm.study.plan import parse_time_limit
+from resnorm.study.training import Job, Outcome, summary_line, train_locked, train_one
+
+__all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "train_on_slurm",
+           "TrainTask", "FinishStudy", "squeue_states"]
+
+LOG_DIR = "slurm"          # STUDY/slurm/: submitit's pickles, each task's log
+TASKS_FILE = "tasks.json"  # STUDY/slurm/tasks.json: job label -> the SLURM task training it
+PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT"}
+RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
+           "STAGE_OUT", "RESIZING"}
+MAX_REQUEUES = 50  # time limits a task may hit, each resumed from last.pt, before it fails
+
+
+@dataclasses.dataclass
+class SlurmSettings:
+    """What each task asks of SLURM, and how this command waits (see `slurm_settings`)."""
+
+    partition: str | None = None       # None: the cluster's default partition
+    time: int | None = None            # minutes; None: the partition's time limit
+    gpus_per_task: int | None = None   # None: 1, or 0 when every run trains on the CPU
+    cpus_per_task: int | None = None   # None: the plan's `threads`, else 4
+    mem_gb: float | None = None        # None: the partition's default
+    array_parallelism: int | None = None  # tasks running at once (None: as many as fit)
+    sbatch: dict = dataclasses.field(default_factory=dict)  # extra sbatch settings
+    setup: list = dataclasses.field(default_factory=list)   # shell lines before each task
+    wait: bool = True                  # False (--no-wait): a dependent job finishes the study
+    poll_s: float = 10.0               # seconds between looks at the queue
+    cluster: str = "slurm"             # submitit's executor: "local" or "debug" in tests
+
+
+def slurm_settings(plan_section: dict, overrides: dict) -> SlurmSettings:
+    """The plan's `slurm:` section with the command line's options over it (None: not given);
+    `sbatch` settings are merged, the command line's winning."""
+    merged = {**plan_section, **{k: v for k, v in overrides.items() if v is not None}}
+    merged["sbatch"] = {**plan_section.get("sbatch", {}), **(overrides.get("sbatch") or {})}
+    fields = {f.name for f in dataclasses.fields(SlurmSettings)}
+    unknown = sorted(set(merged) - fields)
+    if unknown:
+        raise UsageError(f"slurm: unknown setting '{unknown[0]}'")
+    return SlurmSettings(**merged)
+
+
+# --- on a compute node ------------------------------------------------------------------------
+
+class TrainTask:
+    """One array task: train one job exactly as a local study does (`train_locked`).
+
+    A submitit Checkpointable (see `checkpoint`): when SLURM signals the time limit or a
+    preemption, submitit requeues the task with the same job, which resumes from last.pt.
+    """
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def __call__(self, job: Job) -> Outcome:
+        import torch
+
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.label}: SLURM job "
+              f"{os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}, pid "
+              f"{os.getpid()}, {torch.get_num_threads()} torch thread(s) ===", flush=True)
+        # the task's log is not the console: complete (progress, epoch lines) whatever --quiet
+        outcome = train_locked(job.cfg, job.dir, True, job.label)
+        return dataclasses.replace(outcome, final=None)  # final.json is on the shared disk
+
+    def checkpoint(self, job: Job):
+        """Called by submitit before it requeues the task: the same job again; the run's
+        last.pt (written every epoch) is its checkpoint."""
+        from submitit.helpers import DelayedSubmission
+
+        print(f"{job.label}: requeued; it resumes from its last.pt", flush=True)
+        return DelayedSubmission(self, job)
+
+
+class FinishStudy:
+    """The job `--no-wait` submits after the array (afterany): records each task's outcome in
+    study.json, then `finish` (the runner's: Grad-CAM and the report)."""
+
+    def __init__(self, todo: list[Job], tasks: dict[str, str], folder: Path, state,
+                 finish: Callable) -> None:
+        self.todo, self.tasks, self.folder = todo, tasks, folder
+        self.state, self.finish = state, finish
+
+    def __call__(self) -> str:
+        import submitit
+
+        outcomes = []
+        for i, job in enumerate(self.todo, 1):
+            task_id = self.tasks.get(job.label)
+            if task_id is None:  # finished before the array, or held by another process
+                outcome = train_one(job.cfg, job.dir, False, job.label)
+            else:  # afterany: every task has ended, with a result or without
+                task = submitit.SlurmJob(self.folder, task_id)
+                ended = "done" if task.paths.result_pickle.exists() else "ended"
+                outcome = outcome_of(job, task, ended)
+            record(self.state, job, outcome)
+            print(summary_line(i, len(self.todo), outcome), flush=True)
+            outcomes.append(outcome)
+        result = self.finish(self.todo, outcomes)
+        return f"{len(result.failed)} job(s) failed" if result.failed else "study complete"
+
+
+# --- on the login node ------------------------------------------------------------------------
+
+def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, threads: int | None,
+                   say, finish: Callable) -> list[Outcome] | None:
+    """Train every job of `todo` as a task of one SLURM array; return the outcomes in plan
+    order (each recorded in study.json and given its summary line as it is known). With
+    settings.wait False: submit the array and a `FinishStudy` job after it, return None."""
+    folder = Path(state.path.parent) / LOG_DIR
+    width = max((len(job.label) for job in todo), default=0)
+    done: dict[str, Outcome] = {}
+
+    def tell(job: Job, outcome: Outcome) -> None:
+        done[job.label] = outcome
+        if outcome.status != "busy":  # the process that trains it records it
+            record(state, job, outcome)
+        say(summary_line(len(done), len(todo), outcome, width))
+
+    tracked, to_submit = sort_jobs(todo, folder, settings, say, tell)
+    executor = make_executor(folder, settings, todo, threads)
+    tracked.update(submit(executor, to_submit, TrainTask(threads), folder, say))
+    if not settings.wait and tracked:  # (nothing to wait for: finish here and now)
+        submit_finish(executor, todo, tracked, folder, state, finish, say)
+        return None
+    queue = squeue_states if settings.cluster == "slurm" else submitit_states
+    try:
+        for job, outcome in wait_for(tracked, {j.label: j for j in todo}, queue, settings,
+                                     say):
+            tell(job, outcome)
+            if outcome.fatal:  # a full disk: the other tasks would fail too
+                for task in tracked.values():
+                    task.cancel(check=False)
+                raise ResourceError(outcome.error)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, a closed terminal
+        ids = sorted({task.job_id.split("_")[0] for task in tracked.values()})
+        say(f"slurm: stopped waiting; the tasks go on (squeue -j {','.join(ids)}); re-run the "
+            f"same command to wait for them, or scancel {' '.join(ids)} to stop them")
+        raise
+    return [done[job.label] for job in todo]
+
+
+def record(state, job: Job, outcome: Outcome) -> None:
+    state.record(job.label, status=outcome.status, action=outcome.action,
+                 seconds=round(outcome.seconds, 3), error=outcome.error, lr=job.cfg.lr,
+                 lr_note=job.lr_note)
+
+
+def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
+              ) -> tuple[dict[str, Any], list[Job]]:
+    """Which jobs need a task: not those finished (told as skipped), nor those whose task of an
+    earlier submission is still queued or running (tracked), nor those another process holds
+    (told as busy). A claim left by a SLURM task that no longer runs is removed."""
+    import submitit
+
+    earlier = read_json(folder / TASKS_FILE) if (folder / TASKS_FILE).exists() else {}
+    live = squeue_live(list(earlier.values())) if settings.cluster == "slurm" else {}
+    tracked, to_submit = {}, []
+    for job in todo:
+        holder = held_by(job.dir)
+        if (job.dir / "final.json").exists():
+            tell(job, train_one(job.cfg, job.dir, False, job.label))
+        elif earlier.get(job.label) in live:
+            task = earlier[job.label]
+            say(f"{job.label}: already queued as SLURM task {task} ({live[task]}); waiting "
+                "for it")
+            tracked[job.label] = submitit.SlurmJob(folder, task)
+        elif holder is not None and holder.slurm_job and settings.cluster == "slurm" \
+                and holder.slurm_job not in squeue_live([holder.slurm_job]):
+            say(f"{job.label}: SLURM job {holder.slurm_job}, which held it, has ended; "
+                "its claim is removed and the run resumes")
+            (job.dir / CLAIM_FILE).unlink(missing_ok=True)
+            to_submit.append(job)
+        elif holder is not None:
+            tell(job, Outcome(job.label, "busy", "skipped", None, 0.0,
+                              f"being trained by {holder}"))
+        else:
+            to_submit.append(job)
+    return tracked, to_submit
+
+
+def make_executor(folder: Path, settings: SlurmSettings, todo: list[Job], threads):
+    """submitit's executor with what each task asks of SLURM."""
+    import submitit
+
+    on_cpu = all(job.cfg.device == "cpu" for job in todo)
+    gpus = settings.gpus_per_task if settings.gpus_per_task is not None else int(not on_cpu)
+    cpus = settings.cpus_per_task or threads or 4
+    minutes = settings.time or partition_time_limit(settings.partition, settings.cluster)
+    executor = submitit.AutoExecutor(folder=folder, cluster=settings.cluster,
+                                     slurm_max_num_timeout=MAX_REQUEUES)
+    params: dict[str, Any] = dict(timeout_min=minutes, cpus_per_task=cpus,
+                                  name=f"resnorm-{folder.parent.name}")
+    if gpus:  # not "--gpus-per-node=0": clusters without GPUs may know no gres at all
+        params["gpus_per_node"] = gpus
+    if settings.mem_gb:
+        params["mem_gb"] = settings.mem_gb
+    if settings.partition:
+        params["slurm_partition"] = settings.partition
+    if settings.array_parallelism:
+        params["slurm_array_parallelism"] = settings.array_parallelism
+    if settings.sbatch:
+        params["slurm_additional_parameters"] = dict(settings.sbatch)
+    if settings.setup:
+        params["slurm_setup"] = list(settings.setup)
+    executor.update_parameters(**params)
+    return executor
+
+
+def partition_time_limit(partition: str | None, cluster: str) -> int:
+    """The partition's time limit in minutes (sinfo), 0 when it has none: what a task asks
+    for when the plan and the command line give no time."""
+    if cluster != "slurm":
+        return 24 * 60
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %l"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        raise UsageError("sinfo does not answer: --executor slurm runs on a SLURM login node "
+                         "(see docs/distributed.md)") from None
+    for line in out.splitlines():
+        name, _, limit = line.partition(" ")
+        if name.rstrip("*") == partition or (partition is None and name.endswith("*")):
+            limit = limit.strip()
+            return 0 if limit in ("infinite", "UNLIMITED") else parse_time_limit(limit, "sinfo")
+    raise UsageError(f"SLURM has no partition {partition!r}" if partition else
+                     "SLURM has no default partition: give one with --partition")
+
+
+def submit(executor, jobs: list[Job], task: TrainTask, folder: Path, say) -> dict[str, Any]:
+    """One array, one task per job; tasks.json records which task trains which job."""
+    if not jobs:
+        return {}
+    from submitit.core.utils import FailedJobError
+
+    try:
+        tasks = executor.map_array(task, jobs)
+    except (FailedJobError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or ["?"])[-1]
+        raise UsageError(f"slurm: the array was not submitted: {first}") from None
+    tracked = {job.label: t for job, t in zip(jobs, tasks)}
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = {**(read_json(folder / TASKS_FILE) if (folder / TASKS_FILE).exists() else {}),
+           **{label: t.job_id for label, t in tracked.items()}}
+    atomic_write_text(folder / TASKS_FILE, json.dumps(ids, indent=1) + "\n")
+    say(f"slurm: submitted array {tasks[0].job_id.split('_')[0]}: {len(jobs)} task(s), one per "
+        f"job; logs in {folder}/")
+    return tracked
+
+
+def submit_finish(executor, todo: list[Job], tracked: dict[str, Any], folder: Path, state,
+                  finish: Callable, say) -> None:
+    """--no-wait: a job after the array's tasks (afterany: however they end) that records the
+    study, runs Grad-CAM and writes the report."""
+    from submitit.core.utils import FailedJobError
+
+    tasks = {label: task.job_id for label, task in tracked.items()}
+    arrays = sorted({task_id.split("_")[0] for task_id in tasks.values()})
+    if arrays:
+        executor.update_parameters(slurm_dependency="afterany:" + ":".join(arrays))
+    try:
+        job = executor.submit(FinishStudy(todo, tasks, folder, state, finish))
+    except (FailedJobError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or ["?"])[-1]
+        raise UsageError(f"slurm: the finishing job was not submitted: {first}") from None
+    say(f"slurm: submitted job {job.job_id} to run after array {', '.join(arrays) or '-'} "
+        f"(afterany): it records the study, runs Grad-CAM and writes the report; follow with "
+        f"squeue -j {','.join(arrays + [job.job_id])}; its log: {job.paths.stdout}")
+
+
+def wait_for(tracked: dict[str, Any], jobs: dict[str, Job], queue: Callable, settings,
+             say) -> Iterator[tuple[Job, Outcome]]:
+    """Yield (job, outcome) as each task ends; a progress line whenever the counts change.
+    A task that left the queue without a result fails once two looks in a row agree (its
+    result file may lag a moment behind on a network filesystem)."""
+    pending, failed, last = dict(tracked), 0, None
+    gone: dict[str, str] = {}  # label -> how it ended, at the first look that missed it
+    started = time.monotonic()
+    while pending:
+        states = queue(list(pending.values()))
+        for label, task in list(pending.items()):
+            state = states.get(task.job_id) or "ended"
+            if state == "done" or (state.startswith("ended") and label in gone):
+                del pending[label]
+                how = state if state == "done" or ":" in state else gone[label]
+                outcome = outcome_of(jobs[label], task, how)
+                failed += outcome.status == "failed"
+                yield jobs[label], outcome
+            elif state.startswith("ended"):
+                gone[label] = state
+            else:
+                gone.pop(label, None)
+        counts = [sum(states.get(t.job_id) == s for t in pending.values())
+                  for s in ("running", "pending")]
+        line = (len(tracked) - len(pending) - failed, *counts, failed)
+        if line != last:
+            say("slurm: {} done, {} running, {} pending, {} failed".format(*line))
+            last = line
+        if pending:  # every second at first, then less often: squeue is shared by all users
+            time.sleep(min(settings.poll_s, max(1.0, (time.monotonic() - started) / 20)))
+
+
+def outcome_of(job: Job, task, state: str) -> Outcome:
+    """A finished task's Outcome (its final.json read from the shared disk), or a failed one
+    naming its log when the task raised or ended without a result (`state` "ended[:HOW]":
+    cancelled, killed, its node lost)."""
+    log = task.paths.stderr
+    if state.startswith("ended"):
+        how = f" ({state.partition(':')[2]})" if ":" in state else ""
+        return Outcome(job.label, "failed", "trained", None, 0.0,
+                       f"SLURM task {task.job_id} ended{how} without a result; log: {log}")
+    try:
+        outcome = task.result()
+    except Exception as exc:  # noqa: BLE001 - the task raised; its traceback is in its log
+        return Outcome(job.label, "failed", "trained", None, 0.0,
+                       f"SLURM task {task.job_id} failed: {last_error_line(exc)}; log: {log}")
+    if outcome.status not in ("failed", "busy") and (job.dir / "final.json").exists():
+        outcome.final = read_json(job.dir / "final.json")
+    return outcome
+
+
+def last_error_line(exc: BaseException) -> str:
+    """The exception line of a task's traceback as submitit reports it (else the message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    if len(rules) >= 2 and rules[1] > rules[0] + 1:  # "... trace:\n----\n<trace>\n----\n..."
+        return lines[rules[1] - 1]
+    return lines[0] if lines else type(exc).__name__
+
+
+def squeue_live(ids: list[str]) -> dict[str, str]:
+    """SLURM job ids (an array task's "12_3" or its own id) still queued or running -> state.
+    Asked before submitting: without an answer, nothing can be submitted safely."""
+    try:
+        return {i: s for i, s in squeue(ids).items() if s in PENDING | RUNNING}
+    except QueueUnknown as exc:
+        raise UsageError(f"slurm: squeue does not answer ({exc}); try again later") from None
+
+
+def squeue(ids: list[str]) -> dict[str, str]:
+    """squeue's state of each job id it knows (ended ones for a few minutes), both as
+    "<array>_<task>" and as the task's own job id; {} when it knows none of them."""
+    if not ids:
+        return {}
+    try:
+        run = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%A|%T",
+                              "-j", ",".join(sorted(set(ids)))], capture_output=True,
+                             text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise QueueUnknown(str(exc)) from None
+    if run.returncode != 0:
+        if "Invalid job id" in run.stderr:  # none of them is known any more
+            return {}
+        raise QueueUnknown(run.stderr.strip())
+    states = {}
+    for line in run.stdout.splitlines():
+        array_id, own_id, state = (line.split("|") + ["", ""])[:3]
+        states[array_id] = states[own_id] = state
+    return states
+
+
+class QueueUnknown(RuntimeError):
+    """squeue did not answer (the controller busy or restarting): look again later."""
+
+
+def squeue_states(tasks: list) -> dict[str, str]:
+    """Each task's state for `wait_for`: "done" (its result is written), "running",
+    "pending", "ended:<STATE>" (squeue still shows it: CANCELLED, FAILED, ...); a task squeue
+    does not know is missing (ended too). When squeue does not answer, all count as pending."""
+    for folder in {t.paths.folder for t in tasks}:
+        try:  # refresh a network filesystem's view of the folder (as submitit does)
+            folder.chmod(folder.stat().st_mode)
+        except OSError:
+            pass
+    states = {t.job_id: "done" for t in tasks if t.paths.result_pickle.exists()}
+    try:
+        queued = squeue([t.job_id for t in tasks if t.job_id not in states])
+    except QueueUnknown:
+        return {t.job_id: states.get(t.job_id, "pending") for t in tasks}
+    for task in tasks:
+        state = queued.get(task.job_id)
+        if task.job_id in states or state is None:
+            continue
+        states[task.job_id] = ("running" if state in RUNNING else "pending" if state in PENDING
+                               else f"ended:{state}")
+    return states
+
+
+def submitit_states(tasks: list) -> dict[str, str]:
+    """`squeue_states` for submitit's local and debug executors (tests): submitit knows."""
+    states = {}
+    for task in tasks:
+        if task.done():
+            states[task.job_id] = "done"
+        else:
+            states[task.job_id] = "running" if task.state == "RUNNING" else "pending"
+    return states
