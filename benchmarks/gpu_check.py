@@ -105,6 +105,7 @@ def main(argv=None) -> int:
 
     from resnorm import norm_functions
     from resnorm.model import ResNet
+    from resnorm.norm_functions import kernels
     from resnorm.norms import clamp_gates_
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     amp = torch.bfloat16 if fast_path else None
     memory_format = torch.channels_last if fast_path else torch.contiguous_format
     # A training run compiles the norm kernels after its first steps; measure that state.
-    norm_functions.COMPILE_AFTER_CALLS = 0
+    kernels.COMPILE_AFTER_CALLS = 0
     # Seven variants compile the same ResNet.forward: allow more than dynamo's default 8
     # versions of it (a reset instead would also drop the compiled norm kernels).
     torch._dynamo.config.recompile_limit = 64

@@ -46,6 +46,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from resnorm import norm_functions  # noqa: E402
 from resnorm.cpu_memory import keep_freed_memory  # noqa: E402
 from resnorm.model import ResNet  # noqa: E402
+from resnorm.norm_functions import kernels  # noqa: E402
 from resnorm.norms import (  # noqa: E402
     DEFAULT_GN_GROUPS,
     BatchInstanceNorm2d,
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     norm_functions.set_kernel_mode(args.kernels)
-    norm_functions.COMPILE_AFTER_CALLS = 0  # the benchmark is one long run: compile at once
+    kernels.COMPILE_AFTER_CALLS = 0  # the benchmark is one long run: compile at once
     if args.compile:  # every variant compiles the same ResNet.forward: allow more versions
         torch._dynamo.config.recompile_limit = 64
     device = torch.device(args.device)

@@ -43,12 +43,13 @@ def _child(args: argparse.Namespace) -> int:
     import torch
     torch.set_num_threads(args.threads)
     from resnorm import norm_functions
+    from resnorm.norm_functions import kernels
     from resnorm.train import train
     if args.legacy:  # the rule before 2026-12-02: no plan, compile after 500 large calls
         norm_functions.plan_kernels = lambda *a, **k: None  # noqa: E731
         import resnorm.train.run as run_module
         run_module.plan_kernels = norm_functions.plan_kernels
-        norm_functions.COMPILE_AFTER_CALLS = 500
+        kernels.COMPILE_AFTER_CALLS = 500
     cache = Path(args.data)
     times: dict[str, list[float]] = {}
     order = ["torch_bn", *KINDS]

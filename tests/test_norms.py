@@ -5,7 +5,9 @@ Tolerances are at the float64 level (1e-10); a failure here is a bug, never a re
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
+import pkgutil
 
 import pytest
 import torch
@@ -366,20 +368,26 @@ def _torch_attribute_uses(source):
     return {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)}
 
 
+def _modules(package):
+    """The package and every module in it."""
+    return [package] + [importlib.import_module(info.name) for info in
+                        pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+
+
 def test_source_of_from_scratch_layers_uses_no_torch_normalization():
-    members = [obj for _, obj in inspect.getmembers(norms)
+    members = [obj for module in _modules(norms) for _, obj in inspect.getmembers(module)
                if (inspect.isclass(obj) or inspect.isfunction(obj))
-               and obj.__module__ == norms.__name__ and obj.__name__ != "norm_factory"]
+               and obj.__module__ == module.__name__ and obj.__name__ != "norm_factory"]
     assert len(members) >= 8
     for obj in members:
         used = _torch_attribute_uses(inspect.getsource(obj)) & FORBIDDEN
         assert not used, f"{obj.__name__} uses {used}"
     # the registry's torch_bn entry is the single, intended use of a PyTorch norm
-    assert norms.NORM_KINDS["torch_bn"][0] is nn.BatchNorm2d
+    assert norms.NORM_KINDS["torch_bn"].make is nn.BatchNorm2d
 
 
 def test_source_of_the_fused_functions_uses_no_torch_normalization():
-    source = inspect.getsource(norm_functions)
+    source = "\n".join(inspect.getsource(module) for module in _modules(norm_functions))
     used = _torch_attribute_uses(source) & FORBIDDEN
     assert not used, f"norm_functions uses {used}"
     names = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}

@@ -23,6 +23,7 @@ from resnorm.norm_functions import (
     GroupNormFunction,
     kernel_mode,
 )
+from resnorm.norm_functions import group, kernels
 from resnorm.norms import (
     BatchInstanceNorm2d,
     BatchNorm2d,
@@ -295,17 +296,17 @@ def test_auto_mode_falls_back_to_eager_kernels_when_compiling_fails(monkeypatch)
         raise RuntimeError("no C++ compiler here")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(nf, "COMPILE_MIN_NUMEL", 1)
-    monkeypatch.setattr(nf, "COMPILE_AFTER_CALLS", 0)
-    monkeypatch.setitem(nf._state, "compile_failed", False)
-    monkeypatch.setattr(nf.group_forward, "_compiled", {})
+    monkeypatch.setattr(kernels, "COMPILE_MIN_NUMEL", 1)
+    monkeypatch.setattr(kernels, "COMPILE_AFTER_CALLS", 0)
+    monkeypatch.setitem(kernels._state, "compile_failed", False)
+    monkeypatch.setattr(group.group_forward, "_compiled", {})
     layer = _randomize(GroupNorm2d(4, C).to(DT))
     ref = use_reference(_randomize(GroupNorm2d(4, C).to(DT)))
     x = _input((2, C, 3, 3))
     with kernel_mode("auto"), pytest.warns(RuntimeWarning, match="no C.. compiler here"):
         out = layer(x)
     torch.testing.assert_close(out, ref(x), **TOL)
-    assert nf._state["compile_failed"]
+    assert kernels._state["compile_failed"]
     with kernel_mode("compiled"), pytest.raises(RuntimeError, match="no C.. compiler here"):
         layer(x)  # asked for explicitly: the error is not hidden
 

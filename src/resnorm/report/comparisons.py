@@ -8,11 +8,12 @@ from pathlib import Path
 
 from types import SimpleNamespace
 
+from resnorm.norms import norm_info
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_batch, plot_sanity
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
-from resnorm.report.roles import NORM_LABELS, Roles, seeds_mean_of, val_count
+from resnorm.report.roles import Roles, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD, primary_metric
 from resnorm.study.records import RunRecord
 
@@ -156,7 +157,7 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
     for kind, members in roles.batch.items():
         for r in members:
             entry = runs_stats.get(r.name, {})
-            rows.append([r.name, NORM_LABELS.get(kind, kind), val(r.config.get("batch_size")),
+            rows.append([r.name, norm_info(kind).label, val(r.config.get("batch_size")),
                          val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
                          str(len(r.done)), ci_pct(entry.get("val_acc")),
                          ci_pct(entry.get("val_macro_f1")),

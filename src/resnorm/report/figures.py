@@ -7,12 +7,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from resnorm.norms import norm_info
 from resnorm.plots import mpl_text, plot_run_curves
-from resnorm.report.roles import NORM_LABELS, norm_kind, seeds_mean_of
+from resnorm.report.roles import norm_kind, seeds_mean_of
 from resnorm.study.records import RunRecord
-
-NORM_COLORS = {"torch_bn": "0.45", "bn": "C0", "in": "C1", "bin": "C2", "ln": "C3", "gn": "C4",
-               "nn": "C5"}
 
 
 def slug(name: str) -> str:
@@ -26,8 +24,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _style(run: RunRecord) -> dict:
-    kind = norm_kind(run)
-    return {"color": NORM_COLORS.get(kind, "k"), "linestyle": "--" if kind == "torch_bn" else "-",
+    kind = norm_info(norm_kind(run))
+    return {"color": kind.color, "linestyle": kind.linestyle,
             "marker": "o" if len(run.rows) < 20 else None, "markersize": 3}
 
 
@@ -84,8 +82,7 @@ def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict,
     sizes = sorted({r.config.get("batch_size") for g in groups.values() for r in g})
     for kind, members in groups.items():
         xs = [r.config.get("batch_size") for r in members]
-        style = dict(color=NORM_COLORS.get(kind, "k"), marker="o",
-                     label=NORM_LABELS.get(kind, kind))
+        style = dict(color=norm_info(kind).color, marker="o", label=norm_info(kind).label)
         split, what = metric.split("_", 1)
         means = [_nan(r.score(split, what)) for r in members]
         cis = [(runs_stats.get(r.name, {}).get(metric) or {}).get("ci95") or [m, m]

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from resnorm.norms import norm_info, split_kind
 from resnorm.study.records import RunRecord
 
-NORM_ORDER = ("torch_bn", "bn", "in", "bin", "ln", "gn", "nn")
-NORM_LABELS = {"torch_bn": "PyTorch BN", "bn": "BN", "in": "IN", "bin": "BIN", "ln": "LN",
-               "gn": "GN", "nn": "no norm"}
 # Settings that make two runs "the same experiment" apart from the ones a comparison varies
 # (not the seed: a run's config is its representative seed's, and the seeds are paired).
 RECIPE_KEYS = ("n", "shortcut", "size", "resize", "batch_size", "epochs", "recipe", "optimizer",
@@ -24,7 +22,7 @@ BATCH_KEYS = ("batch_size", "lr", "patience", "min_delta", "epochs", "warmup_epo
 
 def norm_kind(run: RunRecord) -> str:
     """The norm's base kind ('gn' for 'gn:8')."""
-    return str(run.config.get("norm", "?")).split(":", 1)[0].lower()
+    return split_kind(str(run.config.get("norm", "?")))[0]
 
 
 def signature(run: RunRecord, drop: Iterable[str] = ()) -> tuple:
@@ -77,8 +75,7 @@ def find_roles(runs: list[RunRecord]) -> Roles:
     for r in groups.get(main_sig, []):
         if norm_kind(r) not in {norm_kind(v) for v in variants}:
             variants.append(r)
-    variants.sort(key=lambda r: NORM_ORDER.index(norm_kind(r)) if norm_kind(r) in NORM_ORDER
-                  else len(NORM_ORDER))
+    variants.sort(key=lambda r: norm_info(norm_kind(r)).order)
 
     by_norm = {norm_kind(v): v for v in variants}
     sanity = (by_norm["torch_bn"], by_norm["bn"]) if {"torch_bn", "bn"} <= set(by_norm) else None

@@ -39,7 +39,7 @@ import yaml
 from resnorm.distributed import launched_world_size
 from resnorm.errors import UsageError
 from resnorm.model import STAGE_WIDTHS
-from resnorm.norms import norm_factory
+from resnorm.norms import get_norm, norm_factory
 
 @dataclass
 class TrainConfig:
@@ -97,8 +97,6 @@ CHOICES = {
 # Everything else must match the run being resumed.
 RESUMABLE_CHANGES = frozenset({"data", "cache", "out", "name", "device", "amp", "channels_last",
                                "compile", "compile_mode", "eval_batch_size"})
-# Norms that compute batch statistics in training: a batch of one is meaningless for them.
-BATCH_STAT_NORMS = ("torch_bn", "bn", "bin")
 # What config.yaml records besides the settings (read back as settings, they are ignored).
 RECORD_KEYS = ("environment", "distributed")
 
@@ -214,12 +212,15 @@ def _check_model_settings(cfg: TrainConfig, world_size: int = 1) -> None:
         raise UsageError(f"batch_size must be >= 1, got {cfg.batch_size}")
     # The batch BN statistics are taken over: this rank's, or every rank's with sync_bn.
     stats_batch = cfg.batch_size * (world_size if cfg.sync_bn else 1)
-    if stats_batch < 2 and cfg.norm.split(":")[0].lower() in BATCH_STAT_NORMS:
+    kind = get_norm(cfg.norm)
+    if stats_batch < 2 and kind.batch_stats:
         raise UsageError(f"norm {cfg.norm!r} computes batch statistics; batch_size must be >= 2")
-    if cfg.sync_bn and cfg.norm.split(":")[0].lower() == "torch_bn" and \
-            device_type(cfg.device) != "cuda":
-        raise UsageError("sync_bn with norm torch_bn needs CUDA (PyTorch's SyncBatchNorm refuses "
-                         "CPU tensors); use norm bn, whose sync works on every device")
+    if cfg.sync_bn and kind.batch_stats and kind.sync is None:
+        raise UsageError(f"sync_bn: norm {cfg.norm!r} computes batch statistics it cannot sync "
+                         "across processes")
+    if cfg.sync_bn and kind.sync == "torch" and device_type(cfg.device) != "cuda":
+        raise UsageError(f"sync_bn with norm {kind.name} needs CUDA (PyTorch's SyncBatchNorm "
+                         "refuses CPU tensors); use norm bn, whose sync works on every device")
     if cfg.eval_batch_size < 1:
         raise UsageError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
     if cfg.epochs < 1:

@@ -41,8 +41,8 @@ from resnorm.data import BatchStream, load_cache, prepare
 from resnorm.data.cache import read_manifest
 from resnorm.distributed import DistInfo, contiguous_shard
 from resnorm.errors import UsageError
-from resnorm.norms import enable_sync_
-from resnorm.train.config import BATCH_STAT_NORMS, TrainConfig, device_type
+from resnorm.norms import enable_sync_, get_norm
+from resnorm.train.config import TrainConfig, device_type
 
 
 def select_device(name: str) -> torch.device:
@@ -169,7 +169,7 @@ def sync_batch_norms(model: nn.Module) -> nn.Module:
 def distributed_record(cfg: TrainConfig, info: DistInfo) -> dict:
     """config.yaml's `distributed:` mapping: how many processes shared each step, the batch
     per process and per step, and which batch the BN statistics were taken over."""
-    if cfg.norm.split(":")[0].lower() not in BATCH_STAT_NORMS:
+    if not get_norm(cfg.norm).batch_stats:
         statistics = "none"      # per-sample statistics (in, ln, gn) or no norm
     elif cfg.sync_bn or info.world_size == 1:
         statistics = "global"    # over the global batch of the step

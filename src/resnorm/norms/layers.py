@@ -1,30 +1,10 @@
-"""Normalization layers written from scratch: BN, IN, BIN, LN, GN and a no-norm placeholder.
+"""The normalization layers, written from scratch: BN, IN, BIN, LN, GN and a no-norm
+placeholder (see `resnorm.norms` for the two paths every layer has).
 
-Every layer here computes its statistics with plain tensor ops (no `F.batch_norm`,
-`F.group_norm`, ... — tests check the source) and is verified against PyTorch's own ops in
-float64. `make_norm(kind, num_channels)` is the one resolver the model uses; `torch_bn` is the
-only kind that is PyTorch's built-in (the Part 1.1 baseline).
-
-Two paths compute the same function:
-- the fast path (default): one `torch.autograd.Function` per layer with the analytic backward
-  (`resnorm.norm_functions`), whose passes over the activations run as eager ops, or are compiled
-  into fused loops when a training run is long enough to pay the compile back
-  (`norm_functions.plan_kernels`, `set_kernel_mode`), so a layer costs about what PyTorch's
-  built-in kernel does;
-- the reference path (`layer.reference = True`, or `use_reference(model)`): the readable
-  composite code below, differentiated op by op by autograd. Tests check the fast path
-  against it and both against PyTorch.
-
-BN and BIN take `sync=True` (or `enable_sync_(model)`): under torch.distributed with several
-processes, training takes the batch statistics over every process's batch
-(`resnorm.distributed.sync_batch_mean_var`, differentiable), so N processes with batch B
-compute what one process with batch N*B computes. Synced layers take the reference path.
-
-Shared conventions:
-- inputs are (N, C, H, W); statistics are computed in float32 when the input is float16 or
-  bfloat16 (as PyTorch's kernels do under autocast), and the output has the input's dtype;
-- normalization and affine are folded into one per-(sample, channel) scale and shift, so the
-  output keeps the input's memory format (channels_last in, channels_last out).
+The reference path below is composite code that autograd differentiates op by op: the
+statistics from `torch.var_mean` (the fast path takes them from sums), then the same fold of
+normalization and affine into one scale and shift, and the same output map, as the kernels
+(`resnorm.norm_functions.math`, `passes`).
 """
 from __future__ import annotations
 
@@ -34,105 +14,46 @@ import torch
 from torch import Tensor, nn
 
 from resnorm.distributed import is_distributed, sync_batch_mean_var
-from resnorm.norm_functions import (
-    BatchInstanceNormFunction,
-    BatchNormFunction,
-    GroupNormFunction,
-    check_batch_size,
-    check_instance_size,
-)
+from resnorm.norm_functions import (BatchInstanceNormFunction, BatchNormFunction,
+                                    GroupNormFunction, affine_map, bin_mix, check_batch_size,
+                                    check_instance_size, fold, upcast)
+from resnorm.norm_functions.math import per_channel
 
-__all__ = [
-    "BatchNorm2d",
-    "InstanceNorm2d",
-    "BatchInstanceNorm2d",
-    "LayerNorm2d",
-    "GroupNorm2d",
-    "NoNorm",
-    "NORM_KINDS",
-    "make_norm",
-    "norm_factory",
-    "gate_parameters",
-    "clamp_gates_",
-    "DEFAULT_GN_GROUPS",
-    "use_reference",
-    "enable_sync_",
-]
-
-# Group count for GN when a kind says just "gn". The GN paper's default (32 groups) does not
-# divide the 16-channel first stage; 8 groups gives 2/4/8 channels per group in the 16/32/64
-# stages, between IN (1 channel per group) and LN (all channels). Override with "gn:G".
-DEFAULT_GN_GROUPS = 8
+__all__ = ["BatchNorm2d", "InstanceNorm2d", "BatchInstanceNorm2d", "LayerNorm2d", "GroupNorm2d",
+           "NoNorm", "gate_parameters", "clamp_gates_", "use_reference", "enable_sync_"]
 
 
-# --- shared math of the reference path -------------------------------------------------------
-
-def _stats_dtype_input(x: Tensor) -> Tensor:
-    """The input in the dtype statistics are computed in (float32 for half types)."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _check_4d(x: Tensor, layer: str) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"{layer} expects a 4D (N, C, H, W) input, got shape {tuple(x.shape)}")
-
-
-def _scale_shift(x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None,
-                 bias: Tensor | None) -> Tensor:
-    """y = (x - mean) * rstd * weight + bias, as one scale and one shift broadcast over x.
-
-    `mean` and `rstd` broadcast against x as (1 or N, C, 1, 1). Folding the affine into the
-    scale keeps this to one multiply-add over the activations and preserves x's memory format.
-    """
-    return _affine_map(x, rstd, -mean * rstd, weight, bias)
-
-
-def _affine_map(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None,
-                bias: Tensor | None) -> Tensor:
-    """y = (x * scale + shift) * weight + bias, folded into one multiply-add over x."""
-    if weight is not None:
-        w = weight.view(1, -1, 1, 1)
-        scale, shift = scale * w, shift * w
-    if bias is not None:
-        shift = shift + bias.view(1, -1, 1, 1)
-    return x * scale + shift
-
+# --- statistics of the reference path --------------------------------------------------------
 
 def group_stats(x: Tensor, num_groups: int, eps: float) -> tuple[Tensor, Tensor]:
-    """Per-sample mean and 1/std over groups of channels, expanded to shape (N, C, 1, 1).
+    """Per-sample mean and 1/std over groups of channels, repeated for the channels of each
+    group: (N, C) each.
 
     num_groups == C is instance norm, num_groups == 1 is layer norm. The variance is biased
     (divides by the element count), as in every reference definition.
     """
     n, c = x.shape[:2]
-    grouped = x.reshape(n, num_groups, -1)
-    var, mean = torch.var_mean(grouped, dim=2, unbiased=False, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    per_group = c // num_groups
-    # Expand the group statistics to channels so the affine folds into one scale/shift.
-    expand = lambda t: t.repeat_interleave(per_group, dim=1).view(n, c, 1, 1)  # noqa: E731
-    return expand(mean), expand(rstd)
+    var, mean = torch.var_mean(x.reshape(n, num_groups, -1), dim=2, unbiased=False)
+    return per_channel(mean, c), per_channel(torch.rsqrt(var + eps), c)
 
 
 def instance_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel mean and 1/std, shape (N, C, 1, 1)."""
-    if x.shape[2] * x.shape[3] == 1:
-        raise ValueError(
-            f"Expected more than 1 spatial element when training, got input size {list(x.shape)}"
-        )
-    var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False, keepdim=True)
+    """Per-sample, per-channel mean and 1/std: (N, C) each."""
+    check_instance_size(x)
+    var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
     return mean, torch.rsqrt(var + eps)
 
 
 def batch_stats(x: Tensor) -> tuple[Tensor, Tensor, int]:
     """Per-channel mean and biased variance over (N, H, W), shape (C,), and the element count."""
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    if count == 1:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {list(x.shape)}"
-        )
+    check_batch_size(x)
     var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-    return mean, var, count
+    return mean, var, x.shape[0] * x.shape[2] * x.shape[3]
+
+
+def _check_4d(x: Tensor, layer: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{layer} expects a 4D (N, C, H, W) input, got shape {tuple(x.shape)}")
 
 
 # --- layers ----------------------------------------------------------------------------------
@@ -166,6 +87,13 @@ class _Affine(nn.Module):
 
     def reset_parameters(self) -> None:
         self.reset_affine()
+
+    def _normalize_reference(self, x: Tensor,
+                             stats: Callable[[Tensor], tuple[Tensor, Tensor]]) -> Tensor:
+        """x normalized by the (mean, rstd) that `stats` takes from it, then the affine."""
+        xs = upcast(x)
+        mean, rstd = stats(xs)
+        return affine_map(xs, *fold(mean, rstd, self.weight, self.bias)).to(x.dtype)
 
 
 class BatchNorm2d(_Affine):
@@ -240,7 +168,7 @@ class BatchNorm2d(_Affine):
     # reference path
 
     def reference_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and 1/std this layer normalizes x with (batch or running), shape (1, C, 1, 1),
+        """Mean and 1/std this layer normalizes x with (batch or running), shape (C,),
         differentiable. In training this also updates the running statistics."""
         if self._uses_batch_stats():
             mean, var, count = sync_batch_mean_var(x) if self._syncs() else batch_stats(x)
@@ -248,13 +176,10 @@ class BatchNorm2d(_Affine):
                 self._update_running_stats(mean, var, count)
         else:
             mean, var = self.running_mean, self.running_var
-        rstd = torch.rsqrt(var + self.eps)
-        return mean.view(1, -1, 1, 1), rstd.view(1, -1, 1, 1)
+        return mean, torch.rsqrt(var + self.eps)
 
     def _forward_reference(self, x: Tensor) -> Tensor:
-        xs = _stats_dtype_input(x)
-        mean, rstd = self.reference_stats(xs)
-        return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
+        return self._normalize_reference(x, self.reference_stats)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -281,9 +206,7 @@ class InstanceNorm2d(_Affine):
         return GroupNormFunction.apply(x, self.weight, self.bias, x.shape[1], self.eps)
 
     def _forward_reference(self, x: Tensor) -> Tensor:
-        xs = _stats_dtype_input(x)
-        mean, rstd = instance_stats(xs, self.eps)
-        return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
+        return self._normalize_reference(x, lambda xs: instance_stats(xs, self.eps))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
@@ -311,9 +234,7 @@ class GroupNorm2d(_Affine):
         return GroupNormFunction.apply(x, self.weight, self.bias, self.num_groups, self.eps)
 
     def _forward_reference(self, x: Tensor) -> Tensor:
-        xs = _stats_dtype_input(x)
-        mean, rstd = group_stats(xs, self.num_groups, self.eps)
-        return _scale_shift(xs, mean, rstd, self.weight, self.bias).to(x.dtype)
+        return self._normalize_reference(x, lambda xs: group_stats(xs, self.num_groups, self.eps))
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
@@ -371,15 +292,12 @@ class BatchInstanceNorm2d(_Affine):
         return y
 
     def _forward_reference(self, x: Tensor) -> Tensor:
-        xs = _stats_dtype_input(x)
+        xs = upcast(x)
         bn_mean, bn_rstd = self.bn.reference_stats(xs)
         in_mean, in_rstd = instance_stats(xs, self.eps)
-        # rho*(x-m1)*r1 + (1-rho)*(x-m2)*r2 is one affine map of x per (sample, channel):
-        # mix the two normalizations' scales and shifts instead of two normalized maps.
-        rho = self.gate.view(1, -1, 1, 1)
-        scale = rho * bn_rstd + (1 - rho) * in_rstd
-        shift = -(rho * bn_mean * bn_rstd + (1 - rho) * in_mean * in_rstd)
-        return _affine_map(xs, scale, shift, self.weight, self.bias).to(x.dtype)
+        scale, shift = bin_mix(self.gate, bn_mean, bn_rstd, in_mean, in_rstd, self.weight,
+                               self.bias)
+        return affine_map(xs, scale, shift).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
@@ -392,50 +310,7 @@ class NoNorm(nn.Identity):
         super().__init__()
 
 
-# --- registry --------------------------------------------------------------------------------
-
-def _make_gn(num_channels: int, groups: int = DEFAULT_GN_GROUPS) -> nn.Module:
-    return GroupNorm2d(groups, num_channels)
-
-
-# kind -> (constructor taking the channel count first, parameter accepted after ':')
-NORM_KINDS: dict[str, tuple[Callable[..., nn.Module], str | None]] = {
-    "torch_bn": (nn.BatchNorm2d, None),
-    "bn": (BatchNorm2d, None),
-    "in": (InstanceNorm2d, None),
-    "bin": (BatchInstanceNorm2d, None),
-    "ln": (LayerNorm2d, None),
-    "gn": (_make_gn, "groups"),
-    "nn": (NoNorm, None),
-}
-
-
-def norm_factory(kind: str) -> Callable[[int], nn.Module]:
-    """Resolve a kind such as "bn" or "gn:4" to a callable taking a channel count."""
-    if not isinstance(kind, str):
-        raise ValueError(f"norm kind must be a string, got {kind!r}")
-    name, _, param = kind.strip().lower().partition(":")
-    if name not in NORM_KINDS:
-        valid = ", ".join(NORM_KINDS)
-        raise ValueError(f"unknown norm kind {kind!r}; valid kinds: {valid} (e.g. gn:8)")
-    constructor, param_name = NORM_KINDS[name]
-    if not param:
-        return constructor
-    if param_name is None:
-        raise ValueError(f"norm kind {name!r} takes no parameter, got {kind!r}")
-    try:
-        value = int(param)
-    except ValueError:
-        raise ValueError(f"norm kind {kind!r}: {param_name} must be an integer") from None
-    if value < 1:
-        raise ValueError(f"norm kind {kind!r}: {param_name} must be positive")
-    return lambda num_channels: constructor(num_channels, value)
-
-
-def make_norm(kind: str, num_channels: int) -> nn.Module:
-    """Build the normalization layer `kind` (see NORM_KINDS) for `num_channels` channels."""
-    return norm_factory(kind)(num_channels)
-
+# --- switches over a model's layers ----------------------------------------------------------
 
 def use_reference(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Switch every from-scratch norm in `model` to the composite reference path (or back)."""
