@@ -164,14 +164,23 @@ def _variance(units: list[tuple[float, np.ndarray, np.ndarray]], t_star: np.ndar
         k = m.size
         if k < 2:
             continue
-        v1 = float(np.mean(np.var(rep, axis=1, ddof=1)))
-        vbar = float(np.var(rep.mean(axis=0), ddof=1))
-        var_u = (v1 - vbar) * k / (k - 1)  # the seed-by-image noise of one seed
-        s2 = float(np.var(m, ddof=1))
-        seed_parts.append(wr**2 * max(s2 - var_u, 0.0) / k)
+        sigma2, s2 = seed_variance(m, rep)
+        seed_parts.append(wr**2 * sigma2 / k)
         s2_terms.append((wr**2 * s2 / k, k - 1))
     image_part = float(np.var(t_star, ddof=1))
     return sum(seed_parts) + image_part, s2_terms, image_part
+
+
+def seed_variance(m: np.ndarray, rep: np.ndarray) -> tuple[float, float]:
+    """(σ̂², S²) of one unit with K >= 2 seeds: m (K,) on the whole set, m* (K, B) on the
+    resamples. S² is the seeds' sample variance, σ̂² = max(S² − Var̂(u), 0) the seed effect's
+    variance without the seed-by-image noise (see the module notes)."""
+    k = m.size
+    v1 = float(np.mean(np.var(rep, axis=1, ddof=1)))
+    vbar = float(np.var(rep.mean(axis=0), ddof=1))
+    var_u = (v1 - vbar) * k / (k - 1)  # the seed-by-image noise of one seed
+    s2 = float(np.var(m, ddof=1))
+    return max(s2 - var_u, 0.0), s2
 
 
 def _t_result(base: dict, var: float, s2_terms: list[tuple[float, int]], image_part: float,
@@ -323,5 +332,7 @@ def equivalence_p(result: dict, tolerance: float) -> float | None:
         return None
     if se == 0:
         return 0.0 if abs(diff) < tolerance else 1.0
-    ref = stats.t(result["df"]) if result.get("df") else stats.norm()
-    return float(max(ref.sf((diff + tolerance) / se), ref.cdf((diff - tolerance) / se)))
+    lower, upper = (diff + tolerance) / se, (diff - tolerance) / se
+    if result.get("df"):  # plain calls: a frozen scipy distribution costs a docstring parse
+        return float(max(stats.t.sf(lower, result["df"]), stats.t.cdf(upper, result["df"])))
+    return float(max(stats.norm.sf(lower), stats.norm.cdf(upper)))
