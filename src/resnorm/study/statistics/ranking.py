@@ -83,8 +83,8 @@ def best_or_tied(p_best: Mapping[str, float], threshold: float = BEST_THRESHOLD)
 
 
 def _method(out: dict, seeds: list[int]) -> str:
-    text = (f"Ranking on {out['metric']}: {out['n_boot']} replicates, each resampling the "
-            "validation images (the same resample for every run)")
+    text = (f"{out['n_boot']} replicates, each resampling the validation images (the same "
+            "resample for every run)")
     if max(seeds) > 1:
         text += (" and drawing each run's seed-to-seed uncertainty from a t with K − 1 df "
                  "around its mean over seeds (with 3 seeds a bootstrap of seeds would call a "
