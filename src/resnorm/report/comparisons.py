@@ -203,10 +203,10 @@ SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
 
 def section_comparisons(summary: dict, assets: Path) -> Section:
     """The primary family (the study's questions, adjusted together, with simultaneous
-    intervals),
-    the ranking of the variants, then every pair of runs that differ in one setting (and the
-    plan's `comparisons:`), on val and, where the dataset has one, on test: the difference in
-    accuracy and macro F1 with its 95 % CI, raw and adjusted p and the adjusted verdict."""
+    intervals), the ranking of the variants, then every pair of runs that differ in one
+    setting (and the plan's `comparisons:`), on val and, where the dataset has one, on test:
+    the difference in accuracy and macro F1 with its 95 % CI, raw and adjusted p and the
+    adjusted verdict."""
     s = Section("Comparisons")
     s.add(Para(METHOD))
     s.add(*primary_blocks(summary))

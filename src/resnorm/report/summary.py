@@ -289,21 +289,24 @@ def _adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_
                       **(stats.kwargs(split, n_images) if runs else {}))
     st.adjust(exploratory, st.EXPLORATORY)
     tested = [m for m in primary if m.get("p") is not None]
-    size = len(tested)
-    questions = [f"the plan's {len(keys)} primary pair(s)" if from_plan else
-                 f"the {len(_runs_of(keys))} norm variants pairwise ({len(keys)} pairs)"]
-    questions[0] += f" on {metric_label(metric)}"
-    if out["sanity"]:
-        questions.insert(0, "own BN vs PyTorch BN (an equivalence test)")
-    if out["interaction"]:
-        questions.append("the batch-size interaction (GN vs BN)")
     adjustment = tested[0]["adjustment"] if tested else None
+    questions = _questions(out, keys, metric, from_plan)
     method = MAX_T_METHOD if adjustment == "max-T" else HOLM_METHOD
     return {"alpha": st.ALPHA, "metric": metric,
-            "primary": {"size": size, "questions": questions, "adjustment": adjustment,
-                        "method": method.format(m=size, questions="; ".join(questions))},
+            "primary": {"size": len(tested), "questions": questions, "adjustment": adjustment,
+                        "method": method.format(m=len(tested), questions="; ".join(questions))},
             "exploratory": {"size": sum(c.get("p") is not None for c in exploratory),
                             "method": EXPLORATORY_METHOD}}
+
+
+def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) -> list[str]:
+    """The primary family's questions in words."""
+    runs = {name for pair in keys for name in pair}
+    pairs = (f"the plan's {len(keys)} primary pair(s)" if from_plan else
+             f"the {len(runs)} norm variants pairwise ({len(keys)} pairs)")
+    return ((["own BN vs PyTorch BN (an equivalence test)"] if out["sanity"] else [])
+            + [f"{pairs} on {metric_label(metric)}"]
+            + (["the batch-size interaction (GN vs BN)"] if out["interaction"] else []))
 
 
 def _weights(member: dict) -> dict[str, float]:
@@ -315,10 +318,6 @@ def _weights(member: dict) -> dict[str, float]:
     for name, w in terms:
         out[name] = out.get(name, 0.0) + w
     return out
-
-
-def _runs_of(pairs: set[frozenset]) -> set[str]:
-    return {name for pair in pairs for name in pair}
 
 
 def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
