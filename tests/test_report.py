@@ -181,13 +181,23 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     items = [line for line in observations.splitlines() if line.startswith("- ")]
     assert len(items) >= 6
     text = "\n".join(items)
-    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d\)", text)
+    # the primary family first, its method named once
+    assert items[0].startswith("- The study's questions form the primary family")
+    assert text.count("step-down") == 1 and text.count("Benjamini") == 1
+    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d; P\(best\) "
+                     r"0\.\d\d\)", text)
     assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn by \+20\.5 points", text)
-    # 200 val images: bn and torch_bn (0.5 point apart) cannot be told apart
-    assert "bn is not distinguishable at this scale from torch\\_bn" in text
-    # GN loses 1 point at batch 8, BN 15.5: the interaction says so, with its interval
-    assert "GN is less sensitive to the batch size than BN: interaction +14.5 points" in text
+    # one seed, 200 val images: bn leads gn by 5.5 points, not enough to name it the best
+    assert re.search(r"No run is the best on val accuracy with probability &gt;= 0\.9: 2 are tied "
+                     r"for best at this scale — bn \(P\(best\) 0\.\d\d", text)
+    assert "bn is not distinguishable at this scale from in, gn" in text
+    # GN loses 1 point at batch 8, BN 15.5: the interaction's raw interval excludes 0 (+1.0
+    # to +28.5) but one seed and 200 images do not carry it through the family's adjustment
+    assert ("Whether GN is less sensitive to the batch size than BN is not distinguishable at "
+            "this scale after adjustment (interaction +14.5 points") in text
     assert "GN not distinguishable at this scale" in text
+    # an exploratory difference says so; no difference rests on an unadjusted test alone
+    assert "torch\\_bn higher than literal by +40.0 points" in text and "(exploratory)" in text
     assert "The curve check held" in text
     assert "literal" in text and "10.0 ±" in text
     assert "pointing game" in text
@@ -334,11 +344,63 @@ def test_summary_json_contract_with_three_seeds(tmp_path):
     assert inter["diff"] == pytest.approx((0.44 - 0.45) - (0.35 - 0.505))
     assert inter["verdict"] == "GN less sensitive"
     assert summary["sanity"]["equivalence"] in ("equivalent", "inconclusive", "not equivalent")
+    _check_families(summary)
     # the report: mean ± CI with the seed count, the curves' band, the representative seed
     assert "Seeds per run: 3" in md and "bands: lowest to highest seed" in md
     assert "(seed 1, the representative of its 3 seeds)" in md
     runs = {r.name: r for r in collect_runs(study)}
     assert runs["bn"].representative.seed == 1  # the middle seed is the closest to the mean
+
+
+def _check_families(summary: dict) -> None:
+    """The families' contract: the variants pairwise on the primary metric (not PyTorch BN:
+    the sanity check's reference), the sanity equivalence and the interaction are primary,
+    with an adjusted p and a simultaneous interval wider than the 95 % one; everything else is
+    exploratory, with a Benjamini–Hochberg p; the ranking orders the primary variants."""
+    variants = {"bn", "in", "gn", "nn"}
+    primary = [c for c in summary["comparisons"] if c["family"] == "primary"]
+    assert {(c["a"], c["b"]) for c in primary} == {
+        (a, b) for a, b in [("bn", "in"), ("bn", "gn"), ("bn", "nn"), ("in", "gn"),
+                            ("in", "nn"), ("gn", "nn")]}
+    assert all(c["metric"] == "val_acc" for c in primary)
+    for c in primary + [summary["sanity"], summary["interaction"]]:
+        assert c["family"] == "primary" and c["p"] <= c["p_adjusted"] <= c["p_holm"] + 1e-9
+        lo, hi = c["ci95_simultaneous"]
+        assert lo < c["ci95"][0] and c["ci95"][1] < hi
+    explore = [c for c in summary["comparisons"] if c["family"] == "exploratory"]
+    assert all(c["adjustment"] == "Benjamini-Hochberg" and "ci95_simultaneous" not in c
+               for c in explore if c["p"] is not None)
+    assert {(c["a"], c["b"]) for c in explore if c["metric"] == "val_acc"} >= {
+        ("torch_bn", "bn"), ("bn_b8", "bn"), ("literal", "torch_bn")}
+    assert summary["sanity"]["test"] == "equivalence" and "p_difference" in summary["sanity"]
+    fam = summary["families"]
+    assert fam["primary"]["size"] == 8 and fam["metric"] == "val_acc"
+    ranking = summary["ranking"]
+    assert ranking["metric"] == "val_acc" and set(ranking["p_best"]) == variants
+    assert sum(ranking["p_best"].values()) == pytest.approx(1.0)
+    assert sorted(ranking["expected_rank"], key=ranking["expected_rank"].get)[0] == "bn"
+
+
+def test_a_plan_names_its_own_primary_family(tmp_path):
+    from resnorm.errors import UsageError
+    from resnorm.study.plan import parse_plan
+
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.02)
+    plan = yaml.safe_load((study / "plan.yaml").read_text())
+    with pytest.raises(UsageError, match="primary: .* is not a pair of two different runs"):
+        parse_plan({**plan, "primary": [["gn", "nope"]]}, "p.yaml")
+    assert parse_plan({**plan, "primary": [["gn", "bn_b8"]]}, "p.yaml").primary == [
+        ("gn", "bn_b8")]
+    (study / "plan.yaml").write_text(yaml.safe_dump({**plan, "primary": [["gn", "gn_b8"],
+                                                                          ["bn", "gn"]]}))
+    write_report(study)
+    summary = _strict_json(study / "summary.json")
+    primary = {(c["a"], c["b"]) for c in summary["comparisons"] if c["family"] == "primary"}
+    assert primary == {("gn", "gn_b8"), ("bn", "gn")}
+    assert summary["families"]["primary"]["size"] == 4  # + the sanity and the interaction
+    assert summary["ranking"]["runs"] == ["gn", "gn_b8", "bn"]
+    assert next(c for c in summary["comparisons"] if (c["a"], c["b"], c["metric"]) == (
+        "bn", "in", "val_acc"))["family"] == "exploratory"
 
 
 def test_identical_predictions_give_a_zero_interval_not_nan(tmp_path):

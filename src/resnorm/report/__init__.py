@@ -13,9 +13,12 @@ Modules, top down (each imports only modules below it):
   cli           `resnorm report STUDY`
   build         read the study folder, assemble the sections, write report.html/report.md
   sections      Setup, Results, Curves
-  comparisons   the sanity check (PyTorch BN vs own BN) and batch size (BN vs GN)
+  comparisons   the sanity check (PyTorch BN vs own BN), batch size (BN vs GN), every pair
   inspection    BIN gates and Grad-CAM
   observations  the closing bullet list, in words, from numbers the sections computed
+  summary       the study's statistics as one dict (summary.json)
+  pairs         which pairs are compared, which form the primary family
+  verdicts      the primary family's table, the ranking, verdicts as text
   figures       matplotlib figures, written to STUDY/report_assets/
   render        the HTML and Markdown renderers
   roles         which runs each comparison uses; lookups in run records

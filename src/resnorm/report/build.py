@@ -50,12 +50,12 @@ def build_report(study: str | os.PathLike) -> Report:
 
     sanity_section, sanity = section_sanity(roles, tol, assets, summary)
     gates_section, gates = section_gates(runs, assets)
-    gradcam_section, gradcam = section_gradcam(study, runs)
+    gradcam_section, gradcam = section_gradcam(study, runs, summary)
     facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
         section_setup(runs, data_manifest(runs), plan, summary),
         section_results(runs, summary),
-        section_comparisons(summary),
+        section_comparisons(summary, assets),
         section_curves(runs, roles, assets),
         sanity_section,
         section_batch(roles, plan, assets, summary),

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 from resnorm.norms import norm_info
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_batch, plot_sanity
+from resnorm.report.verdicts import (p_adjusted, primary_blocks, ranking_blocks,
+                                     simultaneous_ci, verdict_cell)
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import Roles, seeds_mean_of, val_count
@@ -61,12 +63,13 @@ VERDICTS = {"held": "HELD: the curves agree within tolerance at every epoch",
             "failed": "FAILED: the curves differ beyond tolerance already after epoch 1"}
 
 
-EQUIVALENCE = {"equivalent": "EQUIVALENT: the 95 % CI of the difference lies inside ± the "
-                              "tolerance",
-               "not equivalent": "NOT EQUIVALENT: the 95 % CI of the difference lies outside "
-                                 "± the tolerance",
-               "inconclusive": "INCONCLUSIVE: the 95 % CI of the difference crosses the "
-                               "tolerance; more seeds or images would decide",
+EQUIVALENCE = {"equivalent": "EQUIVALENT: the equivalence test (TOST) rejects a difference "
+                              "of ± the tolerance or more, after the primary family's "
+                              "adjustment",
+               "not equivalent": "NOT EQUIVALENT: the simultaneous 95 % interval of the "
+                                 "difference lies outside ± the tolerance",
+               "inconclusive": "INCONCLUSIVE: neither equivalence nor a difference beyond the "
+                               "tolerance is shown; more seeds or images would decide",
                "not computable": "not computable"}
 
 
@@ -95,7 +98,9 @@ def section_sanity(roles: Roles, tol: dict, assets: Path, summary: dict
         s.add(Para(f"Equivalence test on {metric_label(metric)}: {a.name} "
                    f"{ci_pct(runs_stats.get(a.name, {}).get(metric))}, {b.name} "
                    f"{ci_pct(runs_stats.get(b.name, {}).get(metric))}; difference "
-                   f"{diff_ci(eq)}; tolerance ± {pts(eq['tolerance'])}. Verdict: "
+                   f"{diff_ci(eq)}, simultaneous 95 % CI {simultaneous_ci(eq)}; tolerance ± "
+                   f"{pts(eq['tolerance'])}; TOST p {p_value(eq.get('p'))}, adjusted "
+                   f"{p_adjusted(eq)} (primary family). Verdict: "
                    f"{EQUIVALENCE.get(eq.get('equivalence'), '?')}."))
     ta, tb = _same_seed(a, b)
     diffs = sanity_diffs(ta, tb)
@@ -135,6 +140,13 @@ INTERACTION = {"GN less sensitive": "GN is less sensitive to the batch size than
                "BN less sensitive": "BN is less sensitive to the batch size than GN",
                "no clear difference": "not distinguishable at this scale",
                "not computable": "not computable"}
+
+
+def _after_adjustment(c: dict) -> str:
+    unadjusted = c.get("verdict_unadjusted")
+    if c.get("verdict") == "no clear difference" and unadjusted not in (None, c["verdict"]):
+        return " after adjustment (the 95 % interval alone excludes 0)"
+    return ""
 
 
 def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Section:
@@ -179,31 +191,38 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                 else "")
         s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
                    f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
-                   f"{large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}: "
-                   f"{INTERACTION.get(inter.get('verdict'), '?')}.{cost}"))
+                   f"{large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}, "
+                   f"adjusted {p_adjusted(inter)} (primary family): "
+                   f"{INTERACTION.get(inter.get('verdict'), '?')}"
+                   f"{_after_adjustment(inter)}.{cost}"))
     return s
-
-
-VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
-                "no clear difference": "no clear difference", "not computable": "not computable"}
 
 
 SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
                   "test": "On test (held out: it chose nothing)"}
 
 
-def section_comparisons(summary: dict) -> Section:
-    """Every pair of runs that differ in one setting (and the plan's `comparisons:`): the
-    difference in accuracy and macro F1 with its 95 % CI, p and verdict, on val and, where
-    the dataset has one, on test."""
+def section_comparisons(summary: dict, assets: Path) -> Section:
+    """The primary family (the study's questions, adjusted together, with simultaneous
+    intervals), the ranking of the variants, then every pair of runs that differ in one
+    setting (and the plan's `comparisons:`), on val and, where the dataset has one, on test:
+    the difference in accuracy and macro F1 with its 95 % CI, raw and adjusted p and the
+    adjusted verdict."""
     s = Section("Comparisons")
     s.add(Para(METHOD))
+    s.add(*primary_blocks(summary))
+    s.add(*ranking_blocks(summary, assets))
     pairs: dict[tuple[str, str], dict[str, dict]] = {}
     for c in summary.get("comparisons", []):
         pairs.setdefault((c["a"], c["b"]), {})[c["metric"]] = c
     if not pairs:
         s.add(Para("No two runs of the plan differ in exactly one setting."))
         return s
+    explore = (summary.get("families") or {}).get("exploratory") or {}
+    if explore.get("method"):
+        s.add(Sub("Every pair"), Para(
+            explore["method"] + " The primary family's cells carry its adjusted p (above); "
+            "a difference marked exploratory is a lead for another study, not a finding."))
     for split, heading in SPLIT_HEADINGS.items():
         metrics = (f"{split}_acc", f"{split}_macro_f1")
         if any(m in by_metric for by_metric in pairs.values() for m in metrics):
@@ -219,15 +238,13 @@ def _comparison_table(pairs: dict[tuple[str, str], dict[str, dict]],
         for metric in metrics:
             c = by_metric.get(metric)
             if c is None:
-                row += ["—", "—", "—"]
+                row += ["—", "—", "—", "—"]
                 continue
-            verdict = VERDICT_TEXT.get(c["verdict"], c["verdict"]).format(a=a, b=b)
-            row += [diff_ci(c), p_value(c.get("p")),
-                    Bold(verdict) if c["verdict"] in ("a higher", "b higher") else verdict]
+            row += [diff_ci(c), p_value(c.get("p")), p_adjusted(c), verdict_cell(c, a, b)]
         rows.append(row)
     heads = [f"{metric_label(m, capital=True)} a − b (95 % CI)" for m in metrics]
-    return Table(["a", "b", "Differs in", heads[0], "p", "Verdict", heads[1], "p", "Verdict"],
-                 rows)
+    return Table(["a", "b", "Differs in", heads[0], "p", "p adjusted", "Verdict", heads[1],
+                  "p", "p adjusted", "Verdict"], rows)
 
 
 def batch_spreads(roles: Roles) -> dict[str, dict]:

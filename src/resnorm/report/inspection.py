@@ -9,10 +9,11 @@ from pathlib import Path
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_gates, slug
-from resnorm.report.format import num, pct, val
+from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.roles import norm_kind
+from resnorm.report.verdicts import tied_text
 from resnorm.study.records import RunRecord, read_state
-from resnorm.study.statistics import t_interval
+from resnorm.study.statistics import t_interval, wilson_interval
 
 
 def bin_gates(run: RunRecord) -> list[dict]:
@@ -65,7 +66,8 @@ def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | 
     return s, summary
 
 
-def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict | None]:
+def section_gradcam(study: Path, runs: list[RunRecord], summary: dict | None = None
+                    ) -> tuple[Section, dict | None]:
     s = Section("Grad-CAM")
     path = study / "gradcam" / "gradcam.json"
     error = read_state(study).get("gradcam_error")
@@ -77,15 +79,7 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
                    f"{study}`)."))
         return s, None
     g = json.loads(path.read_text())
-    if g.get("seeds") and len(g["seeds"]) > 1:
-        model = (f"run {g['run']}, seed {g.get('seed')} (the study's best run by mean val "
-                 f"accuracy over its {len(g['seeds'])} seeds, {pct(g.get('mean_val_acc'))}; of "
-                 "its seeds the one closest to that mean: a representative model, not the "
-                 f"luckiest; {pct(g.get('val_acc'))} on the validation images used here)")
-    else:
-        model = (f"run {g['run']} (the study's best by val accuracy, "
-                 f"{pct(g.get('val_acc'))} on the validation images used here)")
-    s.add(Para(f"Model: {model}. Gradients of "
+    s.add(Para(f"Model: {_model_text(g)}.{_chance_text(g['run'], summary or {})} Gradients of "
                f"the true class's score, taken at the last stage's conv layers "
                f"({', '.join(g.get('target_layers', []))}) and averaged over those layers by "
                f"pytorch-grad-cam; maps at {g.get('map_size')}×{g.get('map_size')}. "
@@ -93,32 +87,9 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
                "classified validation images per class, a seeded random choice."))
     if g.get("note"):
         s.add(Para(f"Note: {g['note']}."))
-    share = g.get("concentration_top_share", 0.1)
-    hits = g.get("gallery_pointing")
-    tiles = gallery_tiles(g)
-    header = ["Images", "Maps", f"Mass in brightest {share:.0%} of pixels (mean, 95 % CI)"]
-    rows = [["correctly classified", str(len(tiles["correct"])),
-             mean_ci([t["concentration"] for t in tiles["correct"]])],
-            ["misclassified", str(len(tiles["incorrect"])),
-             mean_ci([t["concentration"] for t in tiles["incorrect"]])]]
-    if hits:
-        header.append("Maximum inside the object's box (95 % CI)")
-        for row, kind in zip(rows, ("correct", "incorrect")):
-            row.append(proportion_ci(*hit_counts(tiles[kind])))
-    s.add(Table(header, rows, caption=f"The galleries' maps below. A flat map scores {share:.0%} "
-                "on concentration; a map focused on one spot approaches 100%. Intervals: t over "
-                "the maps (concentration), Wilson (box hits)."))
+    s.add(_concentration_table(g))
     if g.get("pointing"):
-        s.add(Sub("Pointing game (synthetic boxes)"))
-        s.add(Para("Share of validation maps whose maximum falls inside the object's box; "
-                   "chance is the boxes' mean share of the image (a map pointing at a random "
-                   "pixel)."))
-        s.add(Table(["Run", "Norm", "Hits", "Score (95 % CI)", "Chance"],
-                    [[name, _norm_of(runs, name), f"{p['hits']}/{p['total']}",
-                      proportion_ci(p["hits"], p["total"]), pct(p.get("chance"))]
-                     for name, p in g["pointing"].items()],
-                    caption="Wilson 95 % interval over the scored images; one model (the "
-                            "run's representative seed) per run."))
+        s.add(*_pointing_blocks(g, runs))
     for c in g["classes"]:
         s.add(Sub(c["name"]))
         if c.get("note"):
@@ -130,18 +101,74 @@ def section_gradcam(study: Path, runs: list[RunRecord]) -> tuple[Section, dict |
     return s, g
 
 
+def _model_text(g: dict) -> str:
+    if g.get("seeds") and len(g["seeds"]) > 1:
+        return (f"run {g['run']}, seed {g.get('seed')} (the run with the highest mean val "
+                f"accuracy over its {len(g['seeds'])} seeds, {pct(g.get('mean_val_acc'))}; of "
+                "its seeds the one closest to that mean: a representative model, not the "
+                f"luckiest; {pct(g.get('val_acc'))} on the validation images used here)")
+    return (f"run {g['run']} (the run with the highest val accuracy, "
+            f"{pct(g.get('val_acc'))} on the validation images used here)")
+
+
+def _chance_text(run: str, summary: dict) -> str:
+    """How sure the study is that the explained run is the best (the ranking's P(best))."""
+    rk = summary.get("ranking") or {}
+    if "p_best" not in rk:
+        return ""
+    if run not in rk["p_best"]:
+        return (f" It is not one of the {len(rk['runs'])} runs the ranking orders (see "
+                "Comparisons), so its chance of being the best is not estimated.")
+    text = (f" Its probability of being the best of the {len(rk['runs'])} ranked runs on "
+            f"{metric_label(rk['metric'])} is {rk['p_best'][run]:.2f}")
+    if rk.get("best") == run:
+        return text + "."
+    if rk.get("best"):
+        return text + f"; the ranking names {rk['best']} the best ({rk['p_best'][rk['best']]:.2f})."
+    return (text + f", below {rk['threshold']:.1f}, so it is not named the best: "
+            f"{tied_text(rk)}.")
+
+
+def _concentration_table(g: dict) -> Table:
+    share = g.get("concentration_top_share", 0.1)
+    tiles = gallery_tiles(g)
+    header = ["Images", "Maps", f"Mass in brightest {share:.0%} of pixels (mean, 95 % CI)"]
+    rows = [["correctly classified", str(len(tiles["correct"])),
+             mean_ci([t["concentration"] for t in tiles["correct"]])],
+            ["misclassified", str(len(tiles["incorrect"])),
+             mean_ci([t["concentration"] for t in tiles["incorrect"]])]]
+    if g.get("gallery_pointing"):
+        header.append("Maximum inside the object's box (95 % CI)")
+        for row, kind in zip(rows, ("correct", "incorrect")):
+            row.append(proportion_ci(*hit_counts(tiles[kind])))
+    return Table(header, rows, caption=f"The galleries' maps below. A flat map scores "
+                 f"{share:.0%} on concentration; a map focused on one spot approaches 100%. "
+                 "Intervals: t over the maps (concentration), Wilson (box hits).")
+
+
+def _pointing_blocks(g: dict, runs: list[RunRecord]) -> list:
+    return [Sub("Pointing game (synthetic boxes)"),
+            Para("Share of validation maps whose maximum falls inside the object's box; "
+                 "chance is the boxes' mean share of the image (a map pointing at a random "
+                 "pixel)."),
+            Table(["Run", "Norm", "Hits", "Score (95 % CI)", "Chance"],
+                  [[name, _norm_of(runs, name), f"{p['hits']}/{p['total']}",
+                    proportion_ci(p["hits"], p["total"]), pct(p.get("chance"))]
+                   for name, p in g["pointing"].items()],
+                  caption="Wilson 95 % interval over the scored images; one model (the "
+                          "run's representative seed) per run.")]
+
+
 def _norm_of(runs: list[RunRecord], name: str) -> str:
     return next((val(r.config.get("norm")) for r in runs if r.name == name), "—")
 
 
 def proportion_ci(hits: int, total: int) -> str:
     """'62.0% (55.1–68.4%)': a share with its Wilson 95 % interval."""
-    from scipy import stats
-
-    if not total:
+    ci = wilson_interval(hits, total)
+    if ci is None:
         return "—"
-    ci = stats.binomtest(int(hits), int(total)).proportion_ci(0.95, method="wilson")
-    return f"{pct(hits / total)} ({100 * ci.low:.1f}–{100 * ci.high:.1f}%)"
+    return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
 
 
 def gallery_tiles(g: dict) -> dict[str, list[dict]]:
@@ -164,15 +191,3 @@ def mean_ci(values: list[float]) -> str:
     if ci is None:
         return pct(values[0])
     return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
-
-
-def mean_difference(a: list[float], b: list[float]) -> tuple[float, float, float] | None:
-    """mean(a) − mean(b) with its Welch 95 % interval, or None with fewer than 2 of either."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return None
-    res = stats.ttest_ind(a, b, equal_var=False)
-    ci = res.confidence_interval(0.95)
-    diff = sum(a) / len(a) - sum(b) / len(b)
-    return diff, float(ci.low), float(ci.high)

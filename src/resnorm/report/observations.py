@@ -2,9 +2,11 @@
 
 Each observer gets the `Facts` the sections computed (the runs, their roles, the study's
 summary with its intervals, the sanity check, the BIN gates, the Grad-CAM summary) and returns
-a sentence, a list of sentences or None; it computes nothing the tables do not show. A
-difference between runs is stated only when its 95 % interval excludes 0; otherwise the
-sentence says it is not distinguishable at this scale, with the interval.
+a sentence, a list of sentences or None; it computes nothing the tables do not show. The
+primary family comes first and names the multiplicity method once. A difference between runs
+is stated only when its family's adjusted test rejects (and marked exploratory outside the
+primary family); otherwise the sentence says it is not distinguishable at this scale, with the
+interval.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, metric_label, num,
-                                   pct, pts, signed_pts, val)
+                                   p_value, pct, pts, signed_pts, val)
 from resnorm.report.roles import Roles
 from resnorm.report.summary import primary_metric
+from resnorm.report.verdicts import best_sentence
 from resnorm.study.records import RunRecord, best_run
+from resnorm.study.statistics import welch_difference
 
 
 @dataclass
@@ -47,10 +51,13 @@ class Facts:
 def _flipped(c: dict) -> dict:
     flip = {"a higher": "b higher", "b higher": "a higher"}
     out = {**c, "a": c["b"], "b": c["a"], "verdict": flip.get(c["verdict"], c["verdict"])}
+    if "verdict_unadjusted" in c:
+        out["verdict_unadjusted"] = flip.get(c["verdict_unadjusted"], c["verdict_unadjusted"])
     if c.get("diff") is not None:
         out["diff"] = -c["diff"]
-    if c.get("ci95"):
-        out["ci95"] = [-c["ci95"][1], -c["ci95"][0]]
+    for key in ("ci95", "ci95_simultaneous"):
+        if c.get(key):
+            out[key] = [-c[key][1], -c[key][0]]
     return out
 
 
@@ -62,16 +69,21 @@ def observations(facts: Facts) -> list[str]:
 
 
 def difference_text(c: dict | None, a: str, b: str) -> str:
-    """'bn higher than gn by +3.1 points (95 % CI ...)' when the CI excludes 0, else 'not
-    distinguishable at this scale (difference ..., 95 % CI ...)'."""
+    """'bn higher than gn by +3.1 points (95 % CI ...)' when the family's adjusted test
+    rejects, else 'not distinguishable at this scale (difference ..., 95 % CI ...)' ("after
+    adjustment" when the raw interval alone excludes 0); "(exploratory)" outside the primary
+    family."""
     if c is None or c.get("diff") is None:
         reason = (c or {}).get("reason", "no comparison was made")
         return f"not comparable ({reason})"
     if c["verdict"] == "b higher":  # say it the way round that reads as a gain
         return difference_text(_flipped(c), b, a)
+    label = " (exploratory)" if c.get("family") == "exploratory" else ""
     if c["verdict"] == "a higher":
-        return f"{a} higher than {b} by {diff_ci(c)}"
-    return f"not distinguishable at this scale (difference {diff_ci(c)})"
+        return f"{a} higher than {b} by {diff_ci(c)}{label}"
+    after = (" after adjustment" if c.get("verdict_unadjusted") not in (None, c["verdict"])
+             else "")
+    return f"not distinguishable at this scale{after} (difference {diff_ci(c)}){label}"
 
 
 def _primary(f: Facts) -> tuple[str, str, str]:
@@ -82,9 +94,54 @@ def _primary(f: Facts) -> tuple[str, str, str]:
     return metric, split, key
 
 
+def _obs_families(f: Facts):
+    """The multiplicity method, named once: the later sentences say primary or exploratory."""
+    fam = f.summary.get("families") or {}
+    primary, explore = fam.get("primary"), fam.get("exploratory")
+    if not primary or not primary.get("size"):
+        return None
+    how = ("a max-T adjustment (Holm's step-down method with the exact bound for "
+           "correlated tests)" if primary.get("adjustment") == "max-T"
+           else "Holm's step-down adjustment")
+    return (f"The study's questions form the primary family ({'; '.join(primary['questions'])}"
+            f"): {primary['size']} tests with {how}, so that the chance of even one false "
+            "verdict among them is at most 5 %. The other "
+            f"{(explore or {}).get('size', 0)} comparisons are exploratory, with "
+            "Benjamini–Hochberg adjusted p-values, and labelled so below. A difference is "
+            "stated only when its family's adjusted test rejects.")
+
+
+def _obs_primary_pairs(f: Facts):
+    """The primary pairs that differ after adjustment, and how many the raw tests would add."""
+    metric = primary_metric(f.summary)
+    pairs = [c for c in f.summary.get("comparisons", [])
+             if c.get("family") == "primary" and c["metric"] == metric
+             and c.get("diff") is not None]
+    if not pairs:
+        return None
+    called = [c for c in pairs if c["verdict"] in ("a higher", "b higher")]
+    raw_only = sum(c.get("verdict_unadjusted") in ("a higher", "b higher") for c in pairs) \
+        - len(called)
+    text = (f"Primary family, {metric_label(metric)}: {len(called)} of the {len(pairs)} "
+            "pairs differ")
+    if called:
+        text += ": " + "; ".join(difference_text(c, c["a"], c["b"]) for c in called)
+    if raw_only > 0:
+        text += (f". {raw_only} more would have been called on unadjusted 95 % intervals "
+                 "alone; after adjustment, not distinguishable at this scale")
+    return text + "."
+
+
+def _obs_ranking(f: Facts):
+    rk = f.summary.get("ranking")
+    if not rk or "p_best" not in rk:
+        return None
+    return best_sentence(rk, f.summary.get("runs")) + " (see the ranking under Comparisons)."
+
+
 def _obs_best_worst(f: Facts):
     metric, split, key = _primary(f)
-    scored = [(r, r.score(split, key)) for r in f.roles.variants if r.ok]
+    scored = [(r, r.score(split, key)) for r in _ranked(f) if r.ok]
     scored = [(r, a) for r, a in scored if a is not None]
     if len(scored) < 2:
         return None
@@ -92,16 +149,27 @@ def _obs_best_worst(f: Facts):
     worst, _ = min(scored, key=lambda t: t[1])
     c = f.comparison(best.name, worst.name, metric)
     held_out = " (held out: the test split chose nothing)" if split == "test" else ""
+    p_best = ((f.summary.get("ranking") or {}).get("p_best") or {}).get(best.name)
+    chance = f"; P(best) {p_best:.2f}" if p_best is not None else ""
     return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean "
-            f"{metric_label(metric)}{held_out} ({ci_pct(f.stat(best.name, metric))}) and "
-            f"{worst.name} the lowest ({ci_pct(f.stat(worst.name, metric))}): "
+            f"{metric_label(metric)}{held_out} ({ci_pct(f.stat(best.name, metric))}{chance}) "
+            f"and {worst.name} the lowest ({ci_pct(f.stat(worst.name, metric))}): "
             f"{difference_text(c, best.name, worst.name)}.")
+
+
+def _ranked(f: Facts) -> list[RunRecord]:
+    """The runs the ranking orders (the primary family's), else the norm variants."""
+    names = (f.summary.get("ranking") or {}).get("runs")
+    if not names:
+        return list(f.roles.variants)
+    by_name = {r.name: r for r in f.runs}
+    return [by_name[n] for n in names if n in by_name]
 
 
 def _obs_variants_vs_best(f: Facts):
     """Which variants the best one is (and is not) distinguishable from."""
     metric, split, key = _primary(f)
-    scored = [r for r in f.roles.variants if r.ok and r.score(split, key) is not None]
+    scored = [r for r in _ranked(f) if r.ok and r.score(split, key) is not None]
     if len(scored) < 3:
         return None
     best = max(scored, key=lambda r: r.score(split, key))
@@ -111,11 +179,10 @@ def _obs_variants_vs_best(f: Facts):
         if r is not best and c is not None and c["verdict"] == "no clear difference":
             tied.append(r.name)
     if not tied:
-        return (f"{best.name}'s {metric_label(metric)} is above every other norm variant's with "
-                "a 95 % interval excluding 0 (see Comparisons).")
+        return (f"{best.name}'s {metric_label(metric)} is above every other variant's after "
+                "adjustment (see Comparisons).")
     return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in "
-            f"{metric_label(metric)} (their differences' 95 % intervals hold 0; see "
-            "Comparisons).")
+            f"{metric_label(metric)} (their adjusted tests do not reject; see Comparisons).")
 
 
 def _obs_generalisation(f: Facts):
@@ -132,8 +199,8 @@ def _obs_generalisation(f: Facts):
               f"{ci_pct(te)} on {test}" if te else f"{ci_pct(tr)} on train and {ci_pct(va)} on val")
     note = (f"; its {' and '.join(inflated)} scores are inflated: they include images with a "
             "copy in train" if inflated else "")
-    return (f"The best run by val accuracy, {best.name}, scored {scores} (accuracy, mean ± 95 % "
-            f"CI half-width){note}.")
+    return (f"The run with the highest mean val accuracy, {best.name}, scored {scores} "
+            f"(accuracy, mean ± 95 % CI half-width){note}.")
 
 
 def _obs_sanity(f: Facts):
@@ -148,8 +215,9 @@ def _obs_sanity(f: Facts):
                 "inconclusive": "neither shown equivalent nor different"}[eq["equivalence"]]
         out.append(f"Own BN and PyTorch BN are {word} in "
                    f"{metric_label(eq.get('metric', 'val_acc'))} within ± "
-                   f"{pts(eq['tolerance'])}: {sanity['a'].name} − {sanity['b'].name} "
-                   f"{diff_ci(eq)}.")
+                   f"{pts(eq['tolerance'])} (primary family; equivalence test p "
+                   f"{p_value(eq.get('p_adjusted'))}, adjusted): {sanity['a'].name} − "
+                   f"{sanity['b'].name} {diff_ci(eq)}.")
     pair = f"{sanity['a'].name} and {sanity['b'].name}"
     if sanity.get("seed") is not None:
         pair += f" (seed {sanity['seed']})"
@@ -206,8 +274,10 @@ def _obs_batch(f: Facts):
     elif verdict == "BN less sensitive":
         text += f" BN is less sensitive to the batch size than GN: interaction {diff_ci(inter)}."
     elif verdict == "no clear difference":
+        after = (" after adjustment" if inter.get("verdict_unadjusted") not in (None, verdict)
+                 else "")
         text += (" Whether GN is less sensitive to the batch size than BN is not "
-                 f"distinguishable at this scale (interaction {diff_ci(inter)}).")
+                 f"distinguishable at this scale{after} (interaction {diff_ci(inter)}).")
     return text
 
 
@@ -225,8 +295,7 @@ def _obs_gradcam(f: Facts):
     g = f.gradcam
     if g is None:
         return None
-    from resnorm.report.inspection import (gallery_tiles, hit_counts, mean_ci, mean_difference,
-                                           proportion_ci)
+    from resnorm.report.inspection import gallery_tiles, hit_counts, mean_ci, proportion_ci
 
     out = []
     share = g.get("concentration_top_share", 0.1)
@@ -238,12 +307,13 @@ def _obs_gradcam(f: Facts):
                 f"of their mass in their brightest {share:.0%} of pixels, vs "
                 f"{mean_ci(conc['incorrect'])} for misclassified images (a flat map would score "
                 f"{share:.0%})")
-        d = mean_difference(conc["correct"], conc["incorrect"])
+        d = welch_difference(conc["correct"], conc["incorrect"])
         if d is not None:
             diff, lo, hi = d
             span = f"{signed_pts(diff)} points, 95 % CI {signed_pts(lo)} to {signed_pts(hi)}"
-            text += (f": {'more' if lo > 0 else 'less'} concentrated when right ({span})"
-                     if lo > 0 or hi < 0 else
+            # one test outside the study's families: BH over a family of one is the raw test
+            text += (f": {'more' if lo > 0 else 'less'} concentrated when right ({span}; "
+                     "exploratory, Welch)" if lo > 0 or hi < 0 else
                      f": not distinguishable at this scale (difference {span})")
         out.append(text + ".")
     hits = {k: hit_counts(v) for k, v in tiles.items()}
@@ -323,5 +393,6 @@ def _where(at: Any) -> str:
 
 
 _OBSERVERS: list[Callable[[Facts], Any]] = [
-    _obs_best_worst, _obs_variants_vs_best, _obs_generalisation, _obs_sanity, _obs_batch,
-    _obs_gates, _obs_gradcam, _obs_literal, _obs_problems]
+    _obs_families, _obs_primary_pairs, _obs_ranking, _obs_best_worst, _obs_variants_vs_best,
+    _obs_sanity, _obs_batch, _obs_generalisation, _obs_gates, _obs_gradcam, _obs_literal,
+    _obs_problems]

@@ -1,11 +1,19 @@
-"""The study's statistics: per-run intervals, comparisons, the batch-size interaction and the
-sanity equivalence, as one JSON-ready dict (STUDY/summary.json) that the report then states.
+"""The study's statistics: per-run intervals, comparisons, the batch-size interaction, the
+sanity equivalence, their families with adjusted p-values, and the ranking of the variants, as
+one JSON-ready dict (STUDY/summary.json) that the report then states.
 
 Every number comes from resnorm.study.statistics on the per-image validation predictions of
 each (run, seed) (RUN/seed-S/predictions.npz): the intervals count both the seeds and the
 finite validation set. Metric names are metrics.csv's (`val_acc`, `val_macro_f1`, ...), values
 are fractions. Nothing here raises on a degenerate study: a comparison that cannot be made
 (a run missing, diverged on every seed, without predictions) is listed with its `reason`.
+
+Families (resnorm.study.statistics.families): the primary family holds the sanity
+equivalence, the primary pairs (`pairs.primary_pairs`) on the primary metric and the
+interaction, Holm-adjusted, each with `ci95_simultaneous`; every other comparison is
+exploratory, Benjamini–Hochberg-adjusted. Each test carries `family`, `p` (raw) and
+`p_adjusted`; `verdict` is the adjusted one, `verdict_unadjusted` the 95 % interval's alone.
+`ranking` orders the primary runs (`pairs.ranked_runs`) by P(best) on the primary metric.
 """
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.predictions import read_predictions
+from resnorm.report.format import metric_label
+from resnorm.report.pairs import comparison_pairs, primary_pairs, ranked_runs, role_pairs
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
 from resnorm.study.records import SUMMARY_FILE, RunRecord
@@ -32,9 +42,6 @@ COMPARED_METRICS = ("val_acc", "val_macro_f1")  # val_micro_f1 equals val_acc
 # With a test split, the same on test: the held-out estimate (val chose the epochs).
 TEST_METRICS = ("test_acc", "test_macro_f1")
 N_BOOT = 2000
-# Plan fields that say nothing about the experiment (where and how fast it ran).
-IGNORED_FIELDS = ("seed", "device", "amp", "channels_last", "compile", "compile_mode",
-                  "eval_batch_size", "num_classes")
 METHOD = ("Each run was trained once per seed and its best checkpoint evaluated on the same "
           "validation (and test) images. Intervals are 95 % and count both sources of noise: the "
           "seed-to-seed spread (a t interval over seeds) and the finite validation set (a "
@@ -44,7 +51,27 @@ METHOD = ("Each run was trained once per seed and its best checkpoint evaluated 
           "order). With one seed per run, the interval is "
           "the paired image bootstrap alone (conditional on the trained models) and the p-value "
           "of an accuracy difference is McNemar's exact test. A difference is stated only when "
-          "its interval excludes 0.")
+          "the adjusted test of its family rejects (see below) and its 95 % interval excludes "
+          "0; otherwise the verdict is \"no clear difference\".")
+MAX_T_METHOD = ("Primary family ({m} tests): {questions}. The p-values are adjusted by Holm's "
+                "step-down method with its Bonferroni bound replaced by the exact bound for "
+                "these correlated tests (step-down max-T, Westfall & Young 1993; the "
+                "correlation from the two-level bootstrap of the runs), which keeps the "
+                "chance of even one false verdict in the family at 5 %; plain Holm, which "
+                "allows for any correlation and so holds it nearer 3.5 % here, is beside it. "
+                "The simultaneous intervals, from the same bound, hold every member's true "
+                "value together with probability >= 95 %.")
+HOLM_METHOD = ("Primary family ({m} tests): {questions}. Holm's step-down adjustment of the "
+               "p-values keeps the chance of even one false verdict in the family at or below "
+               "5 %; the simultaneous intervals, at the Bonferroni level 1 − 5 %/{m}, hold "
+               "every member's true value together with probability >= 95 % (Holm can "
+               "reject where such an interval still touches 0: the verdict follows the "
+               "test).")
+EXPLORATORY_METHOD = ("Exploratory (every other comparison: the second metric, the other "
+                      "split, recipe and batch-size pairs, pairs the plan adds): "
+                      "Benjamini–Hochberg adjusted p-values, which keep the expected share of "
+                      "false verdicts among those stated at 5 %; read them as leads, not "
+                      "findings.")
 
 
 @dataclasses.dataclass
@@ -131,62 +158,16 @@ def _seed_interval(values: list[float]) -> dict:
                                         "counted: no per-image predictions)"}
 
 
-# --- which pairs to compare ------------------------------------------------------------------
-
-def _fields(plan: dict) -> dict[str, dict]:
-    """Each plan run's settings (defaults + overrides), without the ones that do not change
-    the experiment."""
-    defaults = plan.get("defaults") or {}
-    out = {}
-    for r in plan.get("runs") or []:
-        if isinstance(r, dict) and "name" in r:
-            fields = {**defaults, **{k: v for k, v in r.items() if k != "name"}}
-            out[str(r["name"])] = {k: v for k, v in fields.items() if k not in IGNORED_FIELDS}
-    return out
-
-
-def _differences(a: dict, b: dict) -> list[str]:
-    from resnorm.study.plan import train_default
-
-    def value(fields: dict, key: str) -> Any:
-        if key in fields:
-            return fields[key]
-        try:
-            return train_default(key)
-        except KeyError:
-            return None
-
-    return [k for k in sorted(set(a) | set(b)) if value(a, k) != value(b, k)]
-
-
-def comparison_pairs(plan: dict) -> list[tuple[str, str, str]]:
-    """(a, b, what differs): every pair of plan runs that differ in exactly one setting, in plan
-    order, then the plan's `comparisons:` pairs."""
-    fields = _fields(plan)
-    names = list(fields)
-    pairs, seen = [], set()
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            diff = _differences(fields[a], fields[b])
-            if len(diff) == 1:
-                pairs.append((a, b, diff[0]))
-                seen.add(frozenset((a, b)))
-    for a, b in plan.get("comparisons") or []:
-        if frozenset((a, b)) not in seen and a in fields and b in fields:
-            pairs.append((a, b, ", ".join(_differences(fields[a], fields[b])) or "nothing"))
-            seen.add(frozenset((a, b)))
-    return pairs
-
-
 # --- the summary ------------------------------------------------------------------------------
 
 def _contrast(kind: str, groups: list[_Seeds], stats: _Stats, metric: str) -> dict:
-    """compare / interaction on val, or a 'not computable' result naming why."""
-    missing = [g.missing for g in groups if g.missing]
+    """compare / interaction on `metric`'s split, or a 'not computable' result naming why."""
+    split, m = metric.split("_", 1)
+    missing = [g.missing or f"a run has no {split} predictions" for g in groups
+               if g.missing or split not in g.by_split]
     if missing:
         return {"diff": None, "ci95": None, "p": None, "verdict": st.NOT_COMPUTABLE,
                 "reason": missing[0], "method": f"not computable: {missing[0]}"}
-    split, m = metric.split("_", 1)
     sets = [g.by_split[split] for g in groups]
     try:
         kwargs = stats.kwargs(split, sets[0][0].labels.size)
@@ -200,7 +181,7 @@ def _contrast(kind: str, groups: list[_Seeds], stats: _Stats, metric: str) -> di
 
 def _public(res: dict, *keys: str) -> dict:
     keep = ("diff", "ci95", "p", "verdict", "method", "reason", "seeds", "sensitivity",
-            "n_images") + keys
+            "n_images", "se", "df") + keys
     return {k: _finite(res[k]) if k != "sensitivity" else
             {n: _finite(v) for n, v in res[k].items()} for k in keep if k in res}
 
@@ -217,18 +198,28 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
     seeds = {r.name: _seed_predictions(r) for r in runs}
     out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
+    metric = primary_metric(out)
     metrics = COMPARED_METRICS + (TEST_METRICS if "test" in out["splits"] else ())
-    comparisons = []
-    for a, b, differs in comparison_pairs(plan) + _role_pairs(roles, plan):
+    out["comparisons"] = _comparisons(comparison_pairs(plan) + role_pairs(roles, plan), seeds,
+                                      stats, metrics)
+    out["interaction"] = _interaction(roles, seeds, stats, metric)
+    out["sanity"] = _sanity(roles, seeds, stats, plan, metric)
+    out["families"] = _adjust_families(out, primary_pairs(plan, roles), metric,
+                                       bool(plan.get("primary")), seeds, stats)
+    out["ranking"] = _ranking(ranked_runs(plan, roles), seeds, stats, metric)
+    return out
+
+
+def _comparisons(pairs: list[tuple[str, str, str]], seeds: dict[str, _Seeds], stats: _Stats,
+                 metrics: tuple[str, ...]) -> list[dict]:
+    out = []
+    for a, b, differs in pairs:
         if a not in seeds or b not in seeds:
             continue
         for metric in metrics:
             res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
-            comparisons.append({"a": a, "b": b, "differs_in": differs, "metric": metric,
-                                **_public(res)})
-    out["comparisons"] = comparisons
-    out["interaction"] = _interaction(roles, seeds, stats, primary_metric(out))
-    out["sanity"] = _sanity(roles, seeds, stats, plan, primary_metric(out))
+            out.append({"a": a, "b": b, "differs_in": differs, "metric": metric,
+                        **_public(res)})
     return out
 
 
@@ -243,30 +234,6 @@ def _splits(runs: list[RunRecord]) -> dict:
             return {split: {**c, "inflated": kept and c["leaked"] > 0}
                     for split, c in counts.items()}
     return {}
-
-
-def _role_pairs(roles: Roles, plan: dict) -> list[tuple[str, str, str]]:
-    """The pairs the report's sections discuss that may differ in more than one setting: each
-    norm at its smallest vs largest batch size (lr and early stopping change with it), each
-    literal-recipe run vs its default-recipe variant, and the sanity pair."""
-    fields = _fields(plan)
-    pairs = []
-    for members in roles.batch.values():
-        if len(members) >= 2:
-            pairs.append((members[0].name, members[-1].name))
-    pairs += [(lit.name, ref.name) for lit, ref in roles.literal if ref is not None]
-    if roles.sanity is not None:
-        pairs.append((roles.sanity[0].name, roles.sanity[1].name))
-    known = {frozenset(p[:2]) for p in comparison_pairs(plan)}
-    out = []
-    for a, b in pairs:
-        if frozenset((a, b)) in known:
-            continue
-        known.add(frozenset((a, b)))
-        differs = (", ".join(_differences(fields[a], fields[b])) if a in fields and b in fields
-                   else "—")
-        out.append((a, b, differs or "nothing"))
-    return out
 
 
 def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats,
@@ -288,8 +255,9 @@ def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats,
 
 def _sanity(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
             metric: str) -> dict | None:
-    """PyTorch BN vs own BN as an equivalence test on `metric` (the primary one), within ± the
-    plan's tolerance (sanity_tolerance.metric)."""
+    """PyTorch BN vs own BN as an equivalence test (TOST: `p` is its p-value, `p_difference`
+    the difference test's) on `metric` (the primary one), within ± the plan's tolerance
+    (sanity_tolerance.metric). The family's adjustment decides `equivalence`."""
     if roles.sanity is None:
         return None
     from resnorm.study.plan import DEFAULT_TOLERANCE
@@ -297,8 +265,78 @@ def _sanity(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
     a, b = roles.sanity
     tol = float({**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}["metric"])
     res = _contrast("compare", [seeds[a.name], seeds[b.name]], stats, metric)
-    return {"a": a.name, "b": b.name, "metric": metric, "tolerance": tol,
-            **_public(res), "equivalence": st.equivalence(res, tol)}
+    public = {k: v for k, v in _public(res).items() if k != "verdict"}
+    method = (f"Equivalence within ± {tol:g} by two one-sided tests (TOST) on the difference: "
+              + res["method"])
+    return {"a": a.name, "b": b.name, "metric": metric, "tolerance": tol, "test": "equivalence",
+            **public, "method": method, "p_difference": public.get("p"),
+            "p": _finite(st.equivalence_p(res, tol)), "equivalence": st.equivalence(res, tol)}
+
+
+def _adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_plan: bool,
+                     seeds: dict[str, _Seeds], stats: _Stats) -> dict:
+    """Label every test primary or exploratory and adjust each family (see
+    resnorm.study.statistics.families); returns the families' description."""
+    keys = {frozenset(p) for p in pairs}
+    primary = [c for c in out["comparisons"]
+               if c["metric"] == metric and frozenset((c["a"], c["b"])) in keys]
+    exploratory = [c for c in out["comparisons"] if not any(c is p for p in primary)]
+    primary += [x for x in (out["sanity"], out["interaction"]) if x]
+    split, key = metric.split("_", 1)
+    runs = {n: g.by_split[split] for n, g in seeds.items() if split in g.by_split}
+    n_images = next((r[0].labels.size for r in runs.values()), 0)
+    st.adjust_primary(primary, [_weights(m) for m in primary], runs, key,
+                      **(stats.kwargs(split, n_images) if runs else {}))
+    st.adjust(exploratory, st.EXPLORATORY)
+    tested = [m for m in primary if m.get("p") is not None]
+    adjustment = tested[0]["adjustment"] if tested else None
+    questions = _questions(out, keys, metric, from_plan)
+    method = MAX_T_METHOD if adjustment == "max-T" else HOLM_METHOD
+    return {"alpha": st.ALPHA, "metric": metric,
+            "primary": {"size": len(tested), "questions": questions, "adjustment": adjustment,
+                        "method": method.format(m=len(tested), questions="; ".join(questions))},
+            "exploratory": {"size": sum(c.get("p") is not None for c in exploratory),
+                            "method": EXPLORATORY_METHOD}}
+
+
+def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) -> list[str]:
+    """The primary family's questions in words."""
+    runs = {name for pair in keys for name in pair}
+    pairs = (f"the plan's {len(keys)} primary pair(s)" if from_plan else
+             f"the {len(runs)} norm variants pairwise ({len(keys)} pairs)")
+    return ((["own BN vs PyTorch BN (an equivalence test)"] if out["sanity"] else [])
+            + [f"{pairs} on {metric_label(metric)}"]
+            + (["the batch-size interaction (GN vs BN)"] if out["interaction"] else []))
+
+
+def _weights(member: dict) -> dict[str, float]:
+    """A test's contrast as {run: weight}: a − b, or the interaction's four runs."""
+    r = member.get("runs")
+    terms = ([(r["gn_small"], 1.0), (r["gn_large"], -1.0), (r["bn_small"], -1.0),
+              (r["bn_large"], 1.0)] if r else [(member["a"], 1.0), (member["b"], -1.0)])
+    out: dict[str, float] = {}
+    for name, w in terms:
+        out[name] = out.get(name, 0.0) + w
+    return out
+
+
+def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
+             metric: str) -> dict | None:
+    """P(best) and expected rank of `names` on `metric` (see
+    resnorm.study.statistics.ranking); runs without predictions are left out, saying why."""
+    split, m = metric.split("_", 1)
+    usable = {n: seeds[n].by_split[split] for n in names
+              if n in seeds and split in seeds[n].by_split}
+    left_out = {n: (seeds[n].missing if n in seeds else None) or f"no {split} predictions"
+                for n in names if n not in usable}
+    if len(usable) < 2:
+        return None
+    try:
+        n_images = next(iter(usable.values()))[0].labels.size
+        res = st.rank_runs(usable, m, **stats.kwargs(split, n_images))
+    except ValueError as exc:  # e.g. runs evaluated on other validation sets
+        return {"metric": metric, "reason": str(exc), "left_out": left_out}
+    return {**res, "metric": metric, "left_out": left_out}
 
 
 def write_summary(study: Path, summary: dict) -> Path:

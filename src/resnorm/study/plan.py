@@ -3,8 +3,10 @@
 A plan has shared `defaults:` (any TrainConfig field) and a list of `runs:` (a `name` plus
 overrides); see configs/demo.yaml and docs/architecture.md. `seeds:` (a count K, or a list)
 trains every run once per seed; `comparisons:` names pairs of runs to compare beyond those the
-report finds itself. `load_plan(path)` gives a `Plan`; `resolve_fields(plan, spec)` gives one
-run's TrainConfig fields, with the plan's lr rule applied across batch sizes;
+report finds itself; `primary:` names the pairs of the study's primary family (the report's
+default: the norm variants pairwise). `load_plan(path)` gives a `Plan`;
+`resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
+applied across batch sizes;
 `plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
 """
 from __future__ import annotations
@@ -24,7 +26,8 @@ __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve
            "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
-             "seeds", "comparisons", "synthetic", "gradcam", "slurm", "defaults", "runs")
+             "seeds", "comparisons", "primary", "synthetic", "gradcam", "slurm", "defaults",
+             "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
 # How the learning rate follows the batch size B, relative to the plan's base batch size B0.
@@ -74,6 +77,7 @@ class Plan:
     seeds: int | list[int] = 1
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
+    primary: list[tuple[str, str]] = field(default_factory=list)  # the primary family's pairs
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -97,6 +101,7 @@ class Plan:
                 "base_batch_size": self.base_batch_size,
                 "sanity_tolerance": self.sanity_tolerance, "threads": self.threads,
                 "seeds": self.seeds, "comparisons": [list(c) for c in self.comparisons],
+                "primary": [list(c) for c in self.primary],
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam, "slurm": self.slurm,
                 "defaults": self.defaults,
@@ -163,6 +168,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
                          "run; give 'seeds' as a count instead (seeds counted from each run's "
                          "seed)")
     plan.comparisons = _comparisons(raw.get("comparisons"), seen, source)
+    plan.primary = _comparisons(raw.get("primary"), seen, source, "primary")
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
@@ -180,16 +186,17 @@ def parse_seeds(value: Any, where: str) -> int | list[int]:
     return _positive_int(value, where)
 
 
-def _comparisons(value: Any, names: set[str], source: str) -> list[tuple[str, str]]:
+def _comparisons(value: Any, names: set[str], source: str,
+                 key: str = "comparisons") -> list[tuple[str, str]]:
     if value is None:
         return []
     pairs = []
     if not isinstance(value, list):
-        raise UsageError(f"{source}: comparisons must be a list of [run_a, run_b] pairs")
+        raise UsageError(f"{source}: {key} must be a list of [run_a, run_b] pairs")
     for pair in value:
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or pair[0] == pair[1]
                 or any(str(x) not in names for x in pair)):
-            raise UsageError(f"{source}: comparisons: {pair!r} is not a pair of two different "
+            raise UsageError(f"{source}: {key}: {pair!r} is not a pair of two different "
                              f"runs of the plan")
         pairs.append((str(pair[0]), str(pair[1])))
     return pairs

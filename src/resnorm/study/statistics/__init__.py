@@ -1,0 +1,39 @@
+"""The statistics behind a study's verdicts: intervals that count seeds *and* images, families
+of tests adjusted together, and a ranking with its uncertainty.
+
+Pure numpy + scipy.stats (no torch), so the report and any tool can use it cheaply. By concern:
+
+  metrics     accuracy, micro and macro F1 of predictions, on the whole validation set or on
+              every bootstrap resample of it
+  inputs      runs as lists of seeds' predictions on the one validation set they share
+  contrasts   a weighted sum of runs (a − b, the batch-size interaction) with a 95 % interval
+              over seeds and images, its p and verdict; the equivalence test
+  resampling  the two-level bootstrap of a study's runs (seeds, then images; paired)
+  families    step-down max-T and Holm (primary family), Benjamini–Hochberg (exploratory)
+              adjusted p-values, simultaneous intervals, adjusted verdicts
+  ranking     P(best) and expected rank per run from the two-level bootstrap
+  intervals   plain-sample intervals: a mean (t), a share (Wilson), a difference of means
+              (Welch)
+"""
+from resnorm.study.statistics.contrasts import (NOT_COMPUTABLE, compare, contrast, equivalence,
+                                                equivalence_p, interaction, summarize)
+from resnorm.study.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, PRIMARY,
+                                               adjust, adjust_primary, benjamini_hochberg,
+                                               correlation, holm, interval_at, max_t)
+from resnorm.study.statistics.inputs import SeedPredictions
+from resnorm.study.statistics.intervals import t_interval, welch_difference, wilson_interval
+from resnorm.study.statistics.metrics import (DEFAULT_N_BOOT, METRICS, bootstrap_indices,
+                                              metric_replicates, metric_value)
+from resnorm.study.statistics.ranking import BEST_THRESHOLD, best_or_tied, rank_runs
+from resnorm.study.statistics.resampling import Resample, resample_runs
+
+__all__ = [
+    "METRICS", "DEFAULT_N_BOOT", "NOT_COMPUTABLE", "ALPHA", "PRIMARY", "EXPLORATORY",
+    "NO_DIFFERENCE", "BEST_THRESHOLD",
+    "SeedPredictions", "metric_value", "bootstrap_indices", "metric_replicates",
+    "contrast", "compare", "interaction", "summarize", "equivalence", "equivalence_p",
+    "holm", "benjamini_hochberg", "interval_at", "correlation", "max_t", "adjust",
+    "adjust_primary",
+    "Resample", "resample_runs", "rank_runs", "best_or_tied",
+    "t_interval", "wilson_interval", "welch_difference",
+]
