@@ -19,9 +19,9 @@ from resnorm.study.statistics import t_interval, wilson_interval
 def bin_gates(run: RunRecord) -> list[dict]:
     """Per BIN layer of the run's best checkpoint: gate statistics (rho per channel)."""
     from resnorm.norms import BatchInstanceNorm2d
-    from resnorm.train import load_run_model
+    from resnorm.train import load_run
 
-    model, _ = load_run_model(run.dir, which="best")
+    model = load_run(run.dir, device="cpu").model
     layers = []
     for name, module in model.named_modules():
         if isinstance(module, BatchInstanceNorm2d):
