@@ -57,12 +57,9 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
         f"goes to runs/<name>/seed-<s>/{LOG_FILE}")
     queue = []
     for job in todo:
-        holder = held_by(job.dir)
-        if (job.dir / "final.json").exists():  # nothing to train: no process needed
-            yield job, train_one(job.cfg, job.dir, progress, job.label)
-        elif holder is not None:  # another study process trains it (the worker re-checks)
-            yield job, Outcome(job.label, "busy", "skipped", None, 0.0,
-                               f"being trained by {holder}")
+        outcome = _without_a_process(job, progress)
+        if outcome is not None:
+            yield job, outcome
         else:
             queue.append(job)
     queue.reverse()  # pop() takes them in plan order
@@ -97,6 +94,17 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     finally:  # done, or interrupted (Ctrl-C, an error here, the caller stopped)
         for worker in list(busy.values()) + idle:
             worker.stop(kill=worker in busy.values())
+
+
+def _without_a_process(job: Job, progress: bool) -> Outcome | None:
+    """The outcome of a job that needs no worker: finished already (skipped), or held by
+    another study process (busy; the worker would re-check). None: it needs a worker."""
+    if (job.dir / "final.json").exists():
+        return train_one(job.cfg, job.dir, progress, job.label)
+    holder = held_by(job.dir)
+    if holder is not None:
+        return Outcome(job.label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+    return None
 
 
 class _Worker:

@@ -12,7 +12,6 @@ example:
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import traceback
@@ -153,15 +152,9 @@ def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> li
 def _check_unchanged(cfg, run_dir: Path) -> None:
     """Refuse to reuse a (run, seed) folder trained with other settings than the plan now
     gives."""
-    from resnorm.train import RESUMABLE_CHANGES
+    from resnorm.train.resume import mismatches
 
-    saved = read_yaml(run_dir / "config.yaml")
-    if not saved:
-        return
-    changed = [f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}"
-               for k in dataclasses.asdict(cfg)
-               if k not in RESUMABLE_CHANGES and k != "num_classes" and k in saved
-               and saved[k] != getattr(cfg, k)]
+    changed = mismatches(cfg, read_yaml(run_dir / "config.yaml"))
     if changed:
         raise UsageError(f"{run_dir} was trained with other settings than the plan now gives "
                          f"({'; '.join(changed)}); delete that folder or use another --out")
