@@ -83,7 +83,7 @@ def best_or_tied(p_best: Mapping[str, float], threshold: float = BEST_THRESHOLD)
 
 
 def _method(out: dict, seeds: list[int]) -> str:
-    text = (f"{out['n_boot']} replicates, each resampling the validation images (the same "
+    text = (f"{out['n_boot']} replicates, each resampling the evaluated images (the same "
             "resample for every run)")
     if max(seeds) > 1:
         text += (" and drawing each run's seed-to-seed uncertainty from a t with K − 1 df "
