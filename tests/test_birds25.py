@@ -7,19 +7,38 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from resnorm.cli import main
 
-BIRDS25 = Path(os.environ.get("RESNORM_BIRDS25")
-               or Path(__file__).resolve().parents[1] / ".." / "shared" / "birds25")
+def _find_birds25() -> Path:
+    """$RESNORM_BIRDS25, else ../shared/birds25 beside this repository, or beside the
+    repository it was cloned from (a CI clone in a temporary folder)."""
+    if os.environ.get("RESNORM_BIRDS25"):
+        return Path(os.environ["RESNORM_BIRDS25"])
+    repo = Path(__file__).resolve().parents[1]
+    homes = [repo]
+    try:
+        origin = subprocess.run(["git", "-C", str(repo), "config", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and Path(origin).is_dir():
+        homes.append(Path(origin).resolve())
+    candidates = [home.parent / "shared" / "birds25" for home in homes]
+    return next((c for c in candidates if (c / "train").is_dir()), candidates[0])
+
+
+BIRDS25 = _find_birds25()
 TRAIN, LEAKED, CLEAN, TEST = 6, 2, 5, 3  # per class in the sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not (BIRDS25 / "train").is_dir(),
-                                 reason=f"no real photos at {BIRDS25} (set RESNORM_BIRDS25)")]
+                                 reason=f"no real photos at {BIRDS25} (a clone away from this "
+                                        "repository's home; set RESNORM_BIRDS25)")]
 
 
 def _sha(path: Path) -> str:
