@@ -9,7 +9,6 @@ once the cluster is up): then a missing cluster is a failure.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from resnorm.metrics import TIMING_COLUMNS
+from run_results import run_results
 
 pytestmark = pytest.mark.slow
 
@@ -79,12 +78,7 @@ def finish(proc, timeout=300):
 
 
 def results(folder, label):
-    run = folder / "runs" / label
-    final = json.loads((run / "final.json").read_text())
-    with open(run / "metrics.csv", newline="") as f:
-        rows = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}
-                for r in csv.DictReader(f)]
-    return final["status"], final["eval"], rows
+    return run_results(folder / "runs" / label)
 
 
 def lines(text):

@@ -3,7 +3,6 @@ exactly once, with the results one study alone gives; a lock left by a dead proc
 over; the report is written by the process that finishes last."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from resnorm import cli
-from resnorm.metrics import TIMING_COLUMNS
 from resnorm.study.locks import CLAIM_FILE
+from run_results import run_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,12 +30,7 @@ def argv(data, plan, out):
 
 
 def results(study, label):
-    run = study / "runs" / label
-    final = json.loads((run / "final.json").read_text())
-    with open(run / "metrics.csv", newline="") as f:
-        rows = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}
-                for r in csv.DictReader(f)]
-    return final["status"], final["eval"], rows
+    return run_results(study / "runs" / label)
 
 
 def job_lines(text):

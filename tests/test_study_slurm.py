@@ -7,7 +7,6 @@ SLURM task that has ended, a task of an earlier submission waited for rather tha
 tests/test_slurm_cluster.py runs the same against a real cluster."""
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
@@ -18,11 +17,11 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.metrics import TIMING_COLUMNS
 from resnorm.study import slurm
 from resnorm.study.locks import CLAIM_FILE, held_by
 from resnorm.study.plan import parse_plan
 from resnorm.study.training import Job, Outcome
+from run_results import run_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,12 +39,7 @@ def plan_file(tmp_path):
 
 
 def results(study, label):
-    run = study / "runs" / label
-    final = json.loads((run / "final.json").read_text())
-    with open(run / "metrics.csv", newline="") as f:
-        rows = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}
-                for r in csv.DictReader(f)]
-    return final["status"], final["eval"], rows
+    return run_results(study / "runs" / label)
 
 
 # --- settings -------------------------------------------------------------------------------
