@@ -12,7 +12,9 @@ from torch import nn
 from resnorm.errors import UsageError
 from resnorm.model import ResNet
 from resnorm.norms import NORM_KINDS, get_norm, make_norm, norm_info, register_norm
-from resnorm.report import find_roles, write_report
+from resnorm.report import write_report
+from resnorm.report.build import study_design
+from resnorm.report.roles import study_roles
 from resnorm.report.figures import plot_batch
 from resnorm.report.roles import norm_kind
 from resnorm.study import collect_runs
@@ -67,7 +69,11 @@ def test_a_registered_toy_kind_trains_and_reports(toy_kind, synth_cache, tmp_pat
     record = yaml.safe_load((study / "runs" / TOY / "seed-0" / "config.yaml").read_text())
     assert record["distributed"]["bn_statistics"] == "none"
 
-    # the report: the toy's place in tables, and its curves in its colour
+    # the report: the toy's place in tables, and its curves in its colour; the plan's
+    # design (derived: the runs differ only in their norm) makes both variants
+    (study / "plan.yaml").write_text(yaml.safe_dump({
+        "defaults": {"size": 32, "n": 1, "batch_size": 8, "epochs": 1},
+        "runs": [{"name": TOY, "norm": TOY}, {"name": "nn", "norm": "nn"}]}))
     drawn = []
     plot = Axes.plot
 
@@ -79,7 +85,7 @@ def test_a_registered_toy_kind_trains_and_reports(toy_kind, synth_cache, tmp_pat
     write_report(study)
     assert TOY in (study / "report.md").read_text()
     runs = collect_runs(study)
-    assert [norm_kind(r) for r in find_roles(runs).variants] == [TOY, "nn"]
+    assert [norm_kind(r) for r in study_roles(study_design(study), runs).variants] == [TOY, "nn"]
     assert (TOY, TOY_COLOR) in drawn and ("nn", norm_info("nn").color) in drawn
 
     # its label in a figure legend (the batch-size figure, drawn for the toy's runs)

@@ -16,7 +16,9 @@ from PIL import Image
 
 from resnorm import cli
 from resnorm.metrics import write_metrics_csv
-from resnorm.report import build_report, find_roles, render_html, write_report
+from resnorm.report import build_report, render_html, write_report
+from resnorm.report.build import study_design
+from resnorm.report.roles import study_roles
 from resnorm.study import collect_runs
 
 SECTIONS = ["Setup", "Results", "Comparisons", "Curves", "Sanity check: PyTorch BN vs own BN",
@@ -233,10 +235,11 @@ def test_sanity_check_verdict_follows_the_tolerance(tmp_path):
     assert "The curve check held" in md
 
 
-def test_roles_are_inferred_from_configs(tmp_path):
-    study = fake_study(tmp_path / "s")
-    roles = find_roles(collect_runs(study))
-    assert [r.name for r in roles.variants] == ["torch_bn", "bn", "in", "gn", "nn"]
+def test_a_study_without_a_manifest_gets_its_plan_copys_design(tmp_path):
+    study = fake_study(tmp_path / "s")  # hand-made: plan.yaml, no manifest in study.json
+    roles = study_roles(study_design(study), collect_runs(study))
+    # ln is a variant of the plan not trained yet: listed, never silently left out
+    assert [r.name for r in roles.variants] == ["torch_bn", "bn", "in", "gn", "nn", "ln"]
     assert tuple(r.name for r in roles.sanity) == ("torch_bn", "bn")
     assert {k: [r.name for r in v] for k, v in roles.batch.items()} == {
         "bn": ["bn_b8", "bn"], "gn": ["gn_b8", "gn"]}
@@ -337,7 +340,8 @@ def test_summary_json_contract_with_three_seeds(tmp_path):
     assert c["differs_in"] == "norm" and c["ci95"][0] > 0 and c["p"] < 0.05
     assert by_pair[("torch_bn", "bn", "val_acc")]["verdict"] == "no clear difference"
     # the batch pairs differ in batch size, lr and patience: compared all the same
-    assert by_pair[("bn_b8", "bn", "val_acc")]["differs_in"] == "batch_size, lr, patience"
+    # as the plan resolves them: bn's lr by the linear rule at batch 32 equals bn_b8's own
+    assert by_pair[("bn_b8", "bn", "val_acc")]["differs_in"] == "batch_size, patience"
     inter = summary["interaction"]
     assert inter["runs"] == {"gn_small": "gn_b8", "gn_large": "gn", "bn_small": "bn_b8",
                              "bn_large": "bn"} and inter["batch_sizes"] == [8, 32]
@@ -359,6 +363,10 @@ def _check_families(summary: dict) -> None:
     exploratory, with a Benjamini–Hochberg p; the ranking orders the primary variants."""
     variants = {"bn", "in", "gn", "nn"}
     primary = [c for c in summary["comparisons"] if c["family"] == "primary"]
+    # the plan's variant ln was never trained: its pairs are listed, not computable
+    untested = [c for c in primary if "ln" in (c["a"], c["b"])]
+    assert len(untested) == 4 and all(c["p"] is None and c["reason"] for c in untested)
+    primary = [c for c in primary if c not in untested]
     assert {(c["a"], c["b"]) for c in primary} == {
         (a, b) for a, b in [("bn", "in"), ("bn", "gn"), ("bn", "nn"), ("in", "gn"),
                             ("in", "nn"), ("gn", "nn")]}
@@ -387,10 +395,10 @@ def test_a_plan_names_its_own_primary_family(tmp_path):
 
     study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.02)
     plan = yaml.safe_load((study / "plan.yaml").read_text())
-    with pytest.raises(UsageError, match="primary: .* is not a pair of two different runs"):
+    with pytest.raises(UsageError, match="design.primary: 'nope' is not a run of the plan"):
         parse_plan({**plan, "primary": [["gn", "nope"]]}, "p.yaml")
-    assert parse_plan({**plan, "primary": [["gn", "bn_b8"]]}, "p.yaml").primary == [
-        ("gn", "bn_b8")]
+    assert parse_plan({**plan, "primary": [["gn", "bn_b8"]]}, "p.yaml").design == {
+        "primary": [("gn", "bn_b8")]}
     (study / "plan.yaml").write_text(yaml.safe_dump({**plan, "primary": [["gn", "gn_b8"],
                                                                           ["bn", "gn"]]}))
     write_report(study)

@@ -49,6 +49,7 @@ class NormKind:
     batch_stats: bool = False       # training normalizes with statistics over the batch
     sync: str | None = None         # one of SYNC_MODES, None: cannot sync (or nothing to sync)
     order: float = math.inf         # place in tables: registration order by default
+    gated: bool = False             # learns per-channel gates (BIN's rho), which the report shows
 
     def parse_param(self, text: str, kind: str) -> int | None:
         """The parameter written after ':' in `kind` (None when there is none), validated."""
@@ -78,7 +79,8 @@ NORM_KINDS: dict[str, NormKind] = {}
 def register_norm(name: str, make: Callable[..., nn.Module], *, label: str | None = None,
                   color: str = "k", linestyle: str = "-", param: str | None = None,
                   batch_stats: bool = False, sync: str | None = None,
-                  order: float | None = None, replace: bool = False) -> NormKind:
+                  order: float | None = None, gated: bool = False,
+                  replace: bool = False) -> NormKind:
     """Add the kind `name` (see NormKind for the facts); returns its entry.
 
     `make(num_channels)` builds the layer, or `make(num_channels, value)` for a kind written
@@ -94,7 +96,8 @@ def register_norm(name: str, make: Callable[..., nn.Module], *, label: str | Non
                          f"{', '.join(SYNC_MODES)}; got {sync!r}")
     if order is None:
         order = NORM_KINDS[name].order if name in NORM_KINDS else len(NORM_KINDS)
-    entry = NormKind(name, make, label or name, color, linestyle, param, batch_stats, sync, order)
+    entry = NormKind(name, make, label or name, color, linestyle, param, batch_stats, sync, order,
+                     gated)
     NORM_KINDS[name] = entry
     return entry
 
@@ -151,7 +154,7 @@ register_norm("torch_bn", nn.BatchNorm2d, label="PyTorch BN", color="0.45", line
 register_norm("bn", BatchNorm2d, label="BN", color="C0", batch_stats=True, sync="resnorm")
 register_norm("in", InstanceNorm2d, label="IN", color="C1")
 register_norm("bin", BatchInstanceNorm2d, label="BIN", color="C2", batch_stats=True,
-              sync="resnorm")
+              sync="resnorm", gated=True)
 register_norm("ln", LayerNorm2d, label="LN", color="C3")
 register_norm("gn", _make_gn, label="GN", color="C4", param="groups")
 register_norm("nn", NoNorm, label="no norm", color="C5")

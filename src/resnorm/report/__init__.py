@@ -17,16 +17,15 @@ Modules, top down (each imports only modules below it):
   inspection    BIN gates and Grad-CAM
   observations  the closing bullet list, in words, from numbers the sections computed
   summary       the study's statistics as one dict (summary.json)
-  pairs         which pairs are compared, which form the primary family
   verdicts      the primary family's table, the ranking, verdicts as text
   figures       matplotlib figures, written to STUDY/report_assets/
   render        the HTML and Markdown renderers
-  roles         which runs each comparison uses; lookups in run records
+  gallery_data  what gradcam.json holds for the report, shares with their intervals
+  roles         the design's runs as records (Roles); lookups in run records
   format        number formatting (tables and observations share it)
   document      the document model
 """
 from resnorm.report.build import build_report, write_report
 from resnorm.report.render import render_html, render_markdown
-from resnorm.report.roles import find_roles
 
-__all__ = ["write_report", "build_report", "render_html", "render_markdown", "find_roles"]
+__all__ = ["write_report", "build_report", "render_html", "render_markdown"]

@@ -14,9 +14,10 @@ from resnorm.report.document import Bullets, Report, Section
 from resnorm.report.inspection import section_gates, section_gradcam
 from resnorm.report.observations import Facts, observations
 from resnorm.report.render import render_html, render_markdown
-from resnorm.report.roles import data_manifest, find_roles
+from resnorm.report.roles import data_manifest, study_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
+from resnorm.study.manifest import Design, read_manifest
 from resnorm.study.plan import DEFAULT_TOLERANCE
 from resnorm.study.records import PLAN_FILE, collect_runs, read_state
 
@@ -32,6 +33,20 @@ def _plan_info(study: Path) -> dict:
     return plan
 
 
+def study_design(study: Path) -> Design:
+    """The design the study declared in its manifest. A study written before manifests gets
+    its plan copy's design, derived by the same plan-time code `resnorm study` runs; a folder
+    of runs without a plan, an empty one (results and curves, no comparisons)."""
+    manifest = read_manifest(study)
+    if manifest is not None:
+        return manifest.design
+    if not (study / PLAN_FILE).exists():  # run folders alone: no questions were declared
+        return Design()
+    from resnorm.study.plan import load_plan, plan_design
+
+    return plan_design(load_plan(study / PLAN_FILE))
+
+
 def build_report(study: str | os.PathLike) -> Report:
     """Read a study folder; build the report's document (plots are written to report_assets/)
     with the study's statistics in `report.summary` (the summary.json contract)."""
@@ -45,7 +60,7 @@ def build_report(study: str | os.PathLike) -> Report:
     assets.mkdir(exist_ok=True)
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
-    roles = find_roles(runs)
+    roles = study_roles(study_design(study), runs)
     summary = study_summary(runs, plan, roles)
 
     sanity_section, sanity = section_sanity(roles, tol, assets, summary)
@@ -54,7 +69,7 @@ def build_report(study: str | os.PathLike) -> Report:
     facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
         section_setup(runs, data_manifest(runs), plan, summary),
-        section_results(runs, summary),
+        section_results(runs, summary, roles),
         section_comparisons(summary, assets),
         section_curves(runs, roles, assets),
         sanity_section,

@@ -15,7 +15,7 @@ from resnorm.report.verdicts import (p_adjusted, primary_blocks, ranking_blocks,
                                      simultaneous_ci, verdict_cell)
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
-from resnorm.report.roles import Roles, seeds_mean_of, val_count
+from resnorm.report.roles import Roles, group_labels, norm_kind, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD, primary_metric
 from resnorm.study.records import RunRecord
 
@@ -136,9 +136,7 @@ def _granularity(run: RunRecord) -> str:
     return f" With {n:,} validation images, one image is {pts(1 / n)} of val accuracy." if n else ""
 
 
-INTERACTION = {"GN less sensitive": "GN is less sensitive to the batch size than BN",
-               "BN less sensitive": "BN is less sensitive to the batch size than GN",
-               "no clear difference": "not distinguishable at this scale",
+INTERACTION = {"no clear difference": "not distinguishable at this scale",
                "not computable": "not computable"}
 
 
@@ -150,7 +148,8 @@ def _after_adjustment(c: dict) -> str:
 
 
 def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Section:
-    s = Section("Batch size: BN vs GN")
+    labels = [norm_info(norm_kind(m[0])).label for m in roles.batch.values() if m]
+    s = Section("Batch size: " + " vs ".join(labels) if labels else "Batch size")
     s.add(Para(f"Learning-rate rule across batch sizes: {lr_rule_text(plan)}."))
     if not roles.batch:
         s.add(Para("Needs BN or GN runs at two or more batch sizes with otherwise the same "
@@ -166,10 +165,10 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                   "time per epoch against batch size."))
     has_test = "test" in (summary.get("splits") or {})
     rows = []
-    for kind, members in roles.batch.items():
+    for members in roles.batch.values():
         for r in members:
             entry = runs_stats.get(r.name, {})
-            rows.append([r.name, norm_info(kind).label, val(r.config.get("batch_size")),
+            rows.append([r.name, norm_info(norm_kind(r)).label, val(r.config.get("batch_size")),
                          val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
                          str(len(r.done)), ci_pct(entry.get("val_acc")),
                          ci_pct(entry.get("val_macro_f1")),
@@ -183,19 +182,27 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                  "Best epoch", "Time/epoch", "Images/s"], rows))
     inter = summary.get("interaction")
     if inter:
-        small, large = inter["batch_sizes"]
-        sens = inter.get("sensitivity") or {}
-        label = metric_label(inter.get("metric", "val_acc"))
-        cost = (f" {label[0].upper() + label[1:]} at batch {small} minus at batch {large}: GN "
-                f"{signed_pts(-sens['gn'])}, BN {signed_pts(-sens['bn'])} points." if sens
-                else "")
-        s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
-                   f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
-                   f"{large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}, "
-                   f"adjusted {p_adjusted(inter)} (primary family): "
-                   f"{INTERACTION.get(inter.get('verdict'), '?')}"
-                   f"{_after_adjustment(inter)}.{cost}"))
+        s.add(Para(_interaction_text(inter, roles)))
     return s
+
+
+def _interaction_text(inter: dict, roles: Roles) -> str:
+    small, large = inter["batch_sizes"]
+    first, second = inter["groups"]
+    one, two = group_labels(inter, roles)
+    sens = inter.get("sensitivity") or {}
+    label = metric_label(inter.get("metric", "val_acc"))
+    cost = (f" {label[0].upper() + label[1:]} at batch {small} minus at batch {large}: {two} "
+            f"{signed_pts(-sens[second])}, {one} {signed_pts(-sens[first])} points." if sens
+            else "")
+    verdict = {"GN less sensitive": f"{two} is less sensitive to the batch size than {one}",
+               "BN less sensitive": f"{one} is less sensitive to the batch size than {two}"}
+    return (f"Is {two} less sensitive to the batch size than {one}? "
+            f"The interaction ({two} at {small} − {two} at {large}) − ({one} at {small} − "
+            f"{one} at {large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}, "
+            f"adjusted {p_adjusted(inter)} (primary family): "
+            f"{verdict.get(inter.get('verdict'), INTERACTION.get(inter.get('verdict'), '?'))}"
+            f"{_after_adjustment(inter)}.{cost}")
 
 
 SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
@@ -245,16 +252,3 @@ def _comparison_table(pairs: dict[tuple[str, str], dict[str, dict]],
     heads = [f"{metric_label(m, capital=True)} a − b (95 % CI)" for m in metrics]
     return Table(["a", "b", "Differs in", heads[0], "p", "p adjusted", "Verdict", heads[1],
                   "p", "p adjusted", "Verdict"], rows)
-
-
-def batch_spreads(roles: Roles) -> dict[str, dict]:
-    """Per norm: the range of val accuracy over batch sizes (finished runs only)."""
-    out = {}
-    for kind, members in roles.batch.items():
-        scored = [(r.config.get("batch_size"), r.score("val", "acc")) for r in members if r.ok]
-        scored = [(b, a) for b, a in scored if a is not None]
-        if len(scored) >= 2:
-            accs = [a for _, a in scored]
-            out[kind] = {"spread": max(accs) - min(accs), "sizes": [b for b, _ in scored],
-                         "by_size": dict(scored)}
-    return out

@@ -6,14 +6,15 @@ import json
 import math
 from pathlib import Path
 
+from resnorm.norms import norm_info
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import metric_label, num, pct, val
+from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import norm_kind
 from resnorm.report.verdicts import tied_text
 from resnorm.study.records import RunRecord, read_state
-from resnorm.study.statistics import t_interval, wilson_interval
 
 
 def bin_gates(run: RunRecord) -> list[dict]:
@@ -38,7 +39,8 @@ def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | 
                "y = γ(ρ·BN(x) + (1−ρ)·IN(x)) + β, "
                "with ρ starting at 1 (pure BN) and clamped to [0, 1]. 1 − ρ is how far a "
                "channel moved toward IN."))
-    bins = [r for r in runs if r.ok and norm_kind(r) == "bin" and (r.dir / "best.pt").exists()]
+    bins = [r for r in runs if r.ok and norm_info(norm_kind(r)).gated
+            and (r.dir / "best.pt").exists()]
     if not bins:
         s.add(Para("No finished BIN run in this study yet."))
         return s, None
@@ -161,33 +163,3 @@ def _pointing_blocks(g: dict, runs: list[RunRecord]) -> list:
 
 def _norm_of(runs: list[RunRecord], name: str) -> str:
     return next((val(r.config.get("norm")) for r in runs if r.name == name), "—")
-
-
-def proportion_ci(hits: int, total: int) -> str:
-    """'62.0% (55.1–68.4%)': a share with its Wilson 95 % interval."""
-    ci = wilson_interval(hits, total)
-    if ci is None:
-        return "—"
-    return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
-
-
-def gallery_tiles(g: dict) -> dict[str, list[dict]]:
-    """The gallery maps of gradcam.json, correct and incorrect, over all classes."""
-    return {kind: [t for c in g.get("classes", []) for t in c.get(kind, [])]
-            for kind in ("correct", "incorrect")}
-
-
-def hit_counts(tiles: list[dict]) -> tuple[int, int]:
-    scored = [t["pointing_hit"] for t in tiles if "pointing_hit" in t]
-    return int(sum(scored)), len(scored)
-
-
-def mean_ci(values: list[float]) -> str:
-    """'40.2% (38.1–42.3%)': a mean share with its 95 % t interval (one value: no interval)."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return "—"
-    ci = t_interval(values)
-    if ci is None:
-        return pct(values[0])
-    return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, metric_label, num,
                                    p_value, pct, pts, signed_pts, val)
-from resnorm.report.roles import Roles
+from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
+from resnorm.report.roles import Roles, group_labels
 from resnorm.report.summary import primary_metric
 from resnorm.report.verdicts import best_sentence
 from resnorm.study.records import RunRecord, best_run
@@ -262,21 +263,25 @@ def _obs_batch(f: Facts):
         return None
     small, large = inter["batch_sizes"]
     names = inter["runs"]
+    first, second = inter["groups"]
+    one, two = group_labels(inter, f.roles)
 
-    def within(kind: str) -> str:
-        a, b = names[f"{kind}_small"], names[f"{kind}_large"]
+    def within(group: str) -> str:
+        a, b = names[f"{group}_small"], names[f"{group}_large"]
         return difference_text(f.comparison(a, b), a, b)
 
-    text = f"Batch {small} against {large}: GN {within('gn')}; BN {within('bn')}."
+    text = f"Batch {small} against {large}: {two} {within(second)}; {one} {within(first)}."
     verdict = inter.get("verdict")
     if verdict == "GN less sensitive":
-        text += f" GN is less sensitive to the batch size than BN: interaction {diff_ci(inter)}."
+        text += (f" {two} is less sensitive to the batch size than {one}: interaction "
+                 f"{diff_ci(inter)}.")
     elif verdict == "BN less sensitive":
-        text += f" BN is less sensitive to the batch size than GN: interaction {diff_ci(inter)}."
+        text += (f" {one} is less sensitive to the batch size than {two}: interaction "
+                 f"{diff_ci(inter)}.")
     elif verdict == "no clear difference":
         after = (" after adjustment" if inter.get("verdict_unadjusted") not in (None, verdict)
                  else "")
-        text += (" Whether GN is less sensitive to the batch size than BN is not "
+        text += (f" Whether {two} is less sensitive to the batch size than {one} is not "
                  f"distinguishable at this scale{after} (interaction {diff_ci(inter)}).")
     return text
 
@@ -295,7 +300,6 @@ def _obs_gradcam(f: Facts):
     g = f.gradcam
     if g is None:
         return None
-    from resnorm.report.inspection import gallery_tiles, hit_counts, mean_ci, proportion_ci
 
     out = []
     share = g.get("concentration_top_share", 0.1)
@@ -338,7 +342,6 @@ def _obs_gradcam(f: Facts):
 
 
 def _share(p: dict) -> str:
-    from resnorm.report.inspection import proportion_ci
 
     return proportion_ci(p["hits"], p["total"])
 

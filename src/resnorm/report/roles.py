@@ -1,33 +1,21 @@
-"""Reading the study's runs: which runs each comparison uses (inferred from their configs, not
-their names) and lookups in a run's records."""
+"""Reading the study's runs: which run plays which role in its design, and lookups in a run's
+records. The design itself is declared (or derived once) at plan time and read from the study
+manifest (resnorm.study.manifest); nothing here infers it from configs."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from resnorm.norms import norm_info, split_kind
+from resnorm.study.manifest import Design
 from resnorm.study.records import RunRecord
-
-# Settings that make two runs "the same experiment" apart from the ones a comparison varies
-# (not the seed: a run's config is its representative seed's, and the seeds are paired).
-RECIPE_KEYS = ("n", "shortcut", "size", "resize", "batch_size", "epochs", "recipe", "optimizer",
-               "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
-               "gate_lr_mult", "augment", "patience", "min_delta")
-# What the batch-size comparison may vary besides the batch size (lr by the plan's rule, early
-# stopping as the assignment asks).
-BATCH_KEYS = ("batch_size", "lr", "patience", "min_delta", "epochs", "warmup_epochs")
 
 
 def norm_kind(run: RunRecord) -> str:
     """The norm's base kind ('gn' for 'gn:8')."""
     return split_kind(str(run.config.get("norm", "?")))[0]
-
-
-def signature(run: RunRecord, drop: Iterable[str] = ()) -> tuple:
-    skip = set(drop)
-    return tuple((k, run.config.get(k)) for k in RECIPE_KEYS if k not in skip)
 
 
 def mean_of(run, column: str) -> float | None:
@@ -50,61 +38,41 @@ def val_count(run: RunRecord) -> int | None:
 
 @dataclass
 class Roles:
-    """Which runs each comparison uses, inferred from their configs (see `find_roles`)."""
+    """The design's runs as records: `variants` are the runs shown side by side (the sanity
+    reference first, then the compared variants), `sanity` (reference, candidate), `batch`
+    (group -> runs by increasing batch size), `literal` (literal-recipe run, its twin)."""
 
+    design: Design
     variants: list[RunRecord]
     sanity: tuple[RunRecord, RunRecord] | None
     batch: dict[str, list[RunRecord]]
     literal: list[tuple[RunRecord, RunRecord | None]]
 
 
-def find_roles(runs: list[RunRecord]) -> Roles:
-    """The comparisons the assignment asks for, found from run configs rather than names.
+def study_roles(design: Design, runs: list[RunRecord]) -> Roles:
+    """The records of the runs `design` names (runs the study folder lacks are left out)."""
+    by_name = {r.name: r for r in runs}
+    shown = [*design.sanity[:1], *design.variants] if design.sanity else list(design.variants)
+    sanity = None
+    if design.sanity and all(n in by_name for n in design.sanity):
+        sanity = (by_name[design.sanity[0]], by_name[design.sanity[1]])
+    return Roles(design=design,
+                 variants=[by_name[n] for n in dict.fromkeys(shown) if n in by_name],
+                 sanity=sanity,
+                 batch={g: [by_name[m.run] for m in members if m.run in by_name]
+                        for g, members in design.batch.items()},
+                 literal=[(by_name[a], by_name.get(b)) for a, b in design.literal
+                          if a in by_name])
 
-    - variants: the largest group of runs that differ only in their norm (one run per norm);
-    - sanity: PyTorch BN and own BN among those variants (or any pair differing only in norm);
-    - batch: BN and GN runs that differ from the variants only in batch size, lr, early stopping;
-    - literal: runs with the literal recipe, each beside the variant with the same norm.
-    """
-    configured = [r for r in runs if r.config]
-    groups: dict[tuple, list[RunRecord]] = {}
-    for r in configured:
-        groups.setdefault(signature(r, ["norm"]), []).append(r)
-    main_sig = max(groups, key=lambda s: len({norm_kind(r) for r in groups[s]}), default=None)
-    variants: list[RunRecord] = []
-    for r in groups.get(main_sig, []):
-        if norm_kind(r) not in {norm_kind(v) for v in variants}:
-            variants.append(r)
-    variants.sort(key=lambda r: norm_info(norm_kind(r)).order)
 
-    by_norm = {norm_kind(v): v for v in variants}
-    sanity = (by_norm["torch_bn"], by_norm["bn"]) if {"torch_bn", "bn"} <= set(by_norm) else None
-    if sanity is None:
-        for group in groups.values():
-            a = [r for r in group if norm_kind(r) == "torch_bn"]
-            b = [r for r in group if norm_kind(r) == "bn"]
-            if a and b:
-                sanity = (a[0], b[0])
-                break
+def group_labels(inter: dict, roles: Roles) -> tuple[str, str]:
+    """How the batch-size interaction's two groups are named: their norm's label ('BN')."""
+    def label(group: str) -> str:
+        members = roles.batch.get(group) or []
+        return norm_info(norm_kind(members[0])).label if members else group
 
-    batch: dict[str, list[RunRecord]] = {}
-    if main_sig is not None:
-        ref = variants[0]
-        base = signature(ref, ["norm", *BATCH_KEYS])
-        for kind in ("bn", "gn"):
-            members = [r for r in configured if norm_kind(r) == kind
-                       and signature(r, ["norm", *BATCH_KEYS]) == base]
-            chosen: dict[Any, RunRecord] = {}
-            for r in members:  # one run per batch size; the variant itself wins its size
-                bs = r.config.get("batch_size")
-                if bs not in chosen or r is by_norm.get(kind):
-                    chosen[bs] = r
-            if len(chosen) >= 2:
-                batch[kind] = sorted(chosen.values(), key=lambda r: r.config.get("batch_size") or 0)
-
-    literal = [(r, by_norm.get(norm_kind(r))) for r in configured
-               if str(r.config.get("recipe", "")).lower() == "literal" and r not in variants]
-    return Roles(variants, sanity, batch, literal)
+    first, second = inter["groups"]
+    return label(first), label(second)
 
 
 def data_manifest(runs: list[RunRecord]) -> dict | None:

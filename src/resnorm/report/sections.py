@@ -14,7 +14,7 @@ from resnorm.data.cache import split_label
 from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_overlay, run_curves
 from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
-from resnorm.report.roles import find_roles, nested, seeds_mean_of
+from resnorm.report.roles import Roles, nested, seeds_mean_of
 from resnorm.study.locks import held_by
 from resnorm.study.records import RunRecord, best_run
 from resnorm.study.statistics import t_interval
@@ -160,7 +160,7 @@ def _machine_table(runs: list[RunRecord]) -> Table:
     return Table(["", ""], rows)
 
 
-def section_results(runs: list[RunRecord], summary: dict) -> Section:
+def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Section:
     s = Section("Results")
     seeds = sorted({len(r.done) for r in runs if r.done})
     splits = summary.get("splits") or {}
@@ -204,7 +204,7 @@ def section_results(runs: list[RunRecord], summary: dict) -> Section:
         s.add(Para("Epochs (best) are those of the run's representative seed: the one whose "
                    "val accuracy is closest to the run's mean. Wall time and images/s are means "
                    "over seeds."))
-    s.add(*_per_class_table(_comparison_runs(done)))
+    s.add(*_per_class_table(_comparison_runs(done, roles)))
     missing = [r for r in runs if r.final is None or any(not t.ok for t in r.trials)]
     if missing:
         s.add(Sub("Not finished"), Bullets([_missing_text(r) for r in missing]))
@@ -227,9 +227,9 @@ def _mean_final(r: RunRecord, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _comparison_runs(done: list[RunRecord]) -> list[RunRecord]:
+def _comparison_runs(done: list[RunRecord], roles: Roles) -> list[RunRecord]:
     """The norm variants when the study has them, else every finished run."""
-    variants = [r for r in find_roles(done).variants if r.ok]
+    variants = [r for r in roles.variants if r.ok]
     return variants if len(variants) >= 2 else [r for r in done if r.ok]
 
 

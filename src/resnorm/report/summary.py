@@ -8,12 +8,16 @@ finite validation set. Metric names are metrics.csv's (`val_acc`, `val_macro_f1`
 are fractions. Nothing here raises on a degenerate study: a comparison that cannot be made
 (a run missing, diverged on every seed, without predictions) is listed with its `reason`.
 
+The runs each comparison uses come from the study's design (`roles.design`, read from the
+study manifest): its `pairs` are compared, its `primary` pairs, sanity pair and batch groups
+form the primary family, its ranked runs are ranked.
+
 Families (resnorm.study.statistics.families): the primary family holds the sanity
-equivalence, the primary pairs (`pairs.primary_pairs`) on the primary metric and the
+equivalence, the design's primary pairs on the primary metric and the
 interaction, Holm-adjusted, each with `ci95_simultaneous`; every other comparison is
 exploratory, Benjamini–Hochberg-adjusted. Each test carries `family`, `p` (raw) and
 `p_adjusted`; `verdict` is the adjusted one, `verdict_unadjusted` the 95 % interval's alone.
-`ranking` orders the primary runs (`pairs.ranked_runs`) by P(best) on the primary metric.
+`ranking` orders the primary runs (`design.ranked()`) by P(best) on the primary metric.
 """
 from __future__ import annotations
 
@@ -28,9 +32,9 @@ import numpy as np
 from resnorm.fileio import atomic_write_text
 from resnorm.predictions import read_predictions
 from resnorm.report.format import metric_label
-from resnorm.report.pairs import comparison_pairs, primary_pairs, ranked_runs, role_pairs
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
+from resnorm.study.manifest import Design
 from resnorm.study.records import SUMMARY_FILE, RunRecord
 
 __all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "TEST_METRICS",
@@ -200,22 +204,25 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
     metric = primary_metric(out)
     metrics = COMPARED_METRICS + (TEST_METRICS if "test" in out["splits"] else ())
-    out["comparisons"] = _comparisons(comparison_pairs(plan) + role_pairs(roles, plan), seeds,
-                                      stats, metrics)
-    out["interaction"] = _interaction(roles, seeds, stats, metric)
-    out["sanity"] = _sanity(roles, seeds, stats, plan, metric)
-    out["families"] = _adjust_families(out, primary_pairs(plan, roles), metric,
-                                       bool(plan.get("primary")), seeds, stats)
-    out["ranking"] = _ranking(ranked_runs(plan, roles), seeds, stats, metric)
+    design = roles.design
+    out["comparisons"] = _comparisons(design.pairs, seeds, stats, metrics)
+    out["interaction"] = _interaction(design, seeds, stats, metric)
+    out["sanity"] = _sanity(design, seeds, stats, plan, metric)
+    out["families"] = _adjust_families(out, design.primary, metric,
+                                       design.primary != design.variant_pairs(), seeds, stats)
+    out["ranking"] = _ranking(design.ranked(), seeds, stats, metric)
     return out
 
 
-def _comparisons(pairs: list[tuple[str, str, str]], seeds: dict[str, _Seeds], stats: _Stats,
+def _comparisons(pairs: list[dict], seeds: dict[str, _Seeds], stats: _Stats,
                  metrics: tuple[str, ...]) -> list[dict]:
+    """Every pair of the design on each metric (`differs_in` in words)."""
     out = []
-    for a, b, differs in pairs:
+    for pair in pairs:
+        a, b = pair["a"], pair["b"]
         if a not in seeds or b not in seeds:
             continue
+        differs = ", ".join(pair.get("differs_in") or []) or "nothing"
         for metric in metrics:
             res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
             out.append({"a": a, "b": b, "differs_in": differs, "metric": metric,
@@ -236,39 +243,45 @@ def _splits(runs: list[RunRecord]) -> dict:
     return {}
 
 
-def _interaction(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats,
+def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
                  metric: str) -> dict | None:
-    """(GN small − GN large) − (BN small − BN large) at the smallest and largest batch sizes
-    both norms were trained at."""
-    if not {"bn", "gn"} <= set(roles.batch):
+    """(second small − second large) − (first small − first large) of the design's first two
+    batch groups (for the assignment: GN's change minus BN's), at the smallest and largest
+    batch sizes both groups were trained at. Keys name the groups: `gn_small`, `bn_large`..."""
+    if len(design.batch) < 2:
         return None
-    by_size = {k: {r.config.get("batch_size"): r for r in roles.batch[k]} for k in ("bn", "gn")}
-    common = sorted(set(by_size["bn"]) & set(by_size["gn"]), key=lambda b: b or 0)
+    first, second = list(design.batch)[:2]
+    by_size = {g: {m.batch_size: m.run for m in design.batch[g] if m.run in seeds}
+               for g in (first, second)}
+    common = sorted(set(by_size[first]) & set(by_size[second]))
     if len(common) < 2:
         return None
     small, large = common[0], common[-1]
-    names = {"gn_small": by_size["gn"][small].name, "gn_large": by_size["gn"][large].name,
-             "bn_small": by_size["bn"][small].name, "bn_large": by_size["bn"][large].name}
+    names = {f"{g}_{end}": by_size[g][size] for g in (second, first)
+             for end, size in (("small", small), ("large", large))}
     res = _contrast("interaction", [seeds[n] for n in names.values()], stats, metric)
-    return {"metric": metric, "batch_sizes": [small, large], "runs": names, **_public(res)}
+    if "sensitivity" in res:  # the statistics name the groups gn (second) and bn (first)
+        res["sensitivity"] = {second: res["sensitivity"]["gn"], first: res["sensitivity"]["bn"]}
+    return {"metric": metric, "batch_sizes": [small, large], "runs": names,
+            "groups": [first, second], **_public(res)}
 
 
-def _sanity(roles: Roles, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
+def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
             metric: str) -> dict | None:
-    """PyTorch BN vs own BN as an equivalence test (TOST: `p` is its p-value, `p_difference`
+    """The design's sanity pair (PyTorch BN vs own BN) as an equivalence test (TOST: `p` is its p-value, `p_difference`
     the difference test's) on `metric` (the primary one), within ± the plan's tolerance
     (sanity_tolerance.metric). The family's adjustment decides `equivalence`."""
-    if roles.sanity is None:
+    if design.sanity is None or not all(n in seeds for n in design.sanity):
         return None
     from resnorm.study.plan import DEFAULT_TOLERANCE
 
-    a, b = roles.sanity
+    a, b = design.sanity
     tol = float({**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}["metric"])
-    res = _contrast("compare", [seeds[a.name], seeds[b.name]], stats, metric)
+    res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
     public = {k: v for k, v in _public(res).items() if k != "verdict"}
     method = (f"Equivalence within ± {tol:g} by two one-sided tests (TOST) on the difference: "
               + res["method"])
-    return {"a": a.name, "b": b.name, "metric": metric, "tolerance": tol, "test": "equivalence",
+    return {"a": a, "b": b, "metric": metric, "tolerance": tol, "test": "equivalence",
             **public, "method": method, "p_difference": public.get("p"),
             "p": _finite(st.equivalence_p(res, tol)), "equivalence": st.equivalence(res, tol)}
 
@@ -306,14 +319,23 @@ def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) ->
              f"the {len(runs)} norm variants pairwise ({len(keys)} pairs)")
     return ((["own BN vs PyTorch BN (an equivalence test)"] if out["sanity"] else [])
             + [f"{pairs} on {metric_label(metric)}"]
-            + (["the batch-size interaction (GN vs BN)"] if out["interaction"] else []))
+            + ([_interaction_question(out["interaction"])] if out["interaction"] else []))
+
+
+def _interaction_question(inter: dict) -> str:
+    first, second = inter["groups"]
+    return f"the batch-size interaction ({second} vs {first})"
 
 
 def _weights(member: dict) -> dict[str, float]:
     """A test's contrast as {run: weight}: a − b, or the interaction's four runs."""
     r = member.get("runs")
-    terms = ([(r["gn_small"], 1.0), (r["gn_large"], -1.0), (r["bn_small"], -1.0),
-              (r["bn_large"], 1.0)] if r else [(member["a"], 1.0), (member["b"], -1.0)])
+    if r:  # the interaction: (second small − second large) − (first small − first large)
+        first, second = member["groups"]
+        terms = [(r[f"{second}_small"], 1.0), (r[f"{second}_large"], -1.0),
+                 (r[f"{first}_small"], -1.0), (r[f"{first}_large"], 1.0)]
+    else:
+        terms = [(member["a"], 1.0), (member["b"], -1.0)]
     out: dict[str, float] = {}
     for name, w in terms:
         out[name] = out.get(name, 0.0) + w

@@ -21,13 +21,15 @@ from typing import Any
 import yaml
 
 from resnorm.errors import UsageError
+from resnorm.study.manifest import Design
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
-           "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default"]
+           "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default",
+           "resolved_settings", "plan_design"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
-             "seeds", "comparisons", "primary", "synthetic", "gradcam", "slurm", "defaults",
-             "runs")
+             "seeds", "comparisons", "design", "primary", "synthetic", "gradcam", "slurm",
+             "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
 # How the learning rate follows the batch size B, relative to the plan's base batch size B0.
@@ -77,7 +79,8 @@ class Plan:
     seeds: int | list[int] = 1
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
-    primary: list[tuple[str, str]] = field(default_factory=list)  # the primary family's pairs
+    # the plan's `design:` as declared (resnorm.study.design; None: the assignment's, derived)
+    design: dict[str, Any] | None = None
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -101,7 +104,7 @@ class Plan:
                 "base_batch_size": self.base_batch_size,
                 "sanity_tolerance": self.sanity_tolerance, "threads": self.threads,
                 "seeds": self.seeds, "comparisons": [list(c) for c in self.comparisons],
-                "primary": [list(c) for c in self.primary],
+                "design": _design_yaml(self.design),
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam, "slurm": self.slurm,
                 "defaults": self.defaults,
@@ -168,11 +171,33 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
                          "run; give 'seeds' as a count instead (seeds counted from each run's "
                          "seed)")
     plan.comparisons = _comparisons(raw.get("comparisons"), seen, source)
-    plan.primary = _comparisons(raw.get("primary"), seen, source, "primary")
+    plan.design = _design(raw, list(seen), source)
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
     return plan
+
+
+def _design(raw: dict, names: list[str], source: str) -> dict[str, Any] | None:
+    """`design:`; a plan written before it had `primary:` at the top, read as design.primary."""
+    from resnorm.study.design import parse_design
+
+    value = raw.get("design")
+    if raw.get("primary"):
+        if isinstance(value, dict) and "primary" in value:
+            raise UsageError(f"{source}: 'primary' is given twice: keep design.primary only")
+        value = {**(value if isinstance(value, dict) else {}), "primary": raw["primary"]}
+    return parse_design(value, names, source)
+
+
+def _design_yaml(design: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The declared design as plain YAML (pairs as lists)."""
+    if design is None:
+        return None
+    return {k: ({g: list(r) for g, r in v.items()} if isinstance(v, dict) else
+                [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, list) else
+                list(v) if isinstance(v, tuple) else v)
+            for k, v in design.items()}
 
 
 def parse_seeds(value: Any, where: str) -> int | list[int]:
@@ -333,6 +358,30 @@ def resolve_fields(plan: Plan, spec: RunSpec) -> tuple[dict[str, Any], str]:
     if factor != 1.0:
         note += f" x {factor:g} ({plan.lr_rule} rule, batch {batch})"
     return fields, note
+
+
+def resolved_settings(plan: Plan, spec: RunSpec) -> dict[str, Any]:
+    """One run's complete TrainConfig fields as the plan resolves them (recipe filled in, lr
+    by the plan's rule), before any data or folder is known."""
+    from resnorm.train import resolve_config
+
+    fields, _ = resolve_fields(plan, spec)
+    try:
+        cfg = resolve_config({**fields, "data": "-", "out": "-", "name": spec.name})
+    except UsageError as exc:
+        raise UsageError(f"plan run '{spec.name}': {exc}") from None
+    return dataclasses.asdict(cfg)
+
+
+def plan_design(plan: Plan, source: str = "plan") -> Design:
+    """The plan's design (resnorm.study.design): as declared under `design:`, completed with
+    the assignment's where it is silent, and checked against the runs' resolved settings."""
+    from resnorm.norms import split_kind
+    from resnorm.study.design import experiment_fields, resolve_design
+
+    fields = {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
+    kinds = {name: split_kind(str(f.get("norm")))[0] for name, f in fields.items()}
+    return resolve_design(plan.design, fields, kinds, plan.comparisons, source)
 
 
 def train_default(name: str) -> Any:

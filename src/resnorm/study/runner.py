@@ -25,7 +25,9 @@ import yaml
 from resnorm.errors import ResourceError, UsageError
 from resnorm.fileio import atomic_write_text, read_yaml
 from resnorm.study.jobs import train_jobs
-from resnorm.study.plan import Plan, load_plan, parse_seeds, resolve_fields, train_default
+from resnorm.study.manifest import MANIFEST_KEY, Design, Manifest
+from resnorm.study.plan import (Plan, load_plan, parse_seeds, plan_design, resolve_fields,
+                                train_default)
 from resnorm.study.records import PLAN_FILE, STATE_FILE, read_state, trial_dir, write_state
 from resnorm.study.training import Job, Outcome, summary_line, train_locked
 
@@ -58,8 +60,11 @@ class StudyState:
         return filelock.FileLock(str(self.path.with_name(".study.json.lock")), timeout=60)
 
     def set(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        self._save()
+        # under the lock, over what is on disk now: another process's run entries are kept
+        with self._lock():
+            self.data = {**read_state(self.path.parent), **{k: v for k, v in self.data.items()
+                                                             if k != "runs"}, key: value}
+            self._save()
 
     def _save(self) -> None:
         if self.write:
@@ -149,6 +154,24 @@ def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> li
     return out
 
 
+def study_manifest(design: Design, plan: Plan, todo: list[Job], study: Path) -> Manifest:
+    """The study as declared before training: the design, each run's resolved settings and
+    roles, each (run, seed) with its complete config (STUDY/study.json `manifest`)."""
+    import dataclasses
+
+    runs: dict[str, dict] = {}
+    jobs: dict[str, dict] = {}
+    for job in todo:
+        config = dataclasses.asdict(job.cfg)
+        runs.setdefault(job.spec.name, {
+            "config": {k: v for k, v in config.items() if k not in ("seed", "out", "data")},
+            "seeds": plan.seeds_of(job.spec), "roles": design.roles_of(job.spec.name),
+            "lr_note": job.lr_note})
+        jobs[job.label] = {"run": job.spec.name, "seed": job.seed,
+                           "dir": os.path.relpath(job.dir, study), "config": config}
+    return Manifest(design, runs, jobs)
+
+
 def _check_unchanged(cfg, run_dir: Path) -> None:
     """Refuse to reuse a (run, seed) folder trained with other settings than the plan now
     gives."""
@@ -184,6 +207,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
         plan.seeds = parse_seeds(seeds, "--seeds")
     if keep_leaked:  # --keep-leaked: as if the plan's defaults said keep_leaked: true
         plan.defaults["keep_leaked"] = True
+    design = plan_design(plan, str(plan_path))  # a bad design fails before any data is read
     study = Path(out)
     jobs = _check_options(data, synthetic, jobs, executor, shard)
     info = DistInfo()
@@ -207,6 +231,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
         if info.is_main:
             _write_plan_copy(plan, study)
         state = StudyState(study, plan, str(data), write=info.is_main)
+        state.set(MANIFEST_KEY, study_manifest(design, plan, todo, study).to_dict())
         seeds_text = ", ".join(map(str, plan.seeds_of(plan.runs[0])))
         say(f"study {study}: {len(plan.runs)} runs x {len(todo) // len(plan.runs)} seed(s) "
             f"({seeds_text}) = {len(todo)} jobs; lr across batch sizes: {plan.lr_rule_text()}")
