@@ -76,13 +76,14 @@ def _nan(x: float | None) -> float:
 def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict,
                metric: str = "val_acc") -> Path:
     """Best-checkpoint `metric` (mean over seeds with 95 % CI bars, from `runs_stats`, the
-    summary's "runs") and time per epoch against batch size, BN vs GN."""
+    summary's "runs") and time per epoch against batch size, one line per batch group."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_acc, ax_time = fig.subplots(1, 2)
     sizes = sorted({r.config.get("batch_size") for g in groups.values() for r in g})
-    for kind, members in groups.items():
+    for members in groups.values():
         xs = [r.config.get("batch_size") for r in members]
-        style = dict(color=norm_info(kind).color, marker="o", label=norm_info(kind).label)
+        kind = norm_info(norm_kind(members[0]))
+        style = dict(color=kind.color, marker="o", label=kind.label)
         split, what = metric.split("_", 1)
         means = [_nan(r.score(split, what)) for r in members]
         cis = [(runs_stats.get(r.name, {}).get(metric) or {}).get("ci95") or [m, m]
