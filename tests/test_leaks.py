@@ -12,7 +12,7 @@ from resnorm.cli import main
 from resnorm.data import load_cache, make_synthetic, prepare
 from resnorm.data.cache import MIN_SCORED_PER_CLASS
 from resnorm.errors import UsageError
-from resnorm.predictions import read_predictions
+from resnorm.rundir import RunDir
 from resnorm.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,7 +91,7 @@ def test_a_run_chooses_and_scores_on_the_clean_images_only(leaky, tmp_path, keep
     assert final["splits"]["val"] == {"images": 24, "scored": val_n, "leaked": 6}
     for split, n in (("val", val_n), ("test", test_n)):
         assert sum(map(sum, final["eval"][split]["confusion"])) == n
-    predictions = read_predictions(tmp_path / "run")
+    predictions = RunDir(tmp_path / "run").predictions()
     assert len(predictions["val"]["labels"]) == val_n and len(predictions["test"]["labels"]) == test_n
     # the epoch chosen was chosen on the same images: its csv val accuracy is final.json's
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

@@ -12,6 +12,7 @@ from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.roles import norm_kind
 from resnorm.report.verdicts import tied_text
+from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.records import RunRecord, read_state
 from resnorm.study.statistics import t_interval, wilson_interval
 
@@ -38,7 +39,8 @@ def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | 
                "y = γ(ρ·BN(x) + (1−ρ)·IN(x)) + β, "
                "with ρ starting at 1 (pure BN) and clamped to [0, 1]. 1 − ρ is how far a "
                "channel moved toward IN."))
-    bins = [r for r in runs if r.ok and norm_kind(r) == "bin" and (r.dir / "best.pt").exists()]
+    bins = [r for r in runs if r.ok and norm_kind(r) == "bin"
+            and RunDir(r.dir).has(BEST_FILE)]
     if not bins:
         s.add(Para("No finished BIN run in this study yet."))
         return s, None

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from resnorm.checkpoint import Checkpoint, RunFiles
+from resnorm.checkpoint import Checkpoint
 from resnorm.distributed import barrier
 from resnorm.model import count_parameters
+from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.train.config import TrainConfig
 from resnorm.train.loop import TrainParts, evaluate, predict_all
 from resnorm.train.runtime import Runtime, make_stream
@@ -16,7 +17,7 @@ __all__ = ["RESULT_SPLITS", "evaluate_best", "final_record"]
 RESULT_SPLITS = (("train", "train"), ("valid", "val"), ("test", "test"))
 
 
-def evaluate_best(files: RunFiles, parts: TrainParts, data, cfg: TrainConfig,
+def evaluate_best(files: RunDir, parts: TrainParts, data, cfg: TrainConfig,
                   rt: Runtime) -> tuple[dict, dict]:
     """best.pt evaluated in eval mode on every split (train as "train", valid as "val"):
     the scores per split, and the per-image predictions per split (rank 0's, see below).
@@ -26,9 +27,9 @@ def evaluate_best(files: RunFiles, parts: TrainParts, data, cfg: TrainConfig,
     0's own pass over the whole of val and test (train is left out: the statistics need it
     only for one-seed train intervals, not worth a second pass over 30,000 images)."""
     barrier()
-    if not files.path("best.pt").exists():
+    if not files.has(BEST_FILE):
         return {}, {}
-    parts.model.load_state_dict(Checkpoint.load(files.path("best.pt"), rt.device).model)
+    parts.model.load_state_dict(Checkpoint.load(files.path(BEST_FILE), rt.device).model)
     results, kept = {}, {}
     single = parts.info.world_size == 1
     for split, key in RESULT_SPLITS:
