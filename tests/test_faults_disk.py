@@ -86,7 +86,7 @@ def assert_clean_prepare_works(data: Path, out: Path, capsys) -> None:
     code, err, _ = prepare_cli(data, out, capsys)
     assert (code, err) == (0, [])
     cache = load_cache(out)
-    assert len(cache.splits["train"]) == 96 and len(cache.splits["valid"]) == 32
+    assert len(cache.splits["train"]) == 96 and len(cache.splits["val"]) == 32
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 

@@ -36,7 +36,7 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_previous_output(out_dir)
 
-    predicted = run.predict("valid")
+    predicted = run.predict("val")
     preds, probs = predicted["preds"].numpy(), predicted["probs"].numpy()
     boxes = val_boxes(data)
     galleries = [class_gallery(model, data, data.classes.index(name), preds, probs, per_class,

@@ -13,14 +13,13 @@ from resnorm.train.runtime import Runtime, make_stream
 
 __all__ = ["RESULT_SPLITS", "evaluate_best", "final_record"]
 
-# The data's split names and final.json's keys for them.
-RESULT_SPLITS = (("train", "train"), ("valid", "val"), ("test", "test"))
+RESULT_SPLITS = ("train", "val", "test")  # the data's splits, final.json's `eval` keys
 
 
 def evaluate_best(files: RunDir, parts: TrainParts, data, cfg: TrainConfig,
                   rt: Runtime) -> tuple[dict, dict]:
-    """best.pt evaluated in eval mode on every split (train as "train", valid as "val"):
-    the scores per split, and the per-image predictions per split (rank 0's, see below).
+    """best.pt evaluated in eval mode on every split ("train", "val", "test"): the scores
+    per split, and the per-image predictions per split (rank 0's, see below).
 
     Under torchrun every rank loads it (after rank 0 has written it) and evaluates its block
     of each split; the scores are summed over ranks. The per-image predictions are then rank
@@ -32,16 +31,16 @@ def evaluate_best(files: RunDir, parts: TrainParts, data, cfg: TrainConfig,
     parts.model.load_state_dict(Checkpoint.load(files.path(BEST_FILE), rt.device).model)
     results, kept = {}, {}
     single = parts.info.world_size == 1
-    for split, key in RESULT_SPLITS:
+    for split in RESULT_SPLITS:
         if split in data.splits and len(data.splits[split]):
             stream = make_stream(data, split, cfg, rt, training=False, info=parts.info)
             keep = {} if single else None
-            results[key] = evaluate(parts.model, stream, cfg.num_classes, rt, keep)
-            if not single and files.is_main and key != "train":
+            results[split] = evaluate(parts.model, stream, cfg.num_classes, rt, keep)
+            if not single and files.is_main and split != "train":
                 keep = predict_all(parts.model, make_stream(data, split, cfg, rt, training=False),
                                    cfg.num_classes, rt)
             if keep is not None:
-                kept[key] = keep
+                kept[split] = keep
     return results, kept
 
 

@@ -53,7 +53,7 @@ class LoadedRun:
     def name(self) -> str:
         return self.config.get("name") or self.dir.name
 
-    def predict(self, split: str = "valid") -> dict:
+    def predict(self, split: str = "val") -> dict:
         """Per-image "labels", "preds" and softmax "probs" (CPU tensors, split order) of the
         model on a split of `data`, as the run's own evaluation computes them (float32)."""
         cfg = config_from_dict(self.config)

@@ -160,7 +160,7 @@ def _build_training(ctx: RunContext) -> None:
                           shortcut=cfg.shortcut)
     model, trainer = prepare_model(ResNet(**ctx.model_args), cfg, rt, info)
     ctx.train_stream = make_stream(ctx.data, "train", cfg, rt, training=True, info=info)
-    ctx.val_stream = make_stream(ctx.data, "valid", cfg, rt, training=False, info=info)
+    ctx.val_stream = make_stream(ctx.data, "val", cfg, rt, training=False, info=info)
     # From-scratch norms: compile their kernels only if this run is long enough to pay it back
     # (steps x first-stage activation, batch x 16 x S x S; see norm_functions.plan_kernels).
     plan_kernels(cfg.epochs * len(ctx.train_stream), cfg.batch_size * 16 * cfg.size ** 2)

@@ -151,8 +151,9 @@ def load_data(cfg: TrainConfig, progress: bool):
     if cfg.num_classes is not None and cfg.num_classes != len(data.classes):
         raise UsageError(f"num_classes is {cfg.num_classes} but the dataset has "
                          f"{len(data.classes)} classes")
-    if "valid" not in data.splits:
-        raise UsageError(f"the dataset at {data.root} has no valid/ split")
+    if "val" not in data.splits:
+        raise UsageError(f"the dataset at {data.root} has no validation split (valid/, val/ or "
+                         f"test/)")
     return data.scored(cfg.keep_leaked)
 
 
