@@ -245,16 +245,3 @@ def _comparison_table(pairs: dict[tuple[str, str], dict[str, dict]],
     heads = [f"{metric_label(m, capital=True)} a − b (95 % CI)" for m in metrics]
     return Table(["a", "b", "Differs in", heads[0], "p", "p adjusted", "Verdict", heads[1],
                   "p", "p adjusted", "Verdict"], rows)
-
-
-def batch_spreads(roles: Roles) -> dict[str, dict]:
-    """Per norm: the range of val accuracy over batch sizes (finished runs only)."""
-    out = {}
-    for kind, members in roles.batch.items():
-        scored = [(r.config.get("batch_size"), r.score("val", "acc")) for r in members if r.ok]
-        scored = [(b, a) for b, a in scored if a is not None]
-        if len(scored) >= 2:
-            accs = [a for _, a in scored]
-            out[kind] = {"spread": max(accs) - min(accs), "sizes": [b for b, _ in scored],
-                         "by_size": dict(scored)}
-    return out

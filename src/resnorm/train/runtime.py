@@ -93,11 +93,6 @@ def choose_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str,
     return dtype, f"{amp}{' with GradScaler' if amp == 'fp16' else ''}: --amp {amp}", None
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: full float32); see choose_amp."""
-    return choose_amp(amp, device)[0]
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Where a run computes and in what numerics."""
