@@ -81,6 +81,11 @@ class RunDir:
         return self.has(FINAL_FILE)
 
     @property
+    def resumable(self) -> bool:
+        """last.pt is there: a run to continue (or a finished one's last state)."""
+        return self.has(LAST_FILE)
+
+    @property
     def started(self) -> bool:
         """Something of a run is here (its config, a checkpoint or final.json)."""
         return any(self.has(name) for name in (CONFIG_FILE, FINAL_FILE, LAST_FILE))

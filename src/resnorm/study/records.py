@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json, read_yaml
-from resnorm.rundir import LAST_FILE, RunDir
+from resnorm.rundir import RunDir
 
 __all__ = ["PLAN_FILE", "STATE_FILE", "SUMMARY_FILE", "OK_STATUSES", "Trial", "RunRecord",
            "trial_dir", "trial_label", "read_state", "write_state", "collect_runs", "best_run"]
@@ -227,7 +227,7 @@ def _read_trial(run_dir: Path, seed: int | None, entry: dict) -> Trial:
         status = final.get("status", "completed")
     elif entry.get("status") == "failed":
         status = "failed"
-    elif run.has(LAST_FILE):
+    elif run.resumable:
         status = "interrupted"
     else:
         status = "not started"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import DivergedError, ResourceError
-from resnorm.rundir import LAST_FILE, RunDir
+from resnorm.rundir import RunDir
 from resnorm.study.records import trial_label
 
 __all__ = ["Job", "Outcome", "train_one", "train_locked", "summary_line"]
@@ -35,6 +35,11 @@ class Job:
     @property
     def dir(self) -> Path:
         return Path(self.cfg.out)
+
+    @property
+    def run(self) -> RunDir:
+        """The job's run folder: its files (resnorm.rundir)."""
+        return RunDir(self.cfg.out)
 
 
 @dataclass
@@ -81,7 +86,7 @@ def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> O
     final = run.final()
     if final is not None:
         return Outcome(name, final.get("status", "completed"), "skipped", final, 0.0)
-    action = "resumed" if run.has(LAST_FILE) else "trained"
+    action = "resumed" if run.resumable else "trained"
     started = time.perf_counter()
     try:
         # Without progress (--quiet) no epoch lines either; the study has already said what
