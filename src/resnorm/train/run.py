@@ -5,8 +5,9 @@ the three.
 
 A run folder holds config.yaml (fully resolved, with versions, device and git commit),
 metrics.csv (one row per epoch), TensorBoard events, last.pt (every epoch), best.pt (best val
-accuracy), final.json (the best checkpoint evaluated in eval mode on train, val and test) and
-curves.png. What a checkpoint holds: resnorm.checkpoint.Checkpoint.
+accuracy), predictions.npz and final.json (the best checkpoint evaluated in eval mode on
+train, val and test) and curves.png; resnorm.rundir.RunDir names, writes and reads them.
+What a checkpoint holds: resnorm.checkpoint.Checkpoint.
 
 Resume: running the same command again continues from last.pt exactly (same metrics.csv as an
 uninterrupted run, on CPU); a finished run is left alone and says so (train.resume).
@@ -49,10 +50,11 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
 
     resume: "auto" continues from last.pt when there is one (and returns a finished run's
     final.json untouched); "require" fails unless there is something to continue; "restart"
-    deletes the run's files first. Raises UsageError for invalid settings and DivergedError
-    (after writing final.json) when the training loss becomes non-finite. `progress`: the
-    bar or lines within an epoch; `epoch_lines`: a line per epoch; `data_note`: the warning
-    line on val/test images with a copy in train (a study says it once for all its runs).
+    deletes the run's own files first (RunDir.clear). Raises UsageError for invalid settings
+    and DivergedError (after writing final.json) when the training loss becomes non-finite.
+    `progress`: the bar or lines within an epoch; `epoch_lines`: a line per epoch;
+    `data_note`: the warning line on val/test images with a copy in train (a study says it
+    once for all its runs).
     """
     # The norm kernels' plan (set once the run's size is known) ends with the run: the next
     # run in this process, or a caller's own setting, is not decided by this one.
