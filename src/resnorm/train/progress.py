@@ -8,8 +8,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from resnorm.rundir import RunDir
 from resnorm.fileio import format_duration
+from resnorm.rundir import RunDir
 
 
 # Plain lines (no terminal, e.g. a log file): one at least every LINE_EVERY_S seconds and at
