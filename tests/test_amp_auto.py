@@ -17,7 +17,7 @@ from resnorm.train.config import TrainConfig
 from resnorm.train.loop import (LossScaleCollapsed, NonFiniteLoss, TrainParts,
                                 train_one_epoch)
 from resnorm.train.progress import Progress
-from resnorm.train.runtime import Runtime, choose_amp, resolve_amp
+from resnorm.train.runtime import Runtime, choose_amp
 
 CUDA0 = torch.device("cuda", 0)
 
@@ -41,7 +41,6 @@ def capability(monkeypatch):
 def test_auto_picks_bf16_where_native_else_fp16(capability, cc, dtype, reason):
     capability(*cc)
     assert choose_amp("auto", CUDA0) == (dtype, reason, None)
-    assert resolve_amp("auto", CUDA0) is dtype
 
 
 def test_auto_is_off_without_cuda():

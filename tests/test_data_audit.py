@@ -30,18 +30,18 @@ def test_planted_exact_and_near_duplicates_are_found(tmp_path):
     groups = sorted(sorted(g) for g in audit["exact_groups"])
     assert groups == [["train/House-Crow/0000.jpg", "valid/House-Crow/copy.jpg"],
                       ["train/House-Crow/0001.jpg", "train/House-Crow/dup.jpg"]]
-    assert audit["exact_pair_counts"] == {"train/train": 1, "train/valid": 1}
+    assert audit["exact_pair_counts"] == {"train/train": 1, "train/val": 1}
     near_pairs = {(a, b) for a, b, *_ in audit["near_pairs"]}
     assert near_pairs == {("train/Hoopoe/0002.jpg", "valid/Hoopoe/resaved.jpg")}
-    assert audit["near_pair_counts"] == {"train/valid": 1}
-    assert audit["leaked_into_train"] == {"valid": 2}
-    assert audit["leaked"] == {"valid": ["valid/Hoopoe/resaved.jpg", "valid/House-Crow/copy.jpg"]}
+    assert audit["near_pair_counts"] == {"train/val": 1}
+    assert audit["leaked_into_train"] == {"val": 2}  # split names; files keep their folder
+    assert audit["leaked"] == {"val": ["valid/Hoopoe/resaved.jpg", "valid/House-Crow/copy.jpg"]}
 
 
 def test_a_clean_synthetic_set_has_no_duplicates(synth_cache):
     audit = synth_cache.manifest["audit"]
     assert audit["exact_groups"] == [] and audit["near_pairs"] == []
-    assert audit["leaked_into_train"] == {"valid": 0}
+    assert audit["leaked_into_train"] == {"val": 0}
 
 
 def test_leak_is_summarised_on_the_console(tmp_path, capsys):

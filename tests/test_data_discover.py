@@ -28,18 +28,18 @@ def make_tree(root: Path, splits=("train", "valid"), classes=("b", "a"), per_cla
 def test_classes_sorted_and_labels_follow_folder_names(tmp_path):
     layout = discover(make_tree(tmp_path, classes=("zeta", "Alpha", "mid")))
     assert layout.classes == ["Alpha", "mid", "zeta"]
-    assert set(layout.splits) == {"train", "valid"}
+    assert set(layout.splits) == {"train", "val"}
     for split, items in layout.splits.items():
         assert len(items) == 6
         for path, label in items:
             assert path.parent.name == layout.classes[label]
 
 
-def test_val_folder_is_the_valid_split_and_test_is_picked_up(tmp_path):
+def test_val_folder_is_the_val_split_and_test_is_picked_up(tmp_path):
     layout = discover(make_tree(tmp_path, splits=("train", "val", "test")))
-    assert set(layout.splits) == {"train", "valid", "test"}
-    assert layout.split_dirs["valid"].name == "val"
-    assert layout.relpath(layout.splits["valid"][0][0]).startswith("val/")
+    assert set(layout.splits) == {"train", "val", "test"}
+    assert layout.split_dirs["val"].name == "val"
+    assert layout.relpath(layout.splits["val"][0][0]).startswith("val/")
 
 
 def test_hidden_and_non_image_files_are_ignored_and_listed(tmp_path):
@@ -71,11 +71,11 @@ def test_fingerprint_changes_with_mtime_size_and_file_set(tmp_path):
 
 
 @pytest.mark.parametrize("splits, folders", [
-    (("train", "valid"), {"train": "train", "valid": "valid"}),            # Kaggle original
-    (("train", "val"), {"train": "train", "valid": "val"}),
-    (("train", "validation"), {"train": "train", "valid": "validation"}),
-    (("train", "val", "test"), {"train": "train", "valid": "val", "test": "test"}),
-    (("train", "test"), {"train": "train", "valid": "test"}),              # test/ validates
+    (("train", "valid"), {"train": "train", "val": "valid"}),              # Kaggle original
+    (("train", "val"), {"train": "train", "val": "val"}),
+    (("train", "validation"), {"train": "train", "val": "validation"}),
+    (("train", "val", "test"), {"train": "train", "val": "val", "test": "test"}),
+    (("train", "test"), {"train": "train", "val": "test"}),                # test/ validates
 ])
 def test_every_layout_of_the_dataset_loads(tmp_path, splits, folders):
     layout = discover(make_tree(tmp_path, splits=splits))
@@ -90,7 +90,7 @@ def test_file_names_inside_class_folders_are_free(tmp_path):
             touch_image(tmp_path / split / name / "Brown-Headed-Barbet_12.jpg")
             touch_image(tmp_path / split / name / "IMG 0001 (copy).JPEG")
     layout = discover(tmp_path)
-    assert [label for _, label in layout.splits["valid"]] == [0, 0, 1, 1]
+    assert [label for _, label in layout.splits["val"]] == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -50,7 +50,9 @@ def test_cache_rows_match_their_sources_and_manifest(tmp_path):
     data = load_cache(build(root, tmp_path / "cache"))
     assert data.classes == ["blue", "red"] and data.size == SIZE and not data.is_synthetic
     m = data.manifest
-    assert m["counts"] == {"train": {"blue": 3, "red": 3}, "valid": {"blue": 2, "red": 2}}
+    assert m["counts"] == {"train": {"blue": 3, "red": 3}, "val": {"blue": 2, "red": 2}}
+    assert m["splits"]["val"]["folder"] == "valid" and m["splits"]["val"]["images"] == \
+        "val_images.u8"
     assert m["skipped"] == [] and m["params"]["resize"] == "squash"
     for name, split in data.splits.items():
         assert split.images.dtype == np.uint8 and split.images.shape == (len(split), 3, SIZE, SIZE)
@@ -58,7 +60,7 @@ def test_cache_rows_match_their_sources_and_manifest(tmp_path):
         assert split.labels.dtype == np.int64
         for row, (file, sha) in enumerate(m["sources"][name]):
             source = root / file
-            assert file == split.files[row] and file.startswith(f"{name}/")
+            assert file == split.files[row] and file.startswith(f"{m['splits'][name]['folder']}/")
             assert data.classes[split.labels[row]] == source.parent.name
             assert sha == hashlib.sha256(source.read_bytes()).hexdigest()
             np.testing.assert_array_equal(split.images[row], decode_file(source, SIZE).pixels)
@@ -103,7 +105,7 @@ def test_bad_files_are_skipped_listed_and_counted(tmp_path, capsys):
     assert "truncated" in skipped["valid/blue/cut.jpg"]
     assert data.manifest["ignored"] == ["valid/blue/notes.txt"]
     assert data.manifest["counts"]["train"] == {"blue": 3, "red": 3}
-    assert len(data.splits["valid"]) == 4 and len(data.splits["train"]) == 6
+    assert len(data.splits["val"]) == 4 and len(data.splits["train"]) == 6
     # the rows after a skipped file moved up: every row still matches its source
     for row, file in enumerate(data.splits["train"].files):
         np.testing.assert_array_equal(data.splits["train"].images[row],
@@ -160,10 +162,10 @@ def test_changed_files_rebuild(tmp_path, change):
     after = load_cache(build(root, out))
     assert after.manifest["created"] >= before.manifest["created"]
     expected = {"edit": 4, "add": 5, "remove": 3}[change]
-    assert len(after.splits["valid"]) == expected
+    assert len(after.splits["val"]) == expected
     if change == "edit":
-        row = after.splits["valid"].files.index("valid/red/0.jpg")
-        assert after.splits["valid"].images[row, 1].mean() > 200  # the new green image
+        row = after.splits["val"].files.index("valid/red/0.jpg")
+        assert after.splits["val"].images[row, 1].mean() > 200  # the new green image
 
 
 def test_other_size_or_mode_rebuilds_and_force_rebuilds(tmp_path):
@@ -217,6 +219,24 @@ def test_load_cache_rejects_incomplete_folders(tmp_path):
     (out / "manifest.json").unlink()
     with pytest.raises(UsageError, match="not a complete resnorm cache"):
         load_cache(out)
+
+
+def test_a_cache_of_an_older_format_is_rebuilt_not_misread(tmp_path):
+    """Format 2 keyed the validation split "valid": such a cache is refused by load_cache and
+    rebuilt by prepare (same folder), never read with the split under another name."""
+    root = write_dataset(tmp_path / "data")
+    out = build(root, tmp_path / "cache")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("splits", "counts", "sources"):
+        manifest[key]["valid"] = manifest[key].pop("val")
+    (out / "val_images.u8").rename(out / "valid_images.u8")
+    manifest.update(version=2)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="older resnorm"):
+        load_cache(out)
+    data = load_cache(build(root, out))
+    assert data.manifest["version"] == 3 and set(data.splits) == {"train", "val"}
+    assert not (out / "valid_images.u8").exists()
 
 
 KILL_DURING_PREPARE = textwrap.dedent("""

@@ -33,8 +33,9 @@ def small(out: Path, **kwargs) -> Path:
 def test_layout_matches_the_real_dataset(synth_root):
     layout = discover(synth_root)
     assert layout.classes == sorted(SYNTH_CLASSES)
-    assert set(layout.splits) == {"train", "valid"} and layout.ignored == []
-    for split, per_class in (("train", SYNTH_TRAIN_PER_CLASS), ("valid", SYNTH_VAL_PER_CLASS)):
+    assert set(layout.splits) == {"train", "val"} and layout.ignored == []
+    assert layout.split_dirs["val"].name == "valid"  # the Kaggle folder
+    for split, per_class in (("train", SYNTH_TRAIN_PER_CLASS), ("val", SYNTH_VAL_PER_CLASS)):
         labels = [label for _, label in layout.splits[split]]
         assert np.bincount(labels).tolist() == [per_class] * len(SYNTH_CLASSES)
     suffixes = {p.suffix for p, _ in layout.splits["train"]}

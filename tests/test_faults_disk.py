@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnorm.checkpoint import RunFiles, load_checkpoint, save_checkpoint
+from resnorm.checkpoint import load_checkpoint, save_checkpoint, write_checkpoint
 from resnorm.cli import main
 from resnorm.data import load_cache, make_synthetic, prepare
 from resnorm.errors import EXIT_RESOURCE, EXIT_USAGE, DiskFullError
+from resnorm.rundir import RunDir
 
 prep = importlib.import_module("resnorm.data.prepare")  # the module, not the function
 pool = importlib.import_module("resnorm.data.decode_pool")
@@ -85,7 +86,7 @@ def assert_clean_prepare_works(data: Path, out: Path, capsys) -> None:
     code, err, _ = prepare_cli(data, out, capsys)
     assert (code, err) == (0, [])
     cache = load_cache(out)
-    assert len(cache.splits["train"]) == 96 and len(cache.splits["valid"]) == 32
+    assert len(cache.splits["train"]) == 96 and len(cache.splits["val"]) == 32
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
@@ -179,15 +180,15 @@ def no_temp_files(folder: Path) -> bool:
 
 
 def test_a_checkpoint_write_failing_for_space_keeps_the_previous_one(tmp_path, monkeypatch):
-    files = RunFiles(tmp_path)
-    files.save("last.pt", state(10))
+    files = RunDir(tmp_path)
+    write_checkpoint(files, "last.pt", state(10))
     fileio = importlib.import_module("resnorm.fileio")
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(fileio.os, "fsync", full)  # NFS and quotas report it as late as this
     with pytest.raises(DiskFullError, match="no space left.*last.pt.*--resume"):
-        files.save("last.pt", state(20))
+        write_checkpoint(files, "last.pt", state(20))
     with pytest.raises(DiskFullError, match="metrics.csv"):
         files.write_metrics([])
     monkeypatch.undo()
@@ -196,10 +197,10 @@ def test_a_checkpoint_write_failing_for_space_keeps_the_previous_one(tmp_path, m
 
 
 def test_a_checkpoint_on_a_real_full_disk_keeps_the_previous_one(tiny_disk):
-    files = RunFiles(tiny_disk)
-    files.save("last.pt", state(10_000))                           # ~40 KiB
+    files = RunDir(tiny_disk)
+    write_checkpoint(files, "last.pt", state(10_000))              # ~40 KiB
     with pytest.raises(DiskFullError, match=f"no space left on the device of {tiny_disk}"):
-        files.save("last.pt", state(100_000))                      # ~400 KiB: does not fit
+        write_checkpoint(files, "last.pt", state(100_000))         # ~400 KiB: does not fit
     with pytest.raises(OSError) as raised:                         # the function level
         save_checkpoint(state(100_000), tiny_disk / "last.pt")
     assert raised.value.errno == errno.ENOSPC

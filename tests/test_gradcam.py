@@ -152,8 +152,8 @@ def test_galleries_of_a_trained_run(trained, tmp_path):
     assert summary["note"] == ("not in this dataset: Red Wattled Lapwing, Ruddy Shelduck, "
                                "White Breasted Waterhen")
     assert summary["target_layers"] == ["layer3.0.conv1", "layer3.0.conv2"]
-    val = data.splits["valid"]
-    preds = load_run(run, device="cpu", data=data).predict("valid")["preds"].numpy()
+    val = data.splits["val"]
+    preds = load_run(run, device="cpu", data=data).predict("val")["preds"].numpy()
     files = sorted(p.name for p in (tmp_path / "cams").iterdir())
     assert len(files) == 4 * 3 + 1  # a PNG and two .npy per class, and gradcam.json
     for c in summary["classes"]:
@@ -180,7 +180,7 @@ def test_galleries_of_a_trained_run(trained, tmp_path):
 def test_val_boxes_fit_the_prepared_images(trained):
     _, data = trained
     boxes = val_boxes(data)
-    assert len(boxes) == len(data.splits["valid"])
+    assert len(boxes) == len(data.splits["val"])
     for x0, y0, x1, y1 in boxes.values():
         assert -0.5 <= x0 < x1 <= 32.5 and -0.5 <= y0 < y1 <= 32.5
 

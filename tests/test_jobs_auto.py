@@ -21,12 +21,12 @@ from resnorm.train.config import TrainConfig
 GB = 10 ** 9
 
 
-def fake_cache(folder, size, train, valid):
+def fake_cache(folder, size, train, val):
     """A cache folder as far as the estimate reads it: its manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).write_text(json.dumps({
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "params": {"size": size},
-        "splits": {"train": {"count": train}, "valid": {"count": valid}}}))
+        "splits": {"train": {"count": train}, "val": {"count": val}}}))
     return folder
 
 

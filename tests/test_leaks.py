@@ -12,7 +12,7 @@ from resnorm.cli import main
 from resnorm.data import load_cache, make_synthetic, prepare
 from resnorm.data.cache import MIN_SCORED_PER_CLASS
 from resnorm.errors import UsageError
-from resnorm.predictions import read_predictions
+from resnorm.rundir import RunDir
 from resnorm.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,13 +47,13 @@ def leaky(tmp_path_factory):
 
 def test_the_audit_marks_the_copies_and_scored_leaves_them_out(leaky):
     _, data = leaky
-    val = data.splits["valid"]
+    val = data.splits["val"]
     assert sorted(f.rsplit(".", 1)[0] for f in np.array(val.files)[val.leaked]) == sorted(
         f"val/{n}/c{k}" for n in CLASSES for k in range(2))
     assert not data.splits["train"].leaked.any()
     scored = data.scored()
-    assert len(scored.splits["valid"]) == 18 and len(scored.splits["test"]) == 18
-    assert not any("/c" in f for f in scored.splits["valid"].files)
+    assert len(scored.splits["val"]) == 18 and len(scored.splits["test"]) == 18
+    assert not any("/c" in f for f in scored.splits["val"].files)
     assert len(scored.splits["train"]) == len(data.splits["train"])
     assert scored.split_counts() == {"val": {"images": 24, "scored": 18, "leaked": 6},
                                      "test": {"images": 21, "scored": 18, "leaked": 3}}
@@ -72,13 +72,13 @@ def test_too_few_clean_val_images_say_what_to_do(tmp_path):
     message = str(info.value)
     assert f"fewer than {MIN_SCORED_PER_CLASS}" in message and "--keep-leaked" in message
     assert "test/" in message and "\n" not in message
-    assert len(data.scored(keep_leaked=True).splits["valid"]) == 5 * len(CLASSES)
+    assert len(data.scored(keep_leaked=True).splits["val"]) == 5 * len(CLASSES)
 
 
 def test_a_small_val_split_without_leaks_is_not_refused(tmp_path):
     root = leaky_dataset(tmp_path / "data", val_per_class=2, copies=0, test=False)
     data = load_cache(prepare(root, size=16, out=tmp_path / "cache", workers=1, progress=False))
-    assert len(data.scored().splits["valid"]) == 2 * len(CLASSES)
+    assert len(data.scored().splits["val"]) == 2 * len(CLASSES)
 
 
 @pytest.mark.parametrize("keep", [False, True])
@@ -91,7 +91,7 @@ def test_a_run_chooses_and_scores_on_the_clean_images_only(leaky, tmp_path, keep
     assert final["splits"]["val"] == {"images": 24, "scored": val_n, "leaked": 6}
     for split, n in (("val", val_n), ("test", test_n)):
         assert sum(map(sum, final["eval"][split]["confusion"])) == n
-    predictions = read_predictions(tmp_path / "run")
+    predictions = RunDir(tmp_path / "run").predictions()
     assert len(predictions["val"]["labels"]) == val_n and len(predictions["test"]["labels"]) == test_n
     # the epoch chosen was chosen on the same images: its csv val accuracy is final.json's
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

@@ -51,7 +51,7 @@ def fake_run(study: Path, name: str, final_acc: float, *, status: str = "complet
     metrics.csv (linear curves), predictions.npz, final.json, and a placeholder curves.png
     (training draws the real one; without it the report draws it). Seed i scores
     final_acc + spread * (i - mean), on N_VAL val images."""
-    from resnorm.predictions import write_predictions
+    from resnorm.rundir import RunDir
 
     for i, seed in enumerate(seeds):
         acc_s = final_acc + spread * (i - (len(seeds) - 1) / 2)
@@ -59,9 +59,9 @@ def fake_run(study: Path, name: str, final_acc: float, *, status: str = "complet
                     classes, drift, curves, config)
         if status != "diverged":
             k = len(classes)
-            write_predictions(study / "runs" / name / f"seed-{seed}",
-                              {"val": fake_predictions(name, seed, acc_s, k),
-                               "train": fake_predictions(name, seed, acc_s + 0.05, k)})
+            RunDir(study / "runs" / name / f"seed-{seed}").write_predictions(
+                {"val": fake_predictions(name, seed, acc_s, k),
+                 "train": fake_predictions(name, seed, acc_s + 0.05, k)})
     return study / "runs" / name
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.predictions import read_predictions
+from resnorm.rundir import RunDir
 from resnorm.study import parse_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +45,7 @@ def test_each_run_trains_once_per_seed_in_its_own_folder(study):
             folder = study / "runs" / name / f"seed-{seed}"
             assert yaml.safe_load((folder / "config.yaml").read_text())["seed"] == seed
             final = json.loads((folder / "final.json").read_text())
-            kept = read_predictions(folder)
+            kept = RunDir(folder).predictions()
             # the saved predictions are the best checkpoint's: they give its val accuracy
             val = kept["val"]
             assert val["labels"].shape == (80,) and val["probs"].shape == (80, 4)

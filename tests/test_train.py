@@ -30,7 +30,7 @@ def data(synth_cache):
     """The session's prepared synthetic dataset (conftest.py): 5 classes, 80 train and 30 val
     images at 32x32, passed to `train` as a cache folder."""
     assert (len(synth_cache.classes), len(synth_cache.splits["train"]),
-            len(synth_cache.splits["valid"])) == (5, 80, 30)
+            len(synth_cache.splits["val"])) == (5, 80, 30)
     return synth_cache.path
 
 
@@ -107,7 +107,7 @@ def test_checkpoints_load_safely_and_rebuild_the_best_model(bn_run, data):
     assert not model.training and cfg["norm"] == "bn" and cfg["num_classes"] == 5
     # The rebuilt model reproduces final.json's val accuracy from the cache, independently.
     prepared = load_cache(data)
-    val = prepared.splits["valid"]
+    val = prepared.splits["val"]
     stream = BatchStream(val.images, val.labels, 7, device="cpu", mean=prepared.mean,
                          std=prepared.std)
     assert evaluate(model, stream, 5)["acc"] == final["eval"]["val"]["acc"]

@@ -11,8 +11,9 @@ import torch
 import yaml
 
 from resnorm import cli
-from resnorm.errors import EXIT_USAGE, UsageError
+from resnorm.errors import EXIT_USAGE, DivergedError, UsageError
 from resnorm.model import ResNet
+from resnorm.rundir import RunDir
 from resnorm.train import TrainConfig, config_from_dict, resolve_config, train
 from resnorm.train.cli import config_from_args, configure_parser
 from resnorm.train.optim import build_optimizer, build_scheduler, lr_factor
@@ -229,6 +230,20 @@ def test_restart_discards_a_run_and_trains_again(data, tmp_path):
     assert final["epochs_run"] == 2
     assert (tmp_path / "r" / "final.json").stat().st_mtime_ns != first
     assert (tmp_path / "r" / "keep.txt").exists()  # only the run's own files are removed
+
+
+def test_restart_leaves_nothing_of_the_run_it_discards(data, tmp_path):
+    """--restart removes every file the earlier run wrote, predictions.npz included: a new run
+    that diverges before its first checkpoint writes none, and must not show the old one's."""
+    run = tmp_path / "r"
+    cfg = TrainConfig(data=str(data), out=str(run), size=32, n=1, batch_size=16, epochs=1)
+    train(cfg, progress=False)
+    assert (run / "predictions.npz").exists() and (run / "best.pt").exists()
+    diverging = dataclasses.replace(cfg, norm="nn", lr=1e6, warmup_epochs=0.0)
+    with pytest.raises(DivergedError):
+        train(diverging, resume="restart", progress=False)
+    assert not (run / "predictions.npz").exists() and not (run / "best.pt").exists()
+    assert RunDir(run).final()["status"] == "diverged" and RunDir(run).predictions() is None
 
 
 def test_compile_mode_reaches_torch_compile(data, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""The files of a run folder: checkpoints (what they hold, atomic writes, safe loads, RNG
-state), config.yaml, metrics.csv, final.json and curves.png.
+"""Checkpoints: what last.pt and best.pt hold, their atomic writes, safe loads and RNG state.
+(The rest of a run folder: resnorm.rundir.)
 
 `Checkpoint` is the one place that knows what last.pt and best.pt hold. On disk a checkpoint
 is a plain dict of tensors and primitive containers (dicts, lists, str, int, float, bool,
@@ -8,29 +8,20 @@ None) — the config as a dict, RNG states as uint8 tensors — so it loads with
 """
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-import yaml
 
-from resnorm.errors import DiskFullError, UsageError
-from resnorm.fileio import (atomic_write_bytes, atomic_write_text, format_bytes, free_bytes,
-                            is_disk_full, temp_path)
-from resnorm.metrics import write_metrics_csv
-from resnorm.predictions import PREDICTIONS_FILE, write_predictions
+from resnorm.errors import UsageError
+from resnorm.fileio import atomic_write_bytes
+from resnorm.rundir import RunDir
 
-__all__ = ["Checkpoint", "RunFiles", "RUN_FILES", "save_checkpoint", "load_checkpoint",
-           "rng_state", "set_rng_state", "atomic_write_text", "to_json"]
-
-# What a run writes in its folder (besides TensorBoard's events.out.tfevents.* files).
-RUN_FILES = ("config.yaml", "metrics.csv", "last.pt", "best.pt", "final.json", "curves.png")
+__all__ = ["Checkpoint", "write_checkpoint", "save_checkpoint", "load_checkpoint",
+           "rng_state", "set_rng_state"]
 
 
 @dataclass
@@ -92,95 +83,14 @@ class Checkpoint:
         return cls.from_dict(load_checkpoint(path, map_location), str(path))
 
 
-class RunFiles:
-    """The files of one run folder. Only the main process writes (under DDP: rank 0)."""
-
-    def __init__(self, run_dir: Path, is_main: bool = True) -> None:
-        self.dir, self.is_main = Path(run_dir), is_main
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def clear(self) -> None:
-        """Remove what an earlier run left here: only the run's own files, nothing else."""
-        if not self.is_main or not self.dir.is_dir():
-            return
-        for name in RUN_FILES:
-            self.path(name).unlink(missing_ok=True)
-        for events in self.dir.glob("events.out.tfevents.*"):
-            events.unlink()
-
-    def write_config(self, config: dict, environment: dict) -> None:
-        """config.yaml: the resolved settings, then the environment they ran in."""
-        if self.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump({**config, "environment": environment}, sort_keys=False)
-            with _run_write(self.path("config.yaml"), hint=False):  # nothing to resume yet
-                atomic_write_text(self.path("config.yaml"), text)
-
-    def save(self, name: str, checkpoint: "Checkpoint | dict") -> None:
-        """Write a checkpoint; on a full disk the previous one is kept and the error says how
-        to continue."""
-        if self.is_main:
-            if isinstance(checkpoint, Checkpoint):
-                checkpoint = checkpoint.to_dict()
-            with _run_write(self.path(name)):
-                save_checkpoint(checkpoint, self.path(name))
-
-    def write_metrics(self, history: list) -> None:
-        if self.is_main:
-            path = self.path("metrics.csv")
-            with _run_write(path):
-                write_metrics_csv(history, path)
-
-    def write_predictions(self, splits: dict[str, dict]) -> None:
-        """predictions.npz: per-image labels, predictions, probabilities (for the statistics)."""
-        if self.is_main and splits:
-            with _run_write(self.path(PREDICTIONS_FILE)):
-                write_predictions(self.dir, splits)
-
-    def write_final(self, final: dict, history: list, title: str) -> None:
-        """curves.png, then final.json (last: its presence marks the run finished)."""
-        if self.is_main:
-            from resnorm.plots import plot_run_curves  # matplotlib only when a run ends
-            with _run_write(self.path("curves.png")):
-                plot_run_curves(history, self.path("curves.png"), title=title)
-            with _run_write(self.path("final.json")):
-                atomic_write_text(self.path("final.json"), to_json(final))
-
-    def read_final(self) -> dict | None:
-        try:
-            return json.loads(self.path("final.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-
-def to_json(value: Any) -> str:
-    """Indented JSON with lists of numbers kept on one line (a confusion row per line)."""
-    text = json.dumps(value, indent=2)
-    return re.sub(r"\[\s*([-+.\deE,\s]*?)\s*\]",
-                  lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
-
-
-@contextlib.contextmanager
-def _run_write(path: Path, hint: bool = True) -> Iterator[None]:
-    """Around a write of a run file: a full disk (in our atomic writes or in a library that
-    writes `path` itself) becomes a one-line `DiskFullError` that names the file and the free
-    space and says how the run continues; the temp file `fileio.temp_path(path)` is removed.
-    """
-    try:
-        yield
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        temp_path(path).unlink(missing_ok=True)
-        free = free_bytes(path.parent)
-        raise DiskFullError(
-            f"no space left on the device of {path.parent} "
-            f"({format_bytes(free) + ' free' if free is not None else 'free space unknown'}): "
-            f"could not write {path.name}, any previous {path.name} is unchanged"
-            + ("; free some space, then continue the run with --resume" if hint else "")
-        ) from exc
+def write_checkpoint(run: RunDir, name: str, checkpoint: "Checkpoint | dict") -> None:
+    """Write a checkpoint into the run folder (main process only); on a full disk the previous
+    one is kept and the one-line error says how to continue (`RunDir.writing`)."""
+    if run.is_main:
+        if isinstance(checkpoint, Checkpoint):
+            checkpoint = checkpoint.to_dict()
+        with run.writing(name) as path:
+            save_checkpoint(checkpoint, path)
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
@@ -188,7 +98,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 
     The state is serialized in memory first (checkpoints here are a few MB), so a full disk
     shows up as a plain OSError ENOSPC from the write (not as an error inside torch's zip
-    writer), the temp file is removed and the previous checkpoint is intact; `RunFiles.save`
+    writer), the temp file is removed and the previous checkpoint is intact; `write_checkpoint`
     turns it into a one-line `DiskFullError`. A run killed mid-write leaves the previous
     checkpoint intact too (plus at most a stray temp file, which the next save replaces).
     """

@@ -1,6 +1,5 @@
 """Exceptions the command line turns into exit codes (see `resnorm.cli`)."""
 
-EXIT_OK = 0
 EXIT_USAGE = 2      # bad usage, invalid config, missing data: one line on stderr
 EXIT_DIVERGED = 3   # a training run hit a non-finite loss and stopped cleanly
 EXIT_RESOURCE = 4   # out of disk space or memory, or a worker process died: one line on stderr

@@ -1,4 +1,5 @@
-"""A run's per-image predictions of its best checkpoint: RUN/predictions.npz (numpy only).
+"""A run's per-image predictions of its best checkpoint: the format of RUN/predictions.npz
+(numpy only; the run folder, resnorm.rundir.RunDir, names the file and writes it).
 
 Written by the run's final evaluation, read by the study's statistics: the paired image
 bootstrap and McNemar's test need to know, image by image, what each (run, seed) predicted on
@@ -15,20 +16,18 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 
 from resnorm.fileio import atomic_write_bytes
 
-__all__ = ["PREDICTIONS_FILE", "write_predictions", "read_predictions"]
+__all__ = ["write_predictions", "read_predictions"]
 
-PREDICTIONS_FILE = "predictions.npz"
 PROB_SPLITS = ("val", "test")
 
 
-def write_predictions(run_dir: str | os.PathLike, splits: dict[str, dict]) -> Path:
-    """Write {split: {"labels", "preds", "probs"}} (array-likes) atomically; return the path."""
+def write_predictions(path: str | os.PathLike, splits: dict[str, dict]) -> None:
+    """Write {split: {"labels", "preds", "probs"}} (array-likes) to `path` atomically."""
     arrays = {}
     for split, kept in splits.items():
         arrays[f"{split}_labels"] = np.asarray(kept["labels"]).astype(np.int16)
@@ -37,15 +36,12 @@ def write_predictions(run_dir: str | os.PathLike, splits: dict[str, dict]) -> Pa
             arrays[f"{split}_probs"] = np.asarray(kept["probs"]).astype(np.float16)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    path = Path(run_dir) / PREDICTIONS_FILE
     atomic_write_bytes(path, buffer.getbuffer())
-    return path
 
 
-def read_predictions(run_dir: str | os.PathLike) -> dict[str, dict[str, np.ndarray]] | None:
-    """{split: {"labels", "preds"[, "probs"]}} from RUN/predictions.npz, or None when the run
-    has none (not finished, trained by an older resnorm) or the file is unreadable."""
-    path = Path(run_dir) / PREDICTIONS_FILE
+def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]] | None:
+    """{split: {"labels", "preds"[, "probs"]}} from a predictions file, or None when there is
+    none (the run has not finished, or an older resnorm trained it) or it is unreadable."""
     try:
         with np.load(path) as npz:
             arrays = {k: npz[k] for k in npz.files}

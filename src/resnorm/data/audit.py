@@ -29,7 +29,7 @@ def audit(files: list[str], splits: list[str], sha256: list[str], dhashes: list[
           thumbs: np.ndarray, bits: int = NEAR_BITS,
           correlation: float = NEAR_CORRELATION) -> dict:
     """Find duplicates among images named `files` (relative paths, one per decoded image) of
-    the splits `splits` ('train', 'valid', 'test': split names, not folder names).
+    the splits `splits` ('train', 'val', 'test': split names, not folder names).
 
     Returns a JSON-ready dict: exact duplicate groups, near-duplicate pairs (exact ones
     excluded) as [file_a, file_b, dhash_bits, correlation], pair counts per split combination,

@@ -5,14 +5,15 @@ A cache is one folder:
     manifest.json          written last; a folder without a complete manifest is not a cache
     train_images.u8        raw uint8 (N, 3, S, S), C order, memory-mapped when loaded
     train_labels.npy       int64 (N,)
-    valid_images.u8 ...    likewise per split
+    val_images.u8 ...      likewise per split ("train", "val", "test": split names, whatever
+                           folder each came from: manifest `splits[name].folder`)
 
 It is built in a hidden sibling folder and renamed into place, so a crash or kill during
 `prepare` never leaves a folder that `load_cache` would accept.
 
-Leaked images: an image of valid or test with an exact or near copy in train (the manifest's
+Leaked images: an image of val or test with an exact or near copy in train (the manifest's
 audit lists them) would be scored on what the model trained on. `PreparedData.scored()` is the
-data as runs use it: those rows left out of valid and test, so no score, best epoch or early
+data as runs use it: those rows left out of val and test, so no score, best epoch or early
 stop rests on them; `keep_leaked=True` keeps them (scores then inflated, and labelled so).
 """
 from __future__ import annotations
@@ -37,7 +38,9 @@ __all__ = ["PreparedData", "SplitData", "load_cache", "default_cache_dir", "CACH
            "MIN_SCORED_PER_CLASS"]
 
 CACHE_FORMAT = "resnorm-cache"
-CACHE_VERSION = 2  # 2: the audit lists the leaked files per split (`audit.leaked`)
+# 2: the audit lists the leaked files per split (`audit.leaked`); 3: the validation split is
+# keyed "val" (was "valid") in the manifest, its file names and the audit
+CACHE_VERSION = 3
 MANIFEST = "manifest.json"
 # Fewest images per class a validation split must keep once its leaked images are left out:
 # below this, choosing epochs (and early stopping) on it is mostly noise.
@@ -47,9 +50,9 @@ MIN_SCORED_PER_CLASS = 5
 @dataclass
 class SplitData:
     """One split: `images` uint8 (N, 3, S, S) memory-mapped, `labels` int64 (N,), the source
-    file of each row relative to the dataset root ('valid/Hoopoe/0001.jpg'), and which rows
-    have an exact or near copy in train (`leaked`; all False for train). `left_out`: leaked
-    rows that `without_leaked` removed."""
+    file of each row relative to the dataset root (its folder's name: 'valid/Hoopoe/0001.jpg'
+    in split "val"), and which rows have an exact or near copy in train (`leaked`; all False
+    for train). `left_out`: leaked rows that `without_leaked` removed."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -93,22 +96,22 @@ class PreparedData:
         return len(self.classes)
 
     def scored(self, keep_leaked: bool = False) -> "PreparedData":
-        """The data as runs score it: valid and test without their leaked images, unless
-        `keep_leaked`. Raises UsageError when valid keeps too few images per class to choose
+        """The data as runs score it: val and test without their leaked images, unless
+        `keep_leaked`. Raises UsageError when val keeps too few images per class to choose
         epochs on (MIN_SCORED_PER_CLASS), saying what to do instead."""
         if keep_leaked:
             return self
         splits = {name: split if name == "train" else split.without_leaked()
                   for name, split in self.splits.items()}
-        short = _short_classes(self.splits["valid"], splits["valid"], self.classes) \
-            if "valid" in splits else []
+        short = _short_classes(self.splits["val"], splits["val"], self.classes) \
+            if "val" in splits else []
         if short:
-            left_out = splits["valid"].left_out
+            left_out = splits["val"].left_out
             raise UsageError(
-                f"{split_label(self.manifest, 'valid')} keeps fewer than {MIN_SCORED_PER_CLASS} "
+                f"{split_label(self.manifest, 'val')} keeps fewer than {MIN_SCORED_PER_CLASS} "
                 f"images without a copy in train for {len(short)} of {len(self.classes)} "
                 f"classes (e.g. {short[0]}; {left_out:,} of "
-                f"{left_out + len(splits['valid']):,} are copies), too few to choose epochs on: "
+                f"{left_out + len(splits['val']):,} are copies), too few to choose epochs on: "
                 "prepare the dataset without val/ so that test/ serves as the validation split, "
                 "or keep the copies with --keep-leaked (scores then inflated)")
         return dataclasses.replace(self, splits=splits)
@@ -119,14 +122,14 @@ class PreparedData:
         out = {}
         for name, split in self.splits.items():
             if name != "train":
-                out["val" if name == "valid" else name] = {
+                out[name] = {
                     "images": len(split) + split.left_out, "scored": len(split),
                     "leaked": split.left_out + int(split.leaked.sum())}
         return out
 
 
     def leak_note(self) -> str | None:
-        """One line on the images of valid and test that have a copy in train and what runs do
+        """One line on the images of val and test that have a copy in train and what runs do
         with them (this data as `scored` returned it), or None when there are none."""
         counts = {s: c for s, c in self.split_counts().items() if c["leaked"]}
         if not counts:
@@ -148,9 +151,9 @@ def _short_classes(before: SplitData, after: SplitData, classes: list[str]) -> l
 
 
 def split_label(manifest: dict, split: str) -> str:
-    """How reports and messages name a split: 'val' for valid, and the folder it came from when
-    that differs ('val (folder test/)' where test/ is the validation split)."""
-    if split != "valid":
+    """How reports and messages name a split: its name, and for val the folder it came from
+    when that is test/ ('val (folder test/)': test/ is the validation split)."""
+    if split != "val":
         return split
     folder = (manifest.get("splits", {}).get(split) or {}).get("folder")
     return "val (folder test/)" if folder == "test" else "val"

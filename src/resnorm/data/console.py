@@ -63,7 +63,7 @@ def print_summary(manifest: dict, out: Path, say) -> None:
         f"-> {out} in {manifest['seconds']['total']:.1f} s")
     if manifest["synthetic"]:
         say("prepare: this is a SYNTHETIC dataset (see SYNTHETIC.txt), not real photos")
-    if manifest["splits"]["valid"].get("folder") == "test":
+    if manifest["splits"]["val"].get("folder") == "test":
         say("prepare: no val/ folder: test/ is the validation split (it chooses epochs, so "
             "there is no untouched held-out split)")
     if manifest["ignored"]:

@@ -13,7 +13,7 @@ from resnorm.data.species import SPECIES, Species
 
 __all__ = ["SPLITS", "image_rng", "render_image"]
 
-SPLITS = ("train", "valid")  # the splits of a synthetic dataset, each with its own draws
+SPLITS = ("train", "valid")  # a synthetic dataset's split folders, each with its own draws
 
 
 def image_rng(seed: int, split: str, name: str, index: int,

@@ -6,9 +6,11 @@ The layout is torchvision's ImageFolder convention, one level up:
 
 The layouts in which people have the Indian Birds dataset all load: `train/` + `valid/` (the
 Kaggle original), `train/` + `val/` (or `validation/`), either with a `test/`, and `train/` +
-`test/`. In the last one `test/` is the only split besides train, so it plays the validation
-role (it chooses the best epoch, and its scores are labelled so); `Layout.split_dirs["valid"]`
-then names the folder `test`. File names inside class folders are free.
+`test/`. The splits are named "train", "val" and "test" whatever their folders are called
+(`Layout.split_dirs` names the folders). With `train/` + `test/`, `test/` is the only split
+besides train, so it is the validation split "val" (it chooses the best epoch, and its scores
+are labelled so) and `split_dirs["val"]` is the folder `test`. File names inside class folders
+are free.
 
 Class index = position of the folder name in sorted order. Hidden files and files without an
 image extension are ignored and listed, never decoded. Anything else is one UsageError line.
@@ -22,13 +24,13 @@ from pathlib import Path
 
 from resnorm.errors import UsageError
 
-__all__ = ["Layout", "discover", "IMAGE_EXTENSIONS", "SPLIT_ALIASES"]
+__all__ = ["Layout", "discover", "IMAGE_EXTENSIONS", "SPLIT_FOLDERS"]
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
-# canonical split name -> folder names accepted for it, in order of preference
-SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "val", "validation"),
+# split name -> folder names accepted for it, in order of preference
+SPLIT_FOLDERS = {"train": ("train",), "val": ("valid", "val", "validation"),
                  "test": ("test",)}
 EXPECTED = "expected train/<Class>/* and valid/<Class>/* (or val/), optionally test/<Class>/*"
 
@@ -78,8 +80,7 @@ def discover(root: str | os.PathLike) -> Layout:
     if not root.is_dir():
         raise UsageError(f"dataset root {root} is not a folder")
     split_dirs = _find_split_dirs(root)
-    classes_per_split = {s: _class_dirs(d) for s, d in split_dirs.items()}
-    classes = _agreed_classes(classes_per_split)
+    classes = _agreed_classes({d.name: _class_dirs(d) for d in split_dirs.values()})
 
     splits: dict[str, list[tuple[Path, int]]] = {}
     ignored: list[Path] = []
@@ -100,7 +101,7 @@ def discover(root: str | os.PathLike) -> Layout:
 
 def _find_split_dirs(root: Path) -> dict[str, Path]:
     found = {}
-    for split, names in SPLIT_ALIASES.items():
+    for split, names in SPLIT_FOLDERS.items():
         present = [root / n for n in names if (root / n).is_dir()]
         if len(present) > 1:
             raise UsageError(f"{root} has both {' and '.join(p.name + '/' for p in present)}; "
@@ -109,11 +110,11 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
             found[split] = present[0]
     if "train" not in found:
         raise UsageError(_no_train_text(root))
-    if "valid" not in found:
+    if "val" not in found:
         if "test" not in found:
             raise UsageError(f"{root} has train/ but no valid/, val/ or test/ folder to choose "
                              f"epochs on ({EXPECTED})")
-        found["valid"] = found.pop("test")  # train/ + test/: test/ is the validation split
+        found["val"] = found.pop("test")  # train/ + test/: test/ is the validation split
     return found
 
 
@@ -125,7 +126,7 @@ def _no_train_text(root: Path) -> str:
         return (f"{root} has no train/ folder, but {nested[0]} has: point --data at "
                 f"{nested[0]}")
     splits = [p.name + "/" for p in subdirs
-              if any(p.name in names for names in SPLIT_ALIASES.values())]
+              if any(p.name in names for names in SPLIT_FOLDERS.values())]
     if splits:
         return f"{root} has {', '.join(splits)} but no train/ folder ({EXPECTED})"
     if any(_holds_images(p) for p in subdirs[:3]):
@@ -145,9 +146,9 @@ def _class_dirs(split_dir: Path) -> list[str]:
     return names
 
 
-def _agreed_classes(classes_per_split: dict[str, list[str]]) -> list[str]:
-    reference = classes_per_split["train"]
-    for split, names in classes_per_split.items():
+def _agreed_classes(classes_per_folder: dict[str, list[str]]) -> list[str]:
+    reference = classes_per_folder["train"]
+    for split, names in classes_per_folder.items():
         only_train = sorted(set(reference) - set(names))
         only_here = sorted(set(names) - set(reference))
         if only_train or only_here:

@@ -15,6 +15,7 @@ from pathlib import Path
 from resnorm.errors import UsageError
 from resnorm.gradcam.run import run_gradcam, study_gradcam
 from resnorm.gradcam.select import PER_CLASS
+from resnorm.rundir import BEST_FILE, RunDir
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     if args.run is not None:
-        if not (args.run / "best.pt").exists():
+        if not RunDir(args.run).has(BEST_FILE):
             raise UsageError(f"{args.run} is not a trained run folder (no best.pt)")
         out = args.out or args.run / "gradcam"
         summary = run_gradcam(args.run, out, classes=classes, per_class=args.per_class,

@@ -111,7 +111,7 @@ def _shortfall_note(picks: dict[str, np.ndarray], per_class: int) -> str:
 def class_gallery(model, data, class_index: int, preds, probs, per_class: int, seed: int,
              out_dir: Path, run_name: str, boxes: dict | None) -> ClassGallery:
     """Choose one class's images, explain them, save the raw maps and draw the grid."""
-    val = data.splits["valid"]
+    val = data.splits["val"]
     labels = np.asarray(val.labels)
     name = data.classes[class_index]
     slug = _slug(name)

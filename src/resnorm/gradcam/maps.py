@@ -148,7 +148,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def val_boxes(data, split: str = "valid") -> dict[int, tuple[float, float, float, float]] | None:
+def val_boxes(data, split: str = "val") -> dict[int, tuple[float, float, float, float]] | None:
     """Object boxes of a split's images in prepared-image pixels, by row; None without boxes.
 
     `boxes.json` gives [x0, y0, x1, y1] in source-image pixels keyed by 'split/Class/file';
@@ -173,8 +173,8 @@ def pointing_game(model, data, boxes: dict[int, tuple], sample: int = POINTING_S
     rows = np.array(sorted(boxes), dtype=np.int64)
     if len(rows) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=sample, replace=False))
-    labels = np.asarray(data.splits["valid"].labels)
-    images = data.splits["valid"].images
+    labels = np.asarray(data.splits["val"].labels)
+    images = data.splits["val"].images
     cams = compute_cams(model, images[rows], labels[rows], data.mean, data.std)
     hits = sum(pointing_hit(m, boxes[int(r)]) for m, r in zip(cams, rows))
     size = images.shape[-1]

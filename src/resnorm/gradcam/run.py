@@ -13,6 +13,7 @@ from resnorm.errors import UsageError
 from resnorm.gradcam.gallery import ClassGallery, class_gallery
 from resnorm.gradcam.maps import TOP_SHARE, pointing_game, val_boxes
 from resnorm.gradcam.select import PER_CLASS, choose_classes
+from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.records import best_run, collect_runs, read_state, write_state
 from resnorm.train import load_run
 
@@ -35,7 +36,7 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_previous_output(out_dir)
 
-    predicted = run.predict("valid")
+    predicted = run.predict("val")
     preds, probs = predicted["preds"].numpy(), predicted["probs"].numpy()
     boxes = val_boxes(data)
     galleries = [class_gallery(model, data, data.classes.index(name), preds, probs, per_class,
@@ -114,7 +115,7 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
     best = best_run(records)
     if best is None:
         raise UsageError(f"{study} has no finished run to explain yet")
-    others = {r.name: r.dir for r in records if r.ok and (r.dir / "best.pt").exists()}
+    others = {r.name: r.dir for r in records if r.ok and RunDir(r.dir).has(BEST_FILE)}
     summary = run_gradcam(best.dir, out, classes=classes, per_class=per_class, seed=seed,
                           score_runs=others, device=device)
     # which model: the best run by mean val accuracy, and of its seeds the representative one

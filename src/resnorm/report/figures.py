@@ -10,6 +10,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from resnorm.norms import norm_info
 from resnorm.plots import mpl_text, plot_run_curves
 from resnorm.report.roles import norm_kind, seeds_mean_of
+from resnorm.rundir import CURVES_FILE, RunDir
 from resnorm.study.records import RunRecord
 
 
@@ -128,8 +129,9 @@ def plot_gates(layers: list[dict], title: str, path: Path) -> Path:
 def run_curves(r: RunRecord, assets: Path) -> Path | None:
     """The run's curves figure: the one training drew, else drawn from its metrics (None
     before its first epoch)."""
-    if (r.dir / "curves.png").is_file():
-        return r.dir / "curves.png"
+    drawn = RunDir(r.dir).path(CURVES_FILE)
+    if drawn.is_file():
+        return drawn
     if not r.rows:
         return None
     return plot_run_curves(r.rows, assets / f"curves-{slug(r.name)}.png", title=mpl_text(r.name))

@@ -14,6 +14,7 @@ from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import norm_kind
 from resnorm.report.verdicts import tied_text
+from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.records import RunRecord, read_state
 
 
@@ -40,7 +41,7 @@ def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | 
                "with ρ starting at 1 (pure BN) and clamped to [0, 1]. 1 − ρ is how far a "
                "channel moved toward IN."))
     bins = [r for r in runs if r.ok and norm_info(norm_kind(r)).gated
-            and (r.dir / "best.pt").exists()]
+            and RunDir(r.dir).has(BEST_FILE)]
     if not bins:
         s.add(Para("No finished BIN run in this study yet."))
         return s, None

@@ -46,7 +46,7 @@ def section_setup(runs, manifest, plan, summary: dict) -> Section:
 
 def _split_roles(splits: dict, manifest: dict | None) -> str:
     """What each split did in the study, in words."""
-    val_name = split_label(manifest or {}, "valid")
+    val_name = split_label(manifest or {}, "val")
     text = (f"Splits: train fits the models; {val_name} chooses each run's best epoch, early "
             "stopping and the best variant, so its scores carry selection bias (they flatter "
             "the runs a little)")
@@ -64,7 +64,7 @@ def _scored_rows(m: dict, splits: dict) -> list[list[str]]:
     copy in train (left out, or kept and inflating the scores)."""
     rows = []
     for split, c in splits.items():
-        name = split_label(m, "valid" if split == "val" else split)
+        name = split_label(m, split)
         if c.get("inflated"):
             text = (f"all {c['images']:,}, {c['leaked']:,} of them with an exact or near copy "
                     f"in train, kept (keep_leaked): {name} scores are INFLATED")
@@ -129,9 +129,7 @@ def _pair_counts(d: Any) -> str:
     """'train/val: 1,133, train/train: 1': pairs per combination of splits."""
     if not d:
         return "none"
-    named = {"valid": "val"}
-    return ", ".join(f"{'/'.join(named.get(x, x) for x in k.split('/'))}: {v:,}"
-                     for k, v in d.items())
+    return ", ".join(f"{k}: {v:,}" for k, v in d.items())
 
 
 def _machine_table(runs: list[RunRecord]) -> Table:

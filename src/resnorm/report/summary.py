@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from resnorm.fileio import atomic_write_text
-from resnorm.predictions import read_predictions
 from resnorm.report.format import metric_label
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
@@ -93,7 +92,7 @@ def _seed_predictions(run: RunRecord) -> _Seeds:
         why = (f"{run.name} has no finished seed ({run.status_text})" if run.trials
                else f"{run.name} was not trained")
         return _Seeds([], {}, why)
-    per_trial = [read_predictions(t.dir) or {} for t in done]
+    per_trial = [t.predictions() or {} for t in done]
     by_split = {}
     for split in SPLITS:
         if all(split in p for p in per_trial):

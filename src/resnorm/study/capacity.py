@@ -8,7 +8,7 @@ GPU (CUDA). Each job is its own process (study.jobs, "spawn") and holds on the G
 - a CUDA context: CUDA_CONTEXT_BYTES (about 0.5 GB; the driver's, not torch's allocator);
 - its model's peak memory, `estimate_peak_bytes(cfg)`: activations from the ResNet's shape,
   worked out below, times SAFETY;
-- its own copy of the uint8 dataset cache, train + valid (N x 3 x S x S bytes each), when
+- its own copy of the uint8 dataset cache, train + val (N x 3 x S x S bytes each), when
   it fits (BatchStream puts a split on the device when it takes at most 60 % of the free
   memory, else streams its batches from host memory: slower, not wrong).
 K = min(jobs whose needs fit in USABLE_FRACTION of the free memory, the GPU's SMs //
@@ -170,7 +170,7 @@ def estimate_peak_bytes(cfg: Any, kind: str | None = None) -> int:
 
 
 def dataset_bytes(cfg: Any) -> int:
-    """The uint8 cache of a run's train and valid splits (N x 3 x S x S each), from the
+    """The uint8 cache of a run's train and val splits (N x 3 x S x S each), from the
     manifest of its data (a cache folder, as in a study); 0 when that is no cache."""
     manifest = read_manifest(Path(str(_get(cfg, "data", ""))).expanduser())
     if manifest is None:
@@ -178,7 +178,7 @@ def dataset_bytes(cfg: Any) -> int:
     size = int(manifest.get("params", {}).get("size", _get(cfg, "size", 256)))
     splits = manifest.get("splits", {})
     return sum(int(splits[name]["count"]) * 3 * size * size
-               for name in ("train", "valid") if name in splits)
+               for name in ("train", "val") if name in splits)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from resnorm.fileio import read_json
+from resnorm.rundir import LOG_FILE
 from resnorm.study.locks import held_by
 from resnorm.study.training import Job, Outcome, train_locked, train_one
 
@@ -22,7 +22,6 @@ __all__ = ["LOG_FILE", "job_threads", "train_jobs"]
 # pool and every job still queued in it, and a pool cannot stop a running worker on Ctrl-C.
 # Here a dead worker fails only the job it was training, and a fresh worker takes its place.
 
-LOG_FILE = "train.log"  # a job's output when it trains in its own process (--jobs > 1)
 
 
 def job_threads(jobs: int, threads: int | None) -> int:
@@ -84,7 +83,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
                     worker.close()
                 else:
                     if outcome.status not in ("failed", "busy"):  # the job sent all but final
-                        outcome.final = read_json(job.dir / "final.json")
+                        outcome.final = job.run.final()
                     worker.job = None
                     idle.append(worker)
                 if not queue:  # nothing left to give: idle workers free their memory now
@@ -99,7 +98,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
 def _without_a_process(job: Job, progress: bool) -> Outcome | None:
     """The outcome of a job that needs no worker: finished already (skipped), or held by
     another study process (busy; the worker would re-check). None: it needs a worker."""
-    if (job.dir / "final.json").exists():
+    if job.run.finished:
         return train_one(job.cfg, job.dir, progress, job.label)
     holder = held_by(job.dir)
     if holder is not None:
@@ -124,7 +123,7 @@ class _Worker:
 
     def give(self, job: Job) -> None:
         self.job, self.started = job, time.perf_counter()
-        self.action = "resumed" if (job.dir / "last.pt").exists() else "trained"
+        self.action = "resumed" if job.run.resumable else "trained"
         self.tasks.send((job.cfg, job.dir, job.label))
 
     def outcome(self) -> Outcome | None:
@@ -163,8 +162,7 @@ def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcom
            else f"exit code {exitcode}")
     message = (f"the job's process ended without a result ({how}); "
                f"see runs/{job.label}/{LOG_FILE}")
-    job.dir.mkdir(parents=True, exist_ok=True)
-    (job.dir / "error.txt").write_text(message + "\n")
+    job.run.write_error(message + "\n")
     return Outcome(job.label, "failed", action, None, seconds, message)
 
 

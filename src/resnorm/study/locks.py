@@ -59,10 +59,10 @@ from typing import Iterator
 
 import filelock
 
+from resnorm.rundir import CLAIM_FILE, LOCK_FILE
+
 __all__ = ["LOCK_FILE", "CLAIM_FILE", "HEARTBEAT_S", "Holder", "run_lock", "held_by"]
 
-LOCK_FILE = ".lock"
-CLAIM_FILE = ".lock.json"
 HEARTBEAT_S = 60.0
 UNREADABLE_STALE_S = 300.0  # an unreadable claim this old lost its writer mid-write
 

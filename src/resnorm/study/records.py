@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json, read_yaml
+from resnorm.rundir import RunDir
 
 __all__ = ["PLAN_FILE", "STATE_FILE", "SUMMARY_FILE", "OK_STATUSES", "Trial", "RunRecord",
            "trial_dir", "trial_label", "read_state", "write_state", "collect_runs", "best_run"]
@@ -56,10 +57,8 @@ class Trial:
         return self.status in OK_STATUSES and self.final is not None
 
     def evaluation(self, split: str) -> dict:
-        """The best checkpoint's eval pass on 'train', 'val' (alias 'valid') or 'test'."""
-        ev = (self.final or {}).get("eval") or {}
-        alias = {"val": "valid", "valid": "val"}.get(split)
-        return ev.get(split) or (ev.get(alias) if alias else None) or {}
+        """The best checkpoint's eval pass on 'train', 'val' or 'test'."""
+        return ((self.final or {}).get("eval") or {}).get(split) or {}
 
     def score(self, split: str, key: str) -> float | None:
         """One metric of `evaluation(split)`, or None."""
@@ -68,6 +67,10 @@ class Trial:
         except (TypeError, KeyError, ValueError):
             return None
         return value if math.isfinite(value) else None
+
+    def predictions(self) -> dict | None:
+        """The best checkpoint's per-image predictions (RunDir.predictions), or None."""
+        return RunDir(self.dir).predictions()
 
 
 @dataclass
@@ -195,17 +198,13 @@ def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
         if seeds:
             trials = [_read_trial(d, seed, state.get(trial_label(name, seed), {}))
                       for seed, d in seeds]
-        elif _holds_run(run_dir):  # a study from before seeds: the run's files are right here
+        elif RunDir(run_dir).started:  # a study from before seeds: the run's files are here
             trials = [_read_trial(run_dir, None, state.get(name, {}))]
         else:
             trials = [_not_started(run_dir, seed, state.get(trial_label(name, seed), {}))
                       for seed in _planned_seeds(state, name)]
         records.append(RunRecord(name, trials, name in planned, run_dir))
     return records
-
-
-def _holds_run(run_dir: Path) -> bool:
-    return any((run_dir / f).exists() for f in ("config.yaml", "final.json", "last.pt"))
 
 
 def _planned_seeds(state: dict, name: str) -> list[int]:
@@ -222,17 +221,13 @@ def _not_started(run_dir: Path, seed: int, entry: dict) -> Trial:
 
 
 def _read_trial(run_dir: Path, seed: int | None, entry: dict) -> Trial:
-    from resnorm.metrics import read_metrics_csv
-
-    final = read_json(run_dir / "final.json")
-    csv_path = run_dir / "metrics.csv"
-    rows = read_metrics_csv(csv_path) if csv_path.exists() else []
-    config = read_yaml(run_dir / "config.yaml")
+    run = RunDir(run_dir)
+    final, rows, config = run.final(), run.metrics(), run.config()
     if final is not None:
         status = final.get("status", "completed")
     elif entry.get("status") == "failed":
         status = "failed"
-    elif (run_dir / "last.pt").exists():
+    elif run.resumable:
         status = "interrupted"
     else:
         status = "not started"

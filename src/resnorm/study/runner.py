@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from resnorm.errors import ResourceError, UsageError
-from resnorm.fileio import atomic_write_text, read_yaml
+from resnorm.fileio import atomic_write_text
+from resnorm.rundir import RunDir
 from resnorm.study.jobs import train_jobs
 from resnorm.study.manifest import MANIFEST_KEY, Design, Manifest
 from resnorm.study.plan import (Plan, load_plan, parse_seeds, plan_design, resolve_fields,
@@ -177,7 +178,7 @@ def _check_unchanged(cfg, run_dir: Path) -> None:
     gives."""
     from resnorm.train.resume import mismatches
 
-    changed = mismatches(cfg, read_yaml(run_dir / "config.yaml"))
+    changed = mismatches(cfg, RunDir(run_dir).config())
     if changed:
         raise UsageError(f"{run_dir} was trained with other settings than the plan now gives "
                          f"({'; '.join(changed)}); delete that folder or use another --out")
@@ -345,7 +346,7 @@ def _jobs_that_fit(todo: list[Job], jobs: int | str, threads: int | None, say) -
     on a GPU: refused up front, in one line, when K jobs cannot fit (resnorm.study.capacity)."""
     from resnorm.study.capacity import auto_jobs, check_jobs_fit
 
-    pending = [job.cfg for job in todo if not (job.dir / "final.json").exists()]
+    pending = [job.cfg for job in todo if not job.run.finished]
     if jobs == "auto":
         if not pending:
             return 1
@@ -363,7 +364,7 @@ def _in_progress(todo: list[Job], say) -> bool:
     which: the last process to finish writes Grad-CAM and the report."""
     from resnorm.study.locks import held_by
 
-    busy = [(job, held_by(job.dir)) for job in todo if not (job.dir / "final.json").exists()]
+    busy = [(job, held_by(job.dir)) for job in todo if not job.run.finished]
     busy = [(job, holder) for job, holder in busy if holder is not None]
     if busy:
         say(f"study: {len(busy)} job(s) still being trained by other processes: "

@@ -193,7 +193,7 @@ def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
     tracked, to_submit = {}, []
     for job in todo:
         holder = held_by(job.dir)
-        if (job.dir / "final.json").exists():
+        if job.run.finished:
             tell(job, train_one(job.cfg, job.dir, False, job.label))
         elif earlier.get(job.label) in live:
             task = earlier[job.label]
@@ -349,8 +349,8 @@ def outcome_of(job: Job, task, state: str) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - the task raised; its traceback is in its log
         return Outcome(job.label, "failed", "trained", None, 0.0,
                        f"SLURM task {task.job_id} failed: {last_error_line(exc)}; log: {log}")
-    if outcome.status not in ("failed", "busy") and (job.dir / "final.json").exists():
-        outcome.final = read_json(job.dir / "final.json")
+    if outcome.status not in ("failed", "busy"):
+        outcome.final = job.run.final()  # from the shared disk (None if it has none)
     return outcome
 
 

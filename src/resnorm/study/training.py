@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import DivergedError, ResourceError
-from resnorm.fileio import read_json
+from resnorm.rundir import RunDir
 from resnorm.study.records import trial_label
 
 __all__ = ["Job", "Outcome", "train_one", "train_locked", "summary_line"]
@@ -35,6 +35,11 @@ class Job:
     @property
     def dir(self) -> Path:
         return Path(self.cfg.out)
+
+    @property
+    def run(self) -> RunDir:
+        """The job's run folder: its files (resnorm.rundir)."""
+        return RunDir(self.cfg.out)
 
 
 @dataclass
@@ -58,7 +63,7 @@ def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = Tr
     (ResourceError) comes back as a fatal outcome: the study records it, then stops."""
     started = time.perf_counter()
     try:
-        if not lock or (run_dir / "final.json").exists():  # finished: nothing to lock
+        if not lock or RunDir(run_dir).finished:  # finished: nothing to lock
             return train_one(cfg, run_dir, progress, label)
         from resnorm.study.locks import run_lock
 
@@ -77,11 +82,11 @@ def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> O
     of resources (a full disk: ResourceError), which would fail every run after it too."""
     from resnorm.train import train
 
-    name = label or cfg.name
-    if (run_dir / "final.json").exists():
-        final = read_json(run_dir / "final.json")
+    name, run = label or cfg.name, RunDir(run_dir)
+    final = run.final()
+    if final is not None:
         return Outcome(name, final.get("status", "completed"), "skipped", final, 0.0)
-    action = "resumed" if (run_dir / "last.pt").exists() else "trained"
+    action = "resumed" if run.resumable else "trained"
     started = time.perf_counter()
     try:
         # Without progress (--quiet) no epoch lines either; the study has already said what
@@ -90,13 +95,12 @@ def train_one(cfg, run_dir: Path, progress: bool, label: str | None = None) -> O
                       data_note=False)
     except DivergedError:
         # train() wrote final.json (status diverged) before raising: the run is recorded.
-        final = read_json(run_dir / "final.json")
+        final = run.final()
         return Outcome(name, "diverged", action, final, time.perf_counter() - started)
     except ResourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - one broken run must not stop the study
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        run.write_error(traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return Outcome(name, "failed", action, None, time.perf_counter() - started, message)
     return Outcome(name, final["status"], action, final, time.perf_counter() - started)
@@ -110,7 +114,7 @@ def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
     if o.status == "failed":
         return f"{head} {o.error}"
     ev = (o.final or {}).get("eval") or {}
-    val = ev.get("val") or ev.get("valid") or {}
+    val = ev.get("val") or {}
     scores = (f"val acc {val['acc']:.3f}  macro F1 {val['macro_f1']:.3f}" if "acc" in val
               else "no checkpoint to evaluate")
     at = (o.final or {}).get("diverged_at")

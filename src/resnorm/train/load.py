@@ -13,6 +13,7 @@ from torch import nn
 
 from resnorm.checkpoint import Checkpoint
 from resnorm.model import ResNet
+from resnorm.rundir import BEST_FILE, LAST_FILE, RunDir
 from resnorm.train.config import config_from_dict
 from resnorm.train.loop import predict_all
 from resnorm.train.runtime import Runtime, load_data, make_stream, select_device
@@ -25,7 +26,8 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best",
     """Rebuild the model of a run from best.pt (or last.pt), in eval mode, with its config."""
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
-    checkpoint = Checkpoint.load(Path(run_dir) / f"{which}.pt", map_location)
+    name = {"best": BEST_FILE, "last": LAST_FILE}[which]
+    checkpoint = Checkpoint.load(RunDir(run_dir).path(name), map_location)
     model = ResNet(**checkpoint.model_args)
     model.load_state_dict(checkpoint.model)
     model.eval()
@@ -51,7 +53,7 @@ class LoadedRun:
     def name(self) -> str:
         return self.config.get("name") or self.dir.name
 
-    def predict(self, split: str = "valid") -> dict:
+    def predict(self, split: str = "val") -> dict:
         """Per-image "labels", "preds" and softmax "probs" (CPU tensors, split order) of the
         model on a split of `data`, as the run's own evaluation computes them (float32)."""
         cfg = config_from_dict(self.config)

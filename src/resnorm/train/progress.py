@@ -8,8 +8,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from resnorm.checkpoint import RunFiles
 from resnorm.fileio import format_duration
+from resnorm.rundir import RunDir
 
 
 # Plain lines (no terminal, e.g. a log file): one at least every LINE_EVERY_S seconds and at
@@ -100,7 +100,7 @@ class RunOutput:
     the run folder; events of epochs being redone after a resume are purged). Only the main
     process shows or writes anything."""
 
-    def __init__(self, files: RunFiles, *, progress: bool, epoch_lines: bool, epochs: int,
+    def __init__(self, files: RunDir, *, progress: bool, epoch_lines: bool, epochs: int,
                  every: int, first_epoch: int) -> None:
         self.epochs, self.epoch_lines = epochs, epoch_lines and files.is_main
         self.progress = Progress(progress and files.is_main, epochs, every=every)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import yaml
-
-from resnorm.checkpoint import Checkpoint, RunFiles
+from resnorm.checkpoint import Checkpoint
 from resnorm.distributed import DistInfo
 from resnorm.errors import DivergedError, UsageError
+from resnorm.rundir import LAST_FILE, RunDir
 from resnorm.train.config import FIELD_NAMES, RESUMABLE_CHANGES, TrainConfig
 from resnorm.train.progress import log
 
@@ -35,14 +34,14 @@ def mismatches(cfg: TrainConfig, saved: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _refuse_mismatch(files: RunFiles, cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
+def _refuse_mismatch(files: RunDir, cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
     diff = mismatches(cfg, saved)
     if diff:
         raise UsageError(f"{files.dir} holds a run with other settings ({'; '.join(diff)}); "
                          f"use another --out, or --restart to discard it")
 
 
-def _refuse_other_world_size(files: RunFiles, saved: Mapping[str, Any], info: DistInfo) -> None:
+def _refuse_other_world_size(files: RunDir, saved: Mapping[str, Any], info: DistInfo) -> None:
     """A run is continued (or found finished) only by as many processes as trained it: the
     world size sets the global batch, the lr of the default recipe and each rank's data.
     `saved`: the run's config with its `distributed:` record."""
@@ -55,19 +54,16 @@ def _refuse_other_world_size(files: RunFiles, saved: Mapping[str, Any], info: Di
                          f"(torchrun), or --restart to discard it")
 
 
-def finished_run(files: RunFiles, cfg: TrainConfig, resume: str,
+def finished_run(files: RunDir, cfg: TrainConfig, resume: str,
                  info: DistInfo = DistInfo()) -> dict | None:
     """final.json of a finished run in the folder (the same run, else UsageError), or None.
 
     A diverged run stays diverged: DivergedError again, so the exit code says so again.
     """
-    final = files.read_final()
+    final = files.final()
     if final is None or resume == "restart":
         return None
-    try:
-        saved = yaml.safe_load(files.path("config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        saved = {}
+    saved = files.config()
     _refuse_other_world_size(files, saved, info)
     _refuse_mismatch(files, cfg, saved)
     if files.is_main:
@@ -80,11 +76,11 @@ def finished_run(files: RunFiles, cfg: TrainConfig, resume: str,
     return final
 
 
-def checkpoint_to_resume(files: RunFiles, cfg: TrainConfig, resume: str,
+def checkpoint_to_resume(files: RunDir, cfg: TrainConfig, resume: str,
                          info: DistInfo = DistInfo()) -> Checkpoint | None:
     """last.pt of an interrupted run of the same config, or None to start from scratch.
     Under torchrun every rank reads it (the run folder is on a shared filesystem)."""
-    last = files.path("last.pt")
+    last = files.path(LAST_FILE)
     if resume == "require" and not last.exists():
         raise UsageError(f"--resume: nothing to resume, {last} does not exist")
     if resume == "restart" or not last.exists():

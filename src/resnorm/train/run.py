@@ -5,8 +5,9 @@ the three.
 
 A run folder holds config.yaml (fully resolved, with versions, device and git commit),
 metrics.csv (one row per epoch), TensorBoard events, last.pt (every epoch), best.pt (best val
-accuracy), final.json (the best checkpoint evaluated in eval mode on train, val and test) and
-curves.png. What a checkpoint holds: resnorm.checkpoint.Checkpoint.
+accuracy), predictions.npz and final.json (the best checkpoint evaluated in eval mode on
+train, val and test) and curves.png; resnorm.rundir.RunDir names, writes and reads them.
+What a checkpoint holds: resnorm.checkpoint.Checkpoint.
 
 Resume: running the same command again continues from last.pt exactly (same metrics.csv as an
 uninterrupted run, on CPU); a finished run is left alone and says so (train.resume).
@@ -21,16 +22,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from resnorm.checkpoint import Checkpoint, RunFiles
+from resnorm.checkpoint import Checkpoint, write_checkpoint
 from resnorm.distributed import DistInfo, barrier, broadcast_buffers_, in_turn, init_from_env
 from resnorm.errors import DivergedError, UsageError
 from resnorm.model import ResNet
 from resnorm.norm_functions import plan_kernels, planned_kernels
+from resnorm.rundir import BEST_FILE, CURVES_FILE, FINAL_FILE, LAST_FILE, RunDir
 from resnorm.train.config import TrainConfig, device_type, resolve_config
 from resnorm.train.final import evaluate_best, final_record
 from resnorm.train.loop import NonFiniteLoss, TrainParts, evaluate, train_one_epoch
@@ -49,10 +50,11 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
 
     resume: "auto" continues from last.pt when there is one (and returns a finished run's
     final.json untouched); "require" fails unless there is something to continue; "restart"
-    deletes the run's files first. Raises UsageError for invalid settings and DivergedError
-    (after writing final.json) when the training loss becomes non-finite. `progress`: the
-    bar or lines within an epoch; `epoch_lines`: a line per epoch; `data_note`: the warning
-    line on val/test images with a copy in train (a study says it once for all its runs).
+    deletes the run's own files first (RunDir.clear). Raises UsageError for invalid settings
+    and DivergedError (after writing final.json) when the training loss becomes non-finite.
+    `progress`: the bar or lines within an epoch; `epoch_lines`: a line per epoch;
+    `data_note`: the warning line on val/test images with a copy in train (a study says it
+    once for all its runs).
     """
     # The norm kernels' plan (set once the run's size is known) ends with the run: the next
     # run in this process, or a caller's own setting, is not decided by this one.
@@ -98,7 +100,7 @@ class RunContext:
     before, only `cfg`, `files`, `info` and `finished` (its final.json) are set."""
 
     cfg: TrainConfig
-    files: RunFiles
+    files: RunDir
     info: DistInfo
     finished: dict | None = None
     data: Any = None                 # resnorm.data.PreparedData, as the run scores it
@@ -130,7 +132,7 @@ def setup_run(cfg: TrainConfig | Mapping[str, Any], *, resume: str = "auto",
     # Processes: under torchrun join the group (once per process); only rank 0 prints and
     # writes files. Single-process runs never touch torch.distributed.
     info = init_from_env(device_type(cfg.device))
-    files = RunFiles(Path(cfg.out).expanduser(), info.is_main)
+    files = RunDir(cfg.out, info.is_main)
     # A finished run is left alone: re-running a study or a command is a no-op.
     finished = finished_run(files, cfg, resume, info)
     if finished is not None:
@@ -159,7 +161,7 @@ def _build_training(ctx: RunContext) -> None:
                           shortcut=cfg.shortcut)
     model, trainer = prepare_model(ResNet(**ctx.model_args), cfg, rt, info)
     ctx.train_stream = make_stream(ctx.data, "train", cfg, rt, training=True, info=info)
-    ctx.val_stream = make_stream(ctx.data, "valid", cfg, rt, training=False, info=info)
+    ctx.val_stream = make_stream(ctx.data, "val", cfg, rt, training=False, info=info)
     # From-scratch norms: compile their kernels only if this run is long enough to pay it back
     # (steps x first-stage activation, batch x 16 x S x S; see norm_functions.plan_kernels).
     plan_kernels(cfg.epochs * len(ctx.train_stream), cfg.batch_size * 16 * cfg.size ** 2)
@@ -222,8 +224,8 @@ def fit(ctx: RunContext, *, progress: bool = True,
             # Checkpoint: best first, then last, so last.pt never points past a best.pt.
             saved = ctx.checkpoint()
             if improved:
-                ctx.files.save("best.pt", saved)
-            ctx.files.save("last.pt", saved)
+                write_checkpoint(ctx.files, BEST_FILE, saved)
+            write_checkpoint(ctx.files, LAST_FILE, saved)
             ctx.files.write_metrics(state.history)
             out.epoch_done(row, improved, _skipped_note(ctx, row))
     except NonFiniteLoss as exc:
@@ -264,15 +266,25 @@ def finish(ctx: RunContext, diverged: NonFiniteLoss | None = None) -> dict:
                          wall_time_s=ctx.state.elapsed_s + time.perf_counter() - started)
     if diverged is not None:
         final["diverged_at"] = diverged.where
-    cfg = ctx.cfg
-    ctx.files.write_final(final, ctx.state.history,
-                          title=f"{cfg.name} ({cfg.norm}, n={cfg.n}, batch {cfg.batch_size})")
+    _write_curves(ctx)
+    ctx.files.write_final(final)  # last: its presence marks the run finished
     if diverged is not None:
         raise DivergedError(f"{diverged} (global step {diverged.where['global_step']}); "
-                            f"see {ctx.files.path('final.json')}")
+                            f"see {ctx.files.path(FINAL_FILE)}")
     if ctx.files.is_main:
         val = results.get("val", {})
         log(f"{ctx.files.dir}: {status} after {ctx.state.epoch} epochs; best epoch "
             f"{ctx.state.best_epoch}: val acc {val.get('acc', float('nan')):.4f}, macro F1 "
             f"{val.get('macro_f1', float('nan')):.4f}")
     return final
+
+
+def _write_curves(ctx: RunContext) -> None:
+    """curves.png: the run's learning curves (matplotlib only when a run ends)."""
+    if ctx.files.is_main:
+        from resnorm.plots import plot_run_curves
+
+        cfg = ctx.cfg
+        with ctx.files.writing(CURVES_FILE) as path:
+            plot_run_curves(ctx.state.history, path,
+                            title=f"{cfg.name} ({cfg.norm}, n={cfg.n}, batch {cfg.batch_size})")

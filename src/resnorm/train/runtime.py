@@ -93,11 +93,6 @@ def choose_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str,
     return dtype, f"{amp}{' with GradScaler' if amp == 'fp16' else ''}: --amp {amp}", None
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: full float32); see choose_amp."""
-    return choose_amp(amp, device)[0]
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Where a run computes and in what numerics."""
@@ -151,8 +146,9 @@ def load_data(cfg: TrainConfig, progress: bool):
     if cfg.num_classes is not None and cfg.num_classes != len(data.classes):
         raise UsageError(f"num_classes is {cfg.num_classes} but the dataset has "
                          f"{len(data.classes)} classes")
-    if "valid" not in data.splits:
-        raise UsageError(f"the dataset at {data.root} has no valid/ split")
+    if "val" not in data.splits:
+        raise UsageError(f"the dataset at {data.root} has no validation split (valid/, val/ or "
+                         f"test/)")
     return data.scored(cfg.keep_leaked)
 
 
