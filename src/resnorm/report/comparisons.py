@@ -182,14 +182,14 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                  "Best epoch", "Time/epoch", "Images/s"], rows))
     inter = summary.get("interaction")
     if inter:
-        s.add(Para(_interaction_text(inter, roles)))
+        s.add(Para(_interaction_text(inter)))
     return s
 
 
-def _interaction_text(inter: dict, roles: Roles) -> str:
+def _interaction_text(inter: dict) -> str:
     small, large = inter["batch_sizes"]
     first, second = inter["groups"]
-    one, two = group_labels(inter, roles)
+    one, two = group_labels(inter)
     sens = inter.get("sensitivity") or {}
     label = metric_label(inter.get("metric", "val_acc"))
     cost = (f" {label[0].upper() + label[1:]} at batch {small} minus at batch {large}: {two} "

@@ -264,7 +264,7 @@ def _obs_batch(f: Facts):
     small, large = inter["batch_sizes"]
     names = inter["runs"]
     first, second = inter["groups"]
-    one, two = group_labels(inter, f.roles)
+    one, two = group_labels(inter)
 
     def within(group: str) -> str:
         a, b = names[f"{group}_small"], names[f"{group}_large"]

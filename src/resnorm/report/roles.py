@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnorm.norms import norm_info, split_kind
+from resnorm.norms import split_kind
 from resnorm.study.manifest import Design
 from resnorm.study.records import RunRecord
 
@@ -65,14 +65,10 @@ def study_roles(design: Design, runs: list[RunRecord]) -> Roles:
                           if a in by_name])
 
 
-def group_labels(inter: dict, roles: Roles) -> tuple[str, str]:
-    """How the batch-size interaction's two groups are named: their norm's label ('BN')."""
-    def label(group: str) -> str:
-        members = roles.batch.get(group) or []
-        return norm_info(norm_kind(members[0])).label if members else group
-
-    first, second = inter["groups"]
-    return label(first), label(second)
+def group_labels(inter: dict) -> tuple[str, str]:
+    """How the batch-size interaction's two groups are named (summary's `labels`: 'BN')."""
+    first, second = inter.get("labels") or inter["groups"]
+    return first, second
 
 
 def data_manifest(runs: list[RunRecord]) -> dict | None:

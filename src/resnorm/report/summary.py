@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from resnorm.fileio import atomic_write_text
+from resnorm.norms import norm_info
 from resnorm.report.format import metric_label
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
@@ -262,7 +263,13 @@ def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
     if "sensitivity" in res:  # the statistics name the groups gn (second) and bn (first)
         res["sensitivity"] = {second: res["sensitivity"]["gn"], first: res["sensitivity"]["bn"]}
     return {"metric": metric, "batch_sizes": [small, large], "runs": names,
-            "groups": [first, second], **_public(res)}
+            "groups": [first, second], "labels": [_group_label(design, g) for g in (first, second)], **_public(res)}
+
+
+def _group_label(design: Design, group: str) -> str:
+    """A batch group as the report names it: its runs' norm label ('GN'), else its name."""
+    labels = {norm_info(design.norms.get(m.run, group)).label for m in design.batch[group]}
+    return labels.pop() if len(labels) == 1 else group
 
 
 def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
@@ -322,7 +329,7 @@ def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) ->
 
 
 def _interaction_question(inter: dict) -> str:
-    first, second = inter["groups"]
+    first, second = inter["labels"]
     return f"the batch-size interaction ({second} vs {first})"
 
 

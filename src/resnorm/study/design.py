@@ -125,7 +125,7 @@ def resolve_design(declared: dict[str, Any] | None, fields: Fields, kinds: dict[
         primary=declared.get("primary") or [],
         literal=(declared["literal"] if "literal" in declared
                  else _derived_literal(fields, kinds, variants, sanity)),
-        comparisons=list(comparisons))
+        comparisons=list(comparisons), norms=dict(kinds))
     design.primary = design.primary or design.variant_pairs()
     _check_sanity(design.sanity, fields, source)
     design.pairs = compared_pairs(design, fields)
@@ -234,7 +234,8 @@ def compared_pairs(design: Design, fields: Fields) -> list[dict[str, Any]]:
     candidates: list[tuple[str, str]] = [*design.primary, *([design.sanity] if design.sanity
                                                            else [])]
     candidates += [(m[0].run, m[-1].run) for m in design.batch.values()]
-    candidates += [*design.literal, *single, *design.comparisons]
+    candidates += [(twin, lit) for lit, twin in design.literal]  # default − literal recipe
+    candidates += [*single, *design.comparisons]
     seen, out = set(), []
     for a, b in candidates:
         if frozenset((a, b)) not in seen:

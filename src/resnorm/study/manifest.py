@@ -43,6 +43,7 @@ class Design:
     comparisons: further pairs the plan asks for (exploratory)
     pairs:       every pair the study compares, each {a, b, differs_in: [fields]} in the
                  order the report lists them (settings from the resolved configs)
+    norms:       run -> its norm kind without parameter, as the plan names it
     """
 
     variants: list[str] = field(default_factory=list)
@@ -52,6 +53,7 @@ class Design:
     literal: list[tuple[str, str]] = field(default_factory=list)
     comparisons: list[tuple[str, str]] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    norms: dict[str, str] = field(default_factory=dict)
 
     def variant_pairs(self) -> list[tuple[str, str]]:
         """The variants pairwise (the default primary family)."""
@@ -80,7 +82,7 @@ class Design:
                 "primary": [list(p) for p in self.primary],
                 "literal": [list(p) for p in self.literal],
                 "comparisons": [list(p) for p in self.comparisons],
-                "pairs": [dict(p) for p in self.pairs]}
+                "pairs": [dict(p) for p in self.pairs], "norms": dict(self.norms)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Design":
@@ -92,7 +94,8 @@ class Design:
                    primary=[(str(a), str(b)) for a, b in d.get("primary") or []],
                    literal=[(str(a), str(b)) for a, b in d.get("literal") or []],
                    comparisons=[(str(a), str(b)) for a, b in d.get("comparisons") or []],
-                   pairs=[dict(p) for p in d.get("pairs") or []])
+                   pairs=[dict(p) for p in d.get("pairs") or []],
+                   norms={str(k): str(v) for k, v in (d.get("norms") or {}).items()})
 
 
 @dataclass
