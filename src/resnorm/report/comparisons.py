@@ -15,7 +15,7 @@ from resnorm.report.verdicts import (p_adjusted, primary_blocks, ranking_blocks,
                                      simultaneous_ci, verdict_cell)
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
-from resnorm.report.roles import Roles, group_labels, norm_kind, seeds_mean_of, val_count
+from resnorm.report.roles import Roles, group_labels, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD, primary_metric
 from resnorm.study.records import RunRecord
 
@@ -148,7 +148,9 @@ def _after_adjustment(c: dict) -> str:
 
 
 def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Section:
-    labels = [norm_info(norm_kind(m[0])).label for m in roles.batch.values() if m]
+    norms = roles.design.norms
+    labels = [norm_info(norms.get(m.run, g)).label for g, ms in roles.design.batch.items()
+              for m in ms[:1]]
     s = Section("Batch size: " + " vs ".join(labels) if labels else "Batch size")
     s.add(Para(f"Learning-rate rule across batch sizes: {lr_rule_text(plan)}."))
     if not roles.batch:
@@ -164,19 +166,9 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                   f"Best-checkpoint {metric_label(metric)} (mean over seeds, 95 % CI) and mean "
                   "time per epoch against batch size."))
     has_test = "test" in (summary.get("splits") or {})
-    rows = []
-    for members in roles.batch.values():
-        for r in members:
-            entry = runs_stats.get(r.name, {})
-            rows.append([r.name, norm_info(norm_kind(r)).label, val(r.config.get("batch_size")),
-                         val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
-                         str(len(r.done)), ci_pct(entry.get("val_acc")),
-                         ci_pct(entry.get("val_macro_f1")),
-                         *([ci_pct(entry.get("test_acc"))] if has_test else []),
-                         val((r.final or {}).get("epochs_run")),
-                         val((r.final or {}).get("best_epoch")),
-                         secs(seeds_mean_of(r, "epoch_time_s")),
-                         num(seeds_mean_of(r, "images_per_s"), 0)])
+    records = {r.name: r for members in roles.batch.values() for r in members}
+    rows = [_batch_row(records[m.run], m.batch_size, norms, runs_stats, has_test)
+            for ms in roles.design.batch.values() for m in ms if m.run in records]
     s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Seeds", "Val acc",
                  "Val macro F1", *(["Test acc"] if has_test else []), "Epochs run",
                  "Best epoch", "Time/epoch", "Images/s"], rows))
@@ -184,6 +176,18 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
     if inter:
         s.add(Para(_interaction_text(inter)))
     return s
+
+
+def _batch_row(r: RunRecord, batch_size: int, norms: dict[str, str], runs_stats: dict,
+               has_test: bool) -> list[str]:
+    """One run of a batch group: its batch size as the design declares it, then its scores."""
+    entry = runs_stats.get(r.name, {})
+    return [r.name, norm_info(norms.get(r.name, "?")).label, str(batch_size),
+            val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
+            str(len(r.done)), ci_pct(entry.get("val_acc")), ci_pct(entry.get("val_macro_f1")),
+            *([ci_pct(entry.get("test_acc"))] if has_test else []),
+            val((r.final or {}).get("epochs_run")), val((r.final or {}).get("best_epoch")),
+            secs(seeds_mean_of(r, "epoch_time_s")), num(seeds_mean_of(r, "images_per_s"), 0)]
 
 
 def _interaction_text(inter: dict) -> str:

@@ -3,7 +3,6 @@ the Grad-CAM results `resnorm gradcam` left in STUDY/gradcam/."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from resnorm.norms import norm_info
