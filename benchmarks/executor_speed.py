@@ -17,6 +17,9 @@ Setup (the synthetic images, the 32x32 cache) is made before any timing, in --wo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shutil
 import statistics
 import sys
 import tempfile
@@ -79,8 +82,10 @@ def run_inprocess(jobs: list) -> list:
     from resnorm.study.executors import make_executor
     from resnorm.study.state import OutcomeRecorder
 
-    return make_executor("inprocess", recorder=OutcomeRecorder(None),
-                         progress=False).run(jobs, lambda line: None)
+    quiet = io.StringIO()  # each run's closing line, as in a log
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        return make_executor("inprocess", recorder=OutcomeRecorder(None),
+                             progress=False).run(jobs, lambda line: None)
 
 
 def timed(name: str, fn, jobs: list) -> float:
@@ -104,6 +109,14 @@ def main() -> int:
 
     torch.set_num_threads(1)
     work = args.work or Path(tempfile.mkdtemp(prefix="executor-speed-"))
+    try:
+        return compare(args, work)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(args: argparse.Namespace, work: Path) -> int:
     cache = setup(work)
     contenders = {
         "pool (--jobs K)": lambda jobs: run_pool(jobs, args.workers),
@@ -125,6 +138,8 @@ def main() -> int:
     print(f"  submitit LocalExecutor:    {other:7.1f} s")
     print(f"  submitit / pool:           {other / pool:7.2f}x")
     print(f"  (in-process, one at a time: {reference:.1f} s)")
+    print("  rounds: " + "; ".join(f"{name}: " + ", ".join(f"{t:.1f}" for t in ts)
+                                  for name, ts in times.items()))
     return 0
 
 

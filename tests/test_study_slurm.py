@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import pickle
 import shutil
 import types
 
@@ -19,7 +20,7 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.study import slurm
+from resnorm.study import slurm, slurm_queue
 from resnorm.pipeline import finish_study, run_study
 from resnorm.study.locks import CLAIM_FILE, held_by
 from resnorm.study.options import StudyOptions
@@ -198,7 +199,8 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
     finish = functools.partial(finish_study, study, plan, state, gradcam=False, report=True)
     tasks["gn/seed-0"] = "999999"  # a task that ended without a result (cancelled, say)
     capsys.readouterr()
-    summary = slurm.FinishStudy(todo, tasks, study / "slurm", OutcomeRecorder(state), finish)()
+    finish_job = slurm.FinishStudy(todo, tasks, study / "slurm", OutcomeRecorder(state), finish)
+    summary = pickle.loads(pickle.dumps(finish_job))()  # as submitit hands it to the job
     assert summary == "1 job(s) failed"
     runs = json.loads((study / "study.json").read_text())["runs"]
     assert runs["bn/seed-0"]["status"] == "completed" and runs["bn/seed-0"]["action"] == "trained"
@@ -288,12 +290,12 @@ def test_squeue_states(tmp_path, fake_squeue):
     tasks = [FakeTask(tmp_path, i) for i in ("5_0", "5_1", "5_2", "5_3")]
     tasks[3].paths.result_pickle.write_bytes(b"")
     fake_squeue("5_0|6|RUNNING\\n5_1|5|PENDING\\n5_2|7|CANCELLED\\n")
-    assert slurm.squeue_states(tasks) == {"5_0": "running", "5_1": "pending",
+    assert slurm_queue.squeue_states(tasks) == {"5_0": "running", "5_1": "pending",
                                           "5_2": "ended:CANCELLED", "5_3": "done"}
     fake_squeue(rc=1, err="slurm_load_jobs error: Invalid job id specified")
-    assert slurm.squeue_states(tasks) == {"5_3": "done"}  # the others ended long ago
+    assert slurm_queue.squeue_states(tasks) == {"5_3": "done"}  # the others ended long ago
     fake_squeue(rc=1, err="slurm_load_jobs error: Socket timed out on send/recv operation")
-    assert slurm.squeue_states(tasks) == {"5_0": "pending", "5_1": "pending",
+    assert slurm_queue.squeue_states(tasks) == {"5_0": "pending", "5_1": "pending",
                                           "5_2": "pending", "5_3": "done"}  # look again later
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from resnorm.fileio import read_json
 from resnorm.study.locks import held_by
-from resnorm.study.training import Job, Outcome, train_locked, train_one
+from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
 
 __all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 
@@ -122,7 +122,7 @@ def _without_a_process(job: Job, progress: bool) -> Outcome | None:
         return train_one(job.cfg, job.dir, progress, job.label)
     holder = held_by(job.dir)
     if holder is not None:
-        return Outcome(job.label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+        return busy(job.label, holder)
     return None
 
 

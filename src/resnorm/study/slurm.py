@@ -13,10 +13,11 @@ submitit Checkpointables: at the time limit or on preemption (SIGUSR2 from SLURM
 requeues the task, and the requeued task resumes from last.pt. The lock stays the safety net:
 a requeued task that overlaps a lost original finds the run "busy" instead of training it twice.
 
-Task states come from `squeue` (and each task's result file), not from `sacct`: clusters without
-an accounting database have no sacct. `STUDY/slurm/` holds submitit's files and each task's log
-(`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json` names the task of each job, so that
-re-running the command waits for tasks still queued instead of submitting them twice.
+Task states come from `squeue` and each task's result file (resnorm.study.slurm_queue), not
+from `sacct`: clusters without an accounting database have no sacct. `STUDY/slurm/` holds
+submitit's files and each task's log (`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json`
+names the task of each job, so that re-running the command waits for tasks still queued
+instead of submitting them twice.
 """
 from __future__ import annotations
 
@@ -32,16 +33,14 @@ from resnorm.errors import ResourceError, UsageError
 from resnorm.fileio import atomic_write_text, read_json
 from resnorm.study.locks import CLAIM_FILE, held_by
 from resnorm.study.plan import parse_time_limit
-from resnorm.study.training import Job, Outcome, train_locked, train_one
+from resnorm.study.slurm_queue import squeue_live, squeue_states, submitit_states
+from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
 
 __all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
-           "TrainTask", "FinishStudy", "squeue_states"]
+           "TrainTask", "FinishStudy"]
 
 LOG_DIR = "slurm"          # STUDY/slurm/: submitit's pickles, each task's log
 TASKS_FILE = "tasks.json"  # STUDY/slurm/tasks.json: job label -> the SLURM task training it
-PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT"}
-RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-           "STAGE_OUT", "RESIZING"}
 MAX_REQUEUES = 50  # time limits a task may hit, each resumed from last.pt, before it fails
 
 
@@ -211,8 +210,7 @@ def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
             (job.dir / CLAIM_FILE).unlink(missing_ok=True)
             to_submit.append(job)
         elif holder is not None:
-            tell(job, Outcome(job.label, "busy", "skipped", None, 0.0,
-                              f"being trained by {holder}"))
+            tell(job, busy(job.label, holder))
         else:
             to_submit.append(job)
     return tracked, to_submit
@@ -364,72 +362,3 @@ def last_error_line(exc: BaseException) -> str:
     if len(rules) >= 2 and rules[1] > rules[0] + 1:  # "... trace:\n----\n<trace>\n----\n..."
         return lines[rules[1] - 1]
     return lines[0] if lines else type(exc).__name__
-
-
-def squeue_live(ids: list[str]) -> dict[str, str]:
-    """SLURM job ids (an array task's "12_3" or its own id) still queued or running -> state.
-    Asked before submitting: without an answer, nothing can be submitted safely."""
-    try:
-        return {i: s for i, s in squeue(ids).items() if s in PENDING | RUNNING}
-    except QueueUnknown as exc:
-        raise UsageError(f"slurm: squeue does not answer ({exc}); try again later") from None
-
-
-def squeue(ids: list[str]) -> dict[str, str]:
-    """squeue's state of each job id it knows (ended ones for a few minutes), both as
-    "<array>_<task>" and as the task's own job id; {} when it knows none of them."""
-    if not ids:
-        return {}
-    try:
-        run = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%A|%T",
-                              "-j", ",".join(sorted(set(ids)))], capture_output=True,
-                             text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise QueueUnknown(str(exc)) from None
-    if run.returncode != 0:
-        if "Invalid job id" in run.stderr:  # none of them is known any more
-            return {}
-        raise QueueUnknown(run.stderr.strip())
-    states = {}
-    for line in run.stdout.splitlines():
-        array_id, own_id, state = (line.split("|") + ["", ""])[:3]
-        states[array_id] = states[own_id] = state
-    return states
-
-
-class QueueUnknown(RuntimeError):
-    """squeue did not answer (the controller busy or restarting): look again later."""
-
-
-def squeue_states(tasks: list) -> dict[str, str]:
-    """Each task's state for `wait_for`: "done" (its result is written), "running",
-    "pending", "ended:<STATE>" (squeue still shows it: CANCELLED, FAILED, ...); a task squeue
-    does not know is missing (ended too). When squeue does not answer, all count as pending."""
-    for folder in {t.paths.folder for t in tasks}:
-        try:  # refresh a network filesystem's view of the folder (as submitit does)
-            folder.chmod(folder.stat().st_mode)
-        except OSError:
-            pass
-    states = {t.job_id: "done" for t in tasks if t.paths.result_pickle.exists()}
-    try:
-        queued = squeue([t.job_id for t in tasks if t.job_id not in states])
-    except QueueUnknown:
-        return {t.job_id: states.get(t.job_id, "pending") for t in tasks}
-    for task in tasks:
-        state = queued.get(task.job_id)
-        if task.job_id in states or state is None:
-            continue
-        states[task.job_id] = ("running" if state in RUNNING else "pending" if state in PENDING
-                               else f"ended:{state}")
-    return states
-
-
-def submitit_states(tasks: list) -> dict[str, str]:
-    """`squeue_states` for submitit's local and debug executors (tests): submitit knows."""
-    states = {}
-    for task in tasks:
-        if task.done():
-            states[task.job_id] = "done"
-        else:
-            states[task.job_id] = "running" if task.state == "RUNNING" else "pending"
-    return states
