@@ -10,7 +10,7 @@ recorded and the study goes on; a full disk stops it (exit 4).
     study_plan      the plan, with the command line's --seeds and --keep-leaked
     prepare_study   options checked, the data prepared once, every job resolved and checked
                     before any trains, plan.yaml, study.json, this process's --shard
-    train_study     the jobs, through one executor (resnorm.study.executors)
+    train_study     the jobs, through one executor (resnorm.study.executors): study_executor
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import yaml
 from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text
 from resnorm.study.capacity import jobs_that_fit
-from resnorm.study.executors import make_executor
+from resnorm.study.executors import Executor, make_executor
 from resnorm.study.options import StudyOptions
 from resnorm.study.plan import Plan, load_plan, parse_seeds
 from resnorm.study.prepare import check_scored_data, make_demo_data, prepare_data
@@ -36,8 +36,8 @@ from resnorm.study.slurm import LOG_DIR, slurm_settings
 from resnorm.study.state import OutcomeRecorder, StudyState
 from resnorm.study.training import Job, Outcome
 
-__all__ = ["PreparedStudy", "study_plan", "prepare_study", "train_study", "held_elsewhere",
-           "torch_threads"]
+__all__ = ["PreparedStudy", "study_plan", "prepare_study", "train_study", "study_executor",
+           "held_elsewhere", "torch_threads"]
 
 
 @dataclass
@@ -113,17 +113,23 @@ def train_study(study: PreparedStudy, finish: Callable | None = None) -> list[Ou
     """This process's jobs through the executor the options name; the outcomes in plan
     order, or None from --executor slurm --no-wait, where a job after the array records them
     and calls `finish(jobs, outcomes)` (a picklable callable: the orchestrator's last steps)."""
-    plan, options = study.plan, study.options
-    recorder = OutcomeRecorder(study.state)
-    if options.executor == "slurm":
-        executor = make_executor("slurm", threads=plan.threads, recorder=recorder,
-                                 slurm_settings=slurm_settings(plan.slurm, options.slurm),
-                                 folder=study.folder / LOG_DIR, finish=finish)
-    else:
-        jobs = jobs_that_fit(study.todo, options.jobs, plan.threads, study.say)
-        executor = make_executor("local", jobs=jobs, threads=plan.threads,
-                                 progress=options.progress, recorder=recorder)
+    executor = study_executor(study, OutcomeRecorder(study.state), study.todo, finish)
     return executor.run(study.todo, study.say)
+
+
+def study_executor(study: PreparedStudy, recorder: OutcomeRecorder, todo: list[Job],
+                   finish: Callable | None = None) -> Executor:
+    """The executor the study's options name (--executor, --jobs: auto or K settled for the
+    jobs of `todo` still to train), recording into `recorder`: for the plan's jobs, or for
+    other jobs of the study (a tuning phase's trials, recorded in a section of their own)."""
+    plan, options = study.plan, study.options
+    if options.executor == "slurm":
+        return make_executor("slurm", threads=plan.threads, recorder=recorder,
+                             slurm_settings=slurm_settings(plan.slurm, options.slurm),
+                             folder=study.folder / LOG_DIR, finish=finish)
+    jobs = jobs_that_fit(todo, options.jobs, plan.threads, study.say)
+    return make_executor("local", jobs=jobs, threads=plan.threads, progress=options.progress,
+                         recorder=recorder)
 
 
 def held_elsewhere(todo: list[Job], say) -> bool:
