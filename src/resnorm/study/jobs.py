@@ -23,6 +23,8 @@ __all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 # Not a ProcessPoolExecutor: a worker that dies (out of memory, a segfault) breaks such a
 # pool and every job still queued in it, and a pool cannot stop a running worker on Ctrl-C.
 # Here a dead worker fails only the job it was training, and a fresh worker takes its place.
+# Nor submitit's LocalExecutor: a fresh interpreter (and `import torch`) per job; it is the
+# slower at the demo's scale (benchmarks/executor_speed.py, numbers in benchmarks/RESULTS.md).
 
 LOG_FILE = "train.log"  # a job's output when it trains in its own process (--jobs > 1)
 
