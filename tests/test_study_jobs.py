@@ -1,11 +1,14 @@
 """`resnorm study --jobs K`: runs trained in parallel processes give the results the sequential
 study gives, a failed or crashed job is recorded while the others finish (also within a
---shard), a re-run skips the finished runs, and torchrun refuses --jobs > 1."""
+--shard), a re-run skips the finished runs, Ctrl-C stops the running jobs, and torchrun
+refuses --jobs > 1."""
 from __future__ import annotations
 
 import csv
 import json
 import os
+import time
+import types
 
 import pytest
 import yaml
@@ -13,6 +16,8 @@ import yaml
 from resnorm import cli
 from resnorm.study import jobs as study_jobs
 from resnorm.metrics import TIMING_COLUMNS
+from resnorm.study.state import OutcomeRecorder
+from resnorm.study.training import Job, Outcome
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,3 +124,34 @@ def test_jobs_threads_and_usage_errors(synth_cache, plan_file, tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert "torchrun" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "b").exists()
+
+
+def sleeping_job(cfg, run_dir, progress, label):
+    """Job 'slow' notes its worker's pid, then trains 'forever'; the others finish at once."""
+    if cfg.name == "slow":
+        (run_dir / "pid").write_text(str(os.getpid()))
+        time.sleep(600)
+    return Outcome(label, "completed", "trained", None, 0.1)
+
+
+def test_ctrl_c_stops_the_running_jobs(tmp_path, monkeypatch):
+    """An interrupt in the parent while a job trains (here: as the other job's line is said)
+    terminates that job's worker; the interrupt goes on up."""
+    monkeypatch.setattr(study_jobs, "_run_job", sleeping_job)
+    jobs = [Job(types.SimpleNamespace(name=name), 0,
+                types.SimpleNamespace(name=name, out=str(tmp_path / name), lr=0.1), "")
+            for name in ("slow", "quick")]
+    pid_file = tmp_path / "slow" / "pid"
+
+    def say(line):
+        if line.startswith("["):  # quick's outcome: interrupt once slow is surely training
+            deadline = time.monotonic() + 120
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            raise KeyboardInterrupt
+
+    executor = study_jobs.PoolExecutor(OutcomeRecorder(None), 2, 1, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        executor.run(jobs, say)
+    with pytest.raises(ProcessLookupError):  # terminated and reaped, not left training
+        os.kill(int(pid_file.read_text()), 0)

@@ -7,9 +7,12 @@ SLURM task that has ended, a task of an earlier submission waited for rather tha
 tests/test_slurm_cluster.py runs the same against a real cluster."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import pickle
+import shutil
 import types
 
 import pytest
@@ -17,8 +20,10 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.study import slurm
+from resnorm.study import slurm, slurm_queue
+from resnorm.pipeline import finish_study, run_study
 from resnorm.study.locks import CLAIM_FILE, held_by
+from resnorm.study.options import StudyOptions
 from resnorm.study.plan import parse_plan
 from resnorm.study.training import Job, Outcome
 from run_results import run_results
@@ -112,11 +117,23 @@ def fake_jobs(device):
     return [types.SimpleNamespace(cfg=types.SimpleNamespace(device=device))]
 
 
-def test_what_a_task_asks_of_slurm(tmp_path):
+@pytest.fixture
+def srun_on_path(tmp_path, monkeypatch):
+    """submitit's SLURM executor refuses to be made where `srun` is not on PATH; building its
+    parameters calls nothing. Without SLURM here, a stand-in `srun` that fails if called."""
+    if shutil.which("srun") is None:
+        bin_dir = tmp_path / "srun-bin"
+        bin_dir.mkdir()
+        (bin_dir / "srun").write_text("#!/bin/sh\necho 'not a SLURM cluster' >&2\nexit 1\n")
+        (bin_dir / "srun").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_what_a_task_asks_of_slurm(tmp_path, srun_on_path):
     settings = slurm.SlurmSettings(partition="gpu", time=90, mem_gb=16, array_parallelism=3,
                                    sbatch={"account": "lab"}, setup=["module load cuda"])
-    params = slurm.make_executor(tmp_path / "slurm", settings, fake_jobs("auto"),
-                                 None)._executor.parameters
+    params = slurm.submitit_executor(tmp_path / "slurm", settings, fake_jobs("auto"),
+                                     None)._executor.parameters
     assert {k: params[k] for k in ("partition", "time", "cpus_per_task", "gpus_per_node",
                                    "array_parallelism", "mem")} == {
         "partition": "gpu", "time": 90, "cpus_per_task": 4, "gpus_per_node": 1,
@@ -124,8 +141,8 @@ def test_what_a_task_asks_of_slurm(tmp_path):
     assert params["additional_parameters"] == {"account": "lab"}
     assert params["setup"] == ["module load cuda"]
     # runs on the CPU: no GPU asked for; CPUs: the plan's threads
-    params = slurm.make_executor(tmp_path / "slurm", slurm.SlurmSettings(time=5),
-                                 fake_jobs("cpu"), 2)._executor.parameters
+    params = slurm.submitit_executor(tmp_path / "slurm", slurm.SlurmSettings(time=5),
+                                     fake_jobs("cpu"), 2)._executor.parameters
     assert "gpus_per_node" not in params and params["cpus_per_task"] == 2
 
 
@@ -133,14 +150,11 @@ def test_what_a_task_asks_of_slurm(tmp_path):
 
 def test_debug_executor_study_equals_the_local_study_and_rerun_submits_nothing(
         synth_cache, plan_file, tmp_path, capsys):
-    from resnorm.study.runner import run_study
-
+    quiet = StudyOptions(data=synth_cache.path, progress=False, gradcam=False, report=False)
     local, through = tmp_path / "local", tmp_path / "slurm"
-    run_study(plan_file, local, data=synth_cache.path, progress=False, gradcam=False,
-              report=False)
-    result = run_study(plan_file, through, data=synth_cache.path, progress=False,
-                       gradcam=False, report=False, executor="slurm",
-                       slurm={"cluster": "debug", "poll_s": 0})
+    run_study(plan_file, local, quiet)
+    result = run_study(plan_file, through, dataclasses.replace(
+        quiet, executor="slurm", slurm={"cluster": "debug", "poll_s": 0}))
     text = capsys.readouterr().out
     assert [o.status for o in result.outcomes] == ["completed", "completed"]
     assert "slurm: submitted array" in text and "slurm: 2 done, 0 running, 0 pending, 0 failed" \
@@ -150,8 +164,8 @@ def test_debug_executor_study_equals_the_local_study_and_rerun_submits_nothing(
     state = json.loads((through / "study.json").read_text())["runs"]
     assert [state[label]["action"] for label in LABELS] == ["trained", "trained"]
 
-    result = run_study(plan_file, through, data=synth_cache.path, progress=False,
-                       gradcam=False, report=False, executor="slurm", slurm={"cluster": "debug"})
+    result = run_study(plan_file, through, dataclasses.replace(
+        quiet, executor="slurm", slurm={"cluster": "debug"}))
     text = capsys.readouterr().out
     assert "submitted" not in text and text.count("(already done)") == 2
     assert [o.action for o in result.outcomes] == ["skipped", "skipped"]
@@ -163,13 +177,15 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
     """Tasks in processes of their own (result files, as on a cluster); then what the job
     after the array does under --no-wait, replayed: record every task's outcome, a task that
     left no result as failed, then Grad-CAM and the report."""
-    from resnorm.study.runner import (StudyState, finish_study, prepare_data, resolved_jobs,
-                                      run_study)
     from resnorm.study.plan import load_plan
+    from resnorm.study.prepare import prepare_data
+    from resnorm.study.resolve import resolved_jobs
+    from resnorm.study.state import OutcomeRecorder, StudyState
 
     study = tmp_path / "study"
-    result = run_study(plan_file, study, data=synth_root, progress=False, gradcam=False,
-                       report=False, executor="slurm", slurm={"cluster": "local", "poll_s": 0.2})
+    result = run_study(plan_file, study, StudyOptions(
+        data=synth_root, progress=False, gradcam=False, report=False, executor="slurm",
+        slurm={"cluster": "local", "poll_s": 0.2}))
     assert [o.status for o in result.outcomes] == ["completed", "completed"]
     assert (study / "cache").is_dir()  # the data prepared once, beside the runs
     tasks = json.loads((study / "slurm" / "tasks.json").read_text())
@@ -183,7 +199,8 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
     finish = functools.partial(finish_study, study, plan, state, gradcam=False, report=True)
     tasks["gn/seed-0"] = "999999"  # a task that ended without a result (cancelled, say)
     capsys.readouterr()
-    summary = slurm.FinishStudy(todo, tasks, study / "slurm", state, finish)()
+    finish_job = slurm.FinishStudy(todo, tasks, study / "slurm", OutcomeRecorder(state), finish)
+    summary = pickle.loads(pickle.dumps(finish_job))()  # as submitit hands it to the job
     assert summary == "1 job(s) failed"
     runs = json.loads((study / "study.json").read_text())["runs"]
     assert runs["bn/seed-0"]["status"] == "completed" and runs["bn/seed-0"]["action"] == "trained"
@@ -273,12 +290,12 @@ def test_squeue_states(tmp_path, fake_squeue):
     tasks = [FakeTask(tmp_path, i) for i in ("5_0", "5_1", "5_2", "5_3")]
     tasks[3].paths.result_pickle.write_bytes(b"")
     fake_squeue("5_0|6|RUNNING\\n5_1|5|PENDING\\n5_2|7|CANCELLED\\n")
-    assert slurm.squeue_states(tasks) == {"5_0": "running", "5_1": "pending",
+    assert slurm_queue.squeue_states(tasks) == {"5_0": "running", "5_1": "pending",
                                           "5_2": "ended:CANCELLED", "5_3": "done"}
     fake_squeue(rc=1, err="slurm_load_jobs error: Invalid job id specified")
-    assert slurm.squeue_states(tasks) == {"5_3": "done"}  # the others ended long ago
+    assert slurm_queue.squeue_states(tasks) == {"5_3": "done"}  # the others ended long ago
     fake_squeue(rc=1, err="slurm_load_jobs error: Socket timed out on send/recv operation")
-    assert slurm.squeue_states(tasks) == {"5_0": "pending", "5_1": "pending",
+    assert slurm_queue.squeue_states(tasks) == {"5_0": "pending", "5_1": "pending",
                                           "5_2": "pending", "5_3": "done"}  # look again later
 
 

@@ -1,16 +1,18 @@
-"""The study: a plan of runs, trained, compared and reported.
+"""The study: a plan of runs, trained and compared (Grad-CAM and the report read it; the
+whole `resnorm study` pipeline is resnorm.pipeline, on the floor above).
 
-plan (the YAML plan) | records (the study folder as data) | runner (run_study) |
-jobs (--jobs K) | slurm (--executor slurm) | training (one run of a study) | cli (`resnorm study`).
+plan (the YAML plan) | records (the study folder as data) | runner (prepare and train a plan's
+jobs) | executors (in-process, jobs: --jobs K, slurm: --executor slurm) | state (study.json,
+the outcome recorder) | training (one job) | cli (`resnorm study`'s flags) | statistics.
 
-`from resnorm.study import run_study` works, but lazily: importing `resnorm.study.records`
-(as the report and Grad-CAM do) must not pull the runner, training and the report in with it.
+The names below import lazily: importing `resnorm.study.records` (as the report and Grad-CAM
+do) must not pull the runner and training in with it.
 """
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {"run_study": "resnorm.study.runner", "load_plan": "resnorm.study.plan",
+_LAZY = {"load_plan": "resnorm.study.plan",
          "parse_plan": "resnorm.study.plan", "Plan": "resnorm.study.plan",
          "RunSpec": "resnorm.study.plan", "resolve_fields": "resnorm.study.plan",
          "collect_runs": "resnorm.study.records",

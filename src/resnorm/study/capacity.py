@@ -65,7 +65,7 @@ from resnorm.data.cache import read_manifest
 from resnorm.errors import UsageError
 
 __all__ = ["DeviceInfo", "probe_device", "estimate_peak_bytes", "dataset_bytes", "job_need",
-           "auto_jobs", "check_jobs_fit"]
+           "auto_jobs", "check_jobs_fit", "jobs_that_fit"]
 
 CUDA_CONTEXT_BYTES = 512 * 2 ** 20  # a CUDA context per process (driver, kernels, cuBLAS)
 SAVED_TENSORS = 2.5                 # activations saved for backward, per conv output
@@ -304,3 +304,19 @@ def check_jobs_fit(configs: Sequence[Any], k: int,
                 f"{_gb(resident)}; slower, not wrong)")
     return f"--jobs {k}: about {_gb(resident)} of {free} free on {info.name}, data on the GPU"
 
+
+def jobs_that_fit(todo: Sequence[Any], jobs: int | str, threads: int | None, say) -> int:
+    """--jobs K settled for the jobs of `todo` (resnorm.study.training.Job) still to train:
+    auto: as many as the device (GPU memory and SMs, or CPU cores) holds, said in a line; a K
+    that cannot fit on a GPU is refused up front, in one line."""
+    pending = [job.cfg for job in todo if not job.run.finished]
+    if jobs == "auto":
+        if not pending:
+            return 1
+        jobs, why = auto_jobs(pending, threads=threads)
+        say(why)
+    elif jobs > 1 and pending:
+        note = check_jobs_fit(pending, jobs)
+        if note:
+            say(note)
+    return jobs

@@ -1,4 +1,7 @@
-"""`resnorm study`: the command line of the whole study (see resnorm.study.runner)."""
+"""`resnorm study`'s command line: its flags, the StudyOptions they give, its exit status.
+
+resnorm.pipeline runs the command (the study, then Grad-CAM and the report) with these.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +9,9 @@ import sys
 from pathlib import Path
 
 from resnorm.errors import UsageError
-from resnorm.study.runner import run_study
+from resnorm.study.options import StudyOptions
 
-__all__ = ["configure_parser", "run_cli"]
+__all__ = ["configure_parser", "study_options", "exit_status", "exit_on_sigterm"]
 
 EPILOG = (
     "examples:\n"
@@ -170,7 +173,7 @@ def _seeds_arg(text: str) -> int | list[int]:
                                          f"got {text!r}") from None
 
 
-def _exit_on_sigterm() -> None:
+def exit_on_sigterm() -> None:
     """SIGTERM (a SLURM time limit, scancel, kill) unwinds like Ctrl-C: running jobs are
     stopped and this process's run locks released, so another process can take them."""
     import signal
@@ -184,26 +187,31 @@ def _exit_on_sigterm() -> None:
         pass
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from resnorm.distributed import is_main_process, parse_shard
-
-    _exit_on_sigterm()
+def study_options(args: argparse.Namespace) -> StudyOptions:
+    """The options the command line gives (each checked: one-line UsageErrors)."""
+    from resnorm.distributed import parse_shard
 
     try:
         shard = parse_shard(args.shard) if args.shard is not None else None
     except ValueError as exc:
         raise UsageError(f"--shard: {exc}") from None
-    result = run_study(args.plan, args.out, data=args.data, synthetic=args.synthetic,
-                       cache=args.cache, progress=not args.quiet,
-                       gradcam=not args.no_gradcam, report=not args.no_report, shard=shard,
-                       jobs=args.jobs, seeds=args.seeds, keep_leaked=args.keep_leaked,
-                       executor=args.executor, slurm=slurm_overrides(args))
+    return StudyOptions(data=args.data, synthetic=args.synthetic, cache=args.cache,
+                        progress=not args.quiet, gradcam=not args.no_gradcam,
+                        report=not args.no_report, shard=shard, jobs=args.jobs,
+                        seeds=args.seeds, keep_leaked=args.keep_leaked,
+                        executor=args.executor, slurm=slurm_overrides(args))
+
+
+def exit_status(result, executor: str) -> int:
+    """0 when every job finished (diverged counts: it is a result); 1, with a line on
+    stderr, when a job or Grad-CAM failed. Ranks other than 0 exit 0 (rank 0 speaks)."""
+    from resnorm.distributed import is_main_process
+
     if not is_main_process():
         return 0
     status = 0
     if result.failed:
-        where = ("the lines above" if args.executor == "slurm"
-                 else "runs/<name>/seed-<s>/error.txt")
+        where = "the lines above" if executor == "slurm" else "runs/<name>/seed-<s>/error.txt"
         print(f"resnorm study: {len(result.failed)} job(s) failed: {', '.join(result.failed)} "
               f"(see {where}; re-run to retry them)", file=sys.stderr)
         status = 1

@@ -1,17 +1,19 @@
-"""Several runs of a study at once (`resnorm study --jobs K`), in K worker processes."""
+"""Several jobs of a study at once (`resnorm study --jobs K`), in K worker processes: the
+pool executor (resnorm.study.executors)."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from resnorm.rundir import LOG_FILE
 from resnorm.study.locks import held_by
-from resnorm.study.training import Job, Outcome, train_locked, train_one
+from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
 
-__all__ = ["LOG_FILE", "job_threads", "train_jobs"]
+__all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 
 # --- several runs at once (--jobs) ------------------------------------------------------------
 # K worker processes, started with "spawn" (safe with CUDA, the same on every OS), each taking
@@ -21,7 +23,26 @@ __all__ = ["LOG_FILE", "job_threads", "train_jobs"]
 # Not a ProcessPoolExecutor: a worker that dies (out of memory, a segfault) breaks such a
 # pool and every job still queued in it, and a pool cannot stop a running worker on Ctrl-C.
 # Here a dead worker fails only the job it was training, and a fresh worker takes its place.
+# Nor submitit's LocalExecutor: a fresh interpreter (and `import torch`) per job; it is the
+# slower at the demo's scale (benchmarks/executor_speed.py, numbers in benchmarks/RESULTS.md).
 
+
+
+class PoolExecutor:
+    """Up to `workers` jobs at once, each in a worker process (`train_jobs`); every outcome
+    goes to the recorder as the job finishes (lines in completion order)."""
+
+    def __init__(self, recorder, workers: int, threads: int | None, progress: bool) -> None:
+        self.recorder, self.workers = recorder, workers
+        self.threads, self.progress = threads, progress
+
+    def run(self, jobs: list[Job], say) -> list[Outcome]:
+        tally = self.recorder.begin(jobs, say)
+        # closing: whatever happens here (Ctrl-C, a full disk), the running jobs are stopped
+        with closing(train_jobs(jobs, self.progress, self.workers, self.threads, say)) as done:
+            for job, outcome in done:
+                tally.tell(job, outcome)
+        return tally.outcomes()
 
 
 def job_threads(jobs: int, threads: int | None) -> int:
@@ -41,7 +62,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
 
     A finished job is skipped here without a process, and so is one another study process
     holds. Each other job goes to one of up to `jobs` worker processes (`_worker_main`, with
-    `job_threads` torch threads), its output appended to runs/<name>/seed-<s>/train.log. A
+    `job_threads` torch threads), its output appended to train.log in its folder. A
     worker that dies without reporting (killed, out of memory) fails its job (its error.txt
     says how it ended), and a new worker takes the next job. If this process is interrupted
     (Ctrl-C, an exception) the running jobs are terminated; if it is killed outright, each
@@ -53,7 +74,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     ctx = multiprocessing.get_context("spawn")
     per_job = job_threads(jobs, threads)
     say(f"jobs: up to {jobs} at once, {per_job} torch thread(s) each; each job's output "
-        f"goes to runs/<name>/seed-<s>/{LOG_FILE}")
+        f"goes to {LOG_FILE} in its run folder")
     queue = []
     for job in todo:
         outcome = _without_a_process(job, progress)
@@ -102,7 +123,7 @@ def _without_a_process(job: Job, progress: bool) -> Outcome | None:
         return train_one(job.cfg, job.dir, progress, job.label)
     holder = held_by(job.dir)
     if holder is not None:
-        return Outcome(job.label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+        return busy(job.label, holder)
     return None
 
 
@@ -161,7 +182,7 @@ def _died(job: Job, action: str, exitcode: int | None, seconds: float) -> Outcom
     how = (f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0
            else f"exit code {exitcode}")
     message = (f"the job's process ended without a result ({how}); "
-               f"see runs/{job.label}/{LOG_FILE}")
+               f"see {job.dir / LOG_FILE}")
     job.run.write_error(message + "\n")
     return Outcome(job.label, "failed", action, None, seconds, message)
 

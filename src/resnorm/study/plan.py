@@ -81,6 +81,7 @@ class Plan:
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
     # the plan's `design:` as declared (resnorm.study.design; None: the assignment's, derived)
     design: dict[str, Any] | None = None
+    source: str = "plan"  # where it was read from, for messages
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -156,7 +157,8 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
         overrides = {k: v for k, v in entry.items() if k != "name"}
         _check_fields(f"{source}: run '{name}'", overrides, allowed)
         runs.append(RunSpec(name, overrides))
-    plan = Plan(description=str(raw.get("description") or ""), defaults=dict(defaults), runs=runs)
+    plan = Plan(description=str(raw.get("description") or ""), defaults=dict(defaults), runs=runs,
+                source=source)
     plan.lr_rule = str(raw.get("lr_rule", "none"))
     if plan.lr_rule not in LR_RULES:
         raise UsageError(f"{source}: lr_rule '{plan.lr_rule}' is not one of {', '.join(LR_RULES)}")
@@ -373,7 +375,7 @@ def resolved_settings(plan: Plan, spec: RunSpec) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def plan_design(plan: Plan, source: str = "plan") -> Design:
+def plan_design(plan: Plan, source: str | None = None) -> Design:
     """The plan's design (resnorm.study.design): as declared under `design:`, completed with
     the assignment's where it is silent, and checked against the runs' resolved settings."""
     from resnorm.norms import split_kind
@@ -381,7 +383,7 @@ def plan_design(plan: Plan, source: str = "plan") -> Design:
 
     fields = {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
     kinds = {name: split_kind(str(f.get("norm")))[0] for name, f in fields.items()}
-    return resolve_design(plan.design, fields, kinds, plan.comparisons, source)
+    return resolve_design(plan.design, fields, kinds, plan.comparisons, source or plan.source)
 
 
 def train_default(name: str) -> Any:

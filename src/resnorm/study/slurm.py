@@ -1,10 +1,11 @@
 """`resnorm study --executor slurm`: a study's (run, seed) jobs as one SLURM job array.
 
 On the login node (the `resnorm study` process): the runner prepares the data once into a cache
-on shared storage and resolves the jobs; `train_on_slurm` then submits one array (submitit), one
-task per unfinished job, waits for it with a progress line, and hands the outcomes back to the
-runner, which records the study, runs Grad-CAM and writes the report as the local path does.
-`--no-wait` submits a job after the array (afterany) that does that last part (`FinishStudy`).
+on shared storage and resolves the jobs; `SlurmExecutor.run` then submits one array (submitit),
+one task per unfinished job, waits for it with a progress line, records each outcome as its
+task ends (the study's OutcomeRecorder) and hands the outcomes back; the orchestrator then runs
+Grad-CAM and writes the report as the local path does. `--no-wait` submits a job after the
+array (afterany) that does that last part (`FinishStudy`, with the orchestrator's `finish`).
 
 On a compute node, each task (`TrainTask`) trains its job with `train_locked`, exactly as a
 local study does: same run folder, resume from last.pt, the run's lock held meanwhile. Tasks are
@@ -12,10 +13,11 @@ submitit Checkpointables: at the time limit or on preemption (SIGUSR2 from SLURM
 requeues the task, and the requeued task resumes from last.pt. The lock stays the safety net:
 a requeued task that overlaps a lost original finds the run "busy" instead of training it twice.
 
-Task states come from `squeue` (and each task's result file), not from `sacct`: clusters without
-an accounting database have no sacct. `STUDY/slurm/` holds submitit's files and each task's log
-(`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json` names the task of each job, so that
-re-running the command waits for tasks still queued instead of submitting them twice.
+Task states come from `squeue` and each task's result file (resnorm.study.slurm_queue), not
+from `sacct`: clusters without an accounting database have no sacct. `STUDY/slurm/` holds
+submitit's files and each task's log (`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json`
+names the task of each job, so that re-running the command waits for tasks still queued
+instead of submitting them twice.
 """
 from __future__ import annotations
 
@@ -31,16 +33,14 @@ from resnorm.errors import ResourceError, UsageError
 from resnorm.fileio import atomic_write_text, read_json
 from resnorm.study.locks import CLAIM_FILE, held_by
 from resnorm.study.plan import parse_time_limit
-from resnorm.study.training import Job, Outcome, summary_line, train_locked, train_one
+from resnorm.study.slurm_queue import squeue_live, squeue_states, submitit_states
+from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
 
-__all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "train_on_slurm",
-           "TrainTask", "FinishStudy", "squeue_states"]
+__all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
+           "TrainTask", "FinishStudy"]
 
 LOG_DIR = "slurm"          # STUDY/slurm/: submitit's pickles, each task's log
 TASKS_FILE = "tasks.json"  # STUDY/slurm/tasks.json: job label -> the SLURM task training it
-PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT"}
-RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
-           "STAGE_OUT", "RESIZING"}
 MAX_REQUEUES = 50  # time limits a task may hit, each resumed from last.pt, before it fails
 
 
@@ -108,19 +108,21 @@ class TrainTask:
 
 
 class FinishStudy:
-    """The job `--no-wait` submits after the array (afterany): records each task's outcome in
-    study.json, then `finish` (the runner's: Grad-CAM and the report)."""
+    """The job `--no-wait` submits after the array (afterany): records each task's outcome
+    (the recorder: study.json and a line each), then `finish(jobs, outcomes)`: the study's
+    last steps (the orchestrator's: Grad-CAM and the report)."""
 
-    def __init__(self, todo: list[Job], tasks: dict[str, str], folder: Path, state,
+    def __init__(self, todo: list[Job], tasks: dict[str, str], folder: Path, recorder,
                  finish: Callable) -> None:
         self.todo, self.tasks, self.folder = todo, tasks, folder
-        self.state, self.finish = state, finish
+        self.recorder, self.finish = recorder, finish
 
     def __call__(self) -> str:
         import submitit
 
-        outcomes = []
-        for i, job in enumerate(self.todo, 1):
+        tally = self.recorder.begin(self.todo, lambda line: print(line, flush=True),
+                                    stop_on_fatal=False)  # every task has ended: record all
+        for job in self.todo:
             task_id = self.tasks.get(job.label)
             if task_id is None:  # finished before the array, or held by another process
                 outcome = train_one(job.cfg, job.dir, False, job.label)
@@ -128,57 +130,58 @@ class FinishStudy:
                 task = submitit.SlurmJob(self.folder, task_id)
                 ended = "done" if task.paths.result_pickle.exists() else "ended"
                 outcome = outcome_of(job, task, ended)
-            record(self.state, job, outcome)
-            print(summary_line(i, len(self.todo), outcome), flush=True)
-            outcomes.append(outcome)
-        result = self.finish(self.todo, outcomes)
+            tally.tell(job, outcome)
+        result = self.finish(self.todo, tally.outcomes())
         return f"{len(result.failed)} job(s) failed" if result.failed else "study complete"
 
 
 # --- on the login node ------------------------------------------------------------------------
 
-def train_on_slurm(todo: list[Job], state, settings: SlurmSettings, *, threads: int | None,
-                   say, finish: Callable) -> list[Outcome] | None:
-    """Train every job of `todo` as a task of one SLURM array; return the outcomes in plan
-    order (each recorded in study.json and given its summary line as it is known). With
-    settings.wait False: submit the array and a `FinishStudy` job after it, return None."""
-    folder = Path(state.path.parent) / LOG_DIR
-    width = max((len(job.label) for job in todo), default=0)
-    done: dict[str, Outcome] = {}
+class SlurmExecutor:
+    """Every job as a task of one SLURM array (the executor `--executor slurm` makes; see
+    resnorm.study.executors); each outcome recorded as its task ends. `finish`: what the job
+    after a --no-wait array runs (settings.wait False), a picklable callable."""
 
-    def tell(job: Job, outcome: Outcome) -> None:
-        done[job.label] = outcome
-        if outcome.status != "busy":  # the process that trains it records it
-            record(state, job, outcome)
-        say(summary_line(len(done), len(todo), outcome, width))
+    def __init__(self, recorder, settings: SlurmSettings, folder: Path, threads: int | None,
+                 finish: Callable | None = None) -> None:
+        self.recorder, self.settings, self.folder = recorder, settings, folder
+        self.threads, self.finish = threads, finish
 
-    tracked, to_submit = sort_jobs(todo, folder, settings, say, tell)
-    executor = make_executor(folder, settings, todo, threads)
-    tracked.update(submit(executor, to_submit, TrainTask(threads), folder, say))
-    if not settings.wait and tracked:  # (nothing to wait for: finish here and now)
-        submit_finish(executor, todo, tracked, folder, state, finish, say)
-        return None
-    queue = squeue_states if settings.cluster == "slurm" else submitit_states
-    try:
-        for job, outcome in wait_for(tracked, {j.label: j for j in todo}, queue, settings,
-                                     say):
-            tell(job, outcome)
-            if outcome.fatal:  # a full disk: the other tasks would fail too
-                for task in tracked.values():
-                    task.cancel(check=False)
-                raise ResourceError(outcome.error)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, a closed terminal
-        ids = sorted({task.job_id.split("_")[0] for task in tracked.values()})
-        say(f"slurm: stopped waiting; the tasks go on (squeue -j {','.join(ids)}); re-run the "
-            f"same command to wait for them, or scancel {' '.join(ids)} to stop them")
-        raise
-    return [done[job.label] for job in todo]
+    def run(self, jobs: list[Job], say) -> list[Outcome] | None:
+        """The outcomes in job order; None when it does not wait (a `FinishStudy` job after
+        the array records them and finishes the study)."""
+        settings, folder = self.settings, self.folder
+        tally = self.recorder.begin(jobs, say)
+        tracked, to_submit = sort_jobs(jobs, folder, settings, say, tally.tell)
+        executor = submitit_executor(folder, settings, jobs, self.threads)
+        tracked.update(submit(executor, to_submit, TrainTask(self.threads), folder, say))
+        if not settings.wait and tracked:  # (nothing to wait for: finish here and now)
+            if self.finish is None:
+                raise ValueError("a SLURM executor that does not wait needs a finish")
+            submit_finish(executor, jobs, tracked, folder,
+                          FinishStudy(jobs, task_ids(tracked), folder, self.recorder,
+                                      self.finish), say)
+            return None
+        queue = squeue_states if settings.cluster == "slurm" else submitit_states
+        try:
+            for job, outcome in wait_for(tracked, {j.label: j for j in jobs}, queue,
+                                         settings, say):
+                tally.tell(job, outcome)  # a full disk: ResourceError
+        except ResourceError:  # the other tasks would fail too
+            for task in tracked.values():
+                task.cancel(check=False)
+            raise
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, a closed terminal
+            ids = sorted({task.job_id.split("_")[0] for task in tracked.values()})
+            say(f"slurm: stopped waiting; the tasks go on (squeue -j {','.join(ids)}); re-run "
+                f"the same command to wait for them, or scancel {' '.join(ids)} to stop them")
+            raise
+        return tally.outcomes()
 
 
-def record(state, job: Job, outcome: Outcome) -> None:
-    state.record(job.label, status=outcome.status, action=outcome.action,
-                 seconds=round(outcome.seconds, 3), error=outcome.error, lr=job.cfg.lr,
-                 lr_note=job.lr_note)
+def task_ids(tracked: dict[str, Any]) -> dict[str, str]:
+    """Job label -> the SLURM id of the task training it."""
+    return {label: task.job_id for label, task in tracked.items()}
 
 
 def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
@@ -207,14 +210,13 @@ def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
             (job.dir / CLAIM_FILE).unlink(missing_ok=True)
             to_submit.append(job)
         elif holder is not None:
-            tell(job, Outcome(job.label, "busy", "skipped", None, 0.0,
-                              f"being trained by {holder}"))
+            tell(job, busy(job.label, holder))
         else:
             to_submit.append(job)
     return tracked, to_submit
 
 
-def make_executor(folder: Path, settings: SlurmSettings, todo: list[Job], threads):
+def submitit_executor(folder: Path, settings: SlurmSettings, todo: list[Job], threads):
     """submitit's executor with what each task asks of SLURM."""
     import submitit
 
@@ -283,18 +285,17 @@ def submit(executor, jobs: list[Job], task: TrainTask, folder: Path, say) -> dic
     return tracked
 
 
-def submit_finish(executor, todo: list[Job], tracked: dict[str, Any], folder: Path, state,
-                  finish: Callable, say) -> None:
+def submit_finish(executor, todo: list[Job], tracked: dict[str, Any], folder: Path,
+                  finish_job: FinishStudy, say) -> None:
     """--no-wait: a job after the array's tasks (afterany: however they end) that records the
-    study, runs Grad-CAM and writes the report."""
+    study, runs Grad-CAM and writes the report (`finish_job`)."""
     from submitit.core.utils import FailedJobError
 
-    tasks = {label: task.job_id for label, task in tracked.items()}
-    arrays = sorted({task_id.split("_")[0] for task_id in tasks.values()})
+    arrays = sorted({task_id.split("_")[0] for task_id in task_ids(tracked).values()})
     if arrays:
         executor.update_parameters(slurm_dependency="afterany:" + ":".join(arrays))
     try:
-        job = executor.submit(FinishStudy(todo, tasks, folder, state, finish))
+        job = executor.submit(finish_job)
     except (FailedJobError, OSError) as exc:
         first = (str(exc).strip().splitlines() or ["?"])[-1]
         raise UsageError(f"slurm: the finishing job was not submitted: {first}") from None
@@ -361,72 +362,3 @@ def last_error_line(exc: BaseException) -> str:
     if len(rules) >= 2 and rules[1] > rules[0] + 1:  # "... trace:\n----\n<trace>\n----\n..."
         return lines[rules[1] - 1]
     return lines[0] if lines else type(exc).__name__
-
-
-def squeue_live(ids: list[str]) -> dict[str, str]:
-    """SLURM job ids (an array task's "12_3" or its own id) still queued or running -> state.
-    Asked before submitting: without an answer, nothing can be submitted safely."""
-    try:
-        return {i: s for i, s in squeue(ids).items() if s in PENDING | RUNNING}
-    except QueueUnknown as exc:
-        raise UsageError(f"slurm: squeue does not answer ({exc}); try again later") from None
-
-
-def squeue(ids: list[str]) -> dict[str, str]:
-    """squeue's state of each job id it knows (ended ones for a few minutes), both as
-    "<array>_<task>" and as the task's own job id; {} when it knows none of them."""
-    if not ids:
-        return {}
-    try:
-        run = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%A|%T",
-                              "-j", ",".join(sorted(set(ids)))], capture_output=True,
-                             text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise QueueUnknown(str(exc)) from None
-    if run.returncode != 0:
-        if "Invalid job id" in run.stderr:  # none of them is known any more
-            return {}
-        raise QueueUnknown(run.stderr.strip())
-    states = {}
-    for line in run.stdout.splitlines():
-        array_id, own_id, state = (line.split("|") + ["", ""])[:3]
-        states[array_id] = states[own_id] = state
-    return states
-
-
-class QueueUnknown(RuntimeError):
-    """squeue did not answer (the controller busy or restarting): look again later."""
-
-
-def squeue_states(tasks: list) -> dict[str, str]:
-    """Each task's state for `wait_for`: "done" (its result is written), "running",
-    "pending", "ended:<STATE>" (squeue still shows it: CANCELLED, FAILED, ...); a task squeue
-    does not know is missing (ended too). When squeue does not answer, all count as pending."""
-    for folder in {t.paths.folder for t in tasks}:
-        try:  # refresh a network filesystem's view of the folder (as submitit does)
-            folder.chmod(folder.stat().st_mode)
-        except OSError:
-            pass
-    states = {t.job_id: "done" for t in tasks if t.paths.result_pickle.exists()}
-    try:
-        queued = squeue([t.job_id for t in tasks if t.job_id not in states])
-    except QueueUnknown:
-        return {t.job_id: states.get(t.job_id, "pending") for t in tasks}
-    for task in tasks:
-        state = queued.get(task.job_id)
-        if task.job_id in states or state is None:
-            continue
-        states[task.job_id] = ("running" if state in RUNNING else "pending" if state in PENDING
-                               else f"ended:{state}")
-    return states
-
-
-def submitit_states(tasks: list) -> dict[str, str]:
-    """`squeue_states` for submitit's local and debug executors (tests): submitit knows."""
-    states = {}
-    for task in tasks:
-        if task.done():
-            states[task.job_id] = "done"
-        else:
-            states[task.job_id] = "running" if task.state == "RUNNING" else "pending"
-    return states

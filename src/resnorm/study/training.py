@@ -16,7 +16,7 @@ from resnorm.errors import DivergedError, ResourceError
 from resnorm.rundir import RunDir
 from resnorm.study.records import trial_label
 
-__all__ = ["Job", "Outcome", "train_one", "train_locked", "summary_line"]
+__all__ = ["Job", "Outcome", "busy", "train_one", "train_locked", "summary_line"]
 
 
 @dataclass
@@ -55,6 +55,11 @@ class Outcome:
     fatal: bool = False    # the study cannot go on (a full disk): raised once recorded
 
 
+def busy(label: str, holder) -> Outcome:
+    """The outcome of a job another process holds (its lock): skipped here; that process
+    trains and records it."""
+    return Outcome(label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+
 
 def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = True) -> Outcome:
     """`train_one` holding the run folder's lock (resnorm.study.locks), so that several study
@@ -69,8 +74,7 @@ def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = Tr
 
         with run_lock(run_dir) as holder:
             if holder is not None:
-                return Outcome(label, "busy", "skipped", None, 0.0,
-                               f"being trained by {holder}")
+                return busy(label, holder)
             return train_one(cfg, run_dir, progress, label)
     except ResourceError as exc:
         return Outcome(label, "failed", "trained", None, time.perf_counter() - started,
