@@ -91,6 +91,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
+    parser.add_argument("--mlflow", metavar="URI", nargs="?", const="",
+                        help="at the end, export the study to MLflow (`resnorm export`): to URI, "
+                        "or with no URI to sqlite:///STUDY/mlflow.db")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
                         help="where the jobs train: local (this process, or --jobs K processes; "
                         "the default) or slurm (one SLURM array task per (run, seed))")
@@ -210,4 +213,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if result.gradcam_error:
         print(f"resnorm study: Grad-CAM failed: {result.gradcam_error}", file=sys.stderr)
         status = 1
+    if args.mlflow is not None and not result.submitted:  # --no-wait: nothing finished yet
+        from resnorm.export.mlflow import export_study
+
+        print("\n".join(export_study(args.out, args.mlflow or None).lines()))
     return status
