@@ -8,6 +8,7 @@ from pathlib import Path
 
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
+from resnorm.report.faithfulness import corner_blocks, faithfulness_blocks
 from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.roles import norm_kind
@@ -90,6 +91,7 @@ def section_gradcam(study: Path, runs: list[RunRecord], summary: dict | None = N
     s.add(_concentration_table(g))
     if g.get("pointing"):
         s.add(*_pointing_blocks(g, runs))
+    s.add(*faithfulness_blocks(g), *corner_blocks(g))
     for c in g["classes"]:
         s.add(Sub(c["name"]))
         if c.get("note"):
