@@ -44,3 +44,11 @@ def test_dark_textured_corners_are_not_flat_black():
     dark = _photo(low=0)  # pixels 0..255 everywhere: some dark, none flat over a triangle
     night = (_photo(seed=3) // 6 + 10).astype(np.uint8)  # a dark photo: 16..52
     assert black_corners(np.stack([dark, night])).tolist() == [0, 0]
+
+
+def test_prepare_writes_the_corner_counts_into_the_manifest(synth_cache):
+    corners = synth_cache.manifest["audit"]["black_corners"]
+    assert set(corners["images"]) == set(synth_cache.splits)
+    for split, data in synth_cache.splits.items():
+        assert corners["total"][split] == len(data)
+        assert corners["images"][split] == int((black_corners(data.images) > 0).sum())

@@ -127,7 +127,7 @@ def _score_runs(run, boxes, score_runs, device: str, seed: int) -> dict | None:
 # --- a study's best run ------------------------------------------------------------------------
 
 def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class: int = 5,
-                  seed: int = 0, device: str = "auto", runs="best") -> dict:
+                  seed: int = 0, device: str = "auto", runs="best", faithful: bool = True) -> dict:
     """Grad-CAM galleries of the study's best run (by mean val accuracy over its seeds; of
     those, the seed closest to the mean), pointing-game scores of every finished run (each
     its representative seed). `runs` ("best", "all", or a list of run names; the plan's
@@ -140,14 +140,15 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
         raise UsageError(f"{study} has no finished run to explain yet")
     others = {r.name: r.dir for r in records if r.ok and (r.dir / "best.pt").exists()}
     summary = run_gradcam(best.dir, out, classes=classes, per_class=per_class, seed=seed,
-                          score_runs=others, device=device)
+                          score_runs=others, device=device, faithful=faithful)
     # which model: the best run by mean val accuracy, and of its seeds the representative one
     # (closest to that mean), not the luckiest
     summary.update(run=best.name, seed=best.representative.seed, seeds=best.seeds,
                    mean_val_acc=best.score("val", "acc"))
     summary["variants"] = [_variant(summary, best, ".")] + [
         _variant(run_gradcam(r.dir, Path(out) / "runs" / r.name, classes=classes,
-                             per_class=per_class, seed=seed, device=device), r, f"runs/{r.name}")
+                             per_class=per_class, seed=seed, device=device, faithful=faithful),
+                 r, f"runs/{r.name}")
         for r in _extra_runs(records, runs, best)]
     (Path(out) / "gradcam.json").write_text(json.dumps(summary, indent=2))
     state = read_state(study)
