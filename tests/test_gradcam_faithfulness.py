@@ -54,3 +54,17 @@ def test_gradcam_is_more_faithful_than_a_random_map_and_stable(learned):
     assert again == f
     other = faithfulness(model, images, labels, cams, data.mean, data.std, seed=1)
     assert other["road_random"] != f["road_random"]
+
+
+def test_corner_mass_on_planted_black_corners(learned):
+    from resnorm.gradcam.faithfulness import corner_mass
+
+    model, images, labels, _, data = learned
+    planted = images.copy()
+    yy, xx = np.mgrid[:32, :32]
+    planted[:4, :, (yy + xx) < 10] = 0  # four images with a black top-left corner
+    c = corner_mass(model, planted, labels, data.mean, data.std, seed=0)
+    assert c["images_with_corners"] == 4 and c["explained"] == 4
+    assert c["area_share"] == [pytest.approx(((yy + xx) < 10).mean(), abs=1e-4)] * 4
+    assert all(0 <= v <= 1 for v in c["cam_share"] + c["control_share"])
+    assert corner_mass(model, planted, labels, data.mean, data.std, seed=0) == c

@@ -28,7 +28,8 @@ def _corners(seed: int) -> dict:
     rng = np.random.default_rng(seed)
     area = rng.uniform(0.05, 0.15, 10)
     return {"images_with_corners": 40, "total": 200, "explained": 10,
-            "cam_share": (area * 0.5).round(5).tolist(), "area_share": area.round(5).tolist()}
+            "cam_share": (area * 0.5).round(5).tolist(), "area_share": area.round(5).tolist(),
+            "control_share": (area * 0.4).round(5).tolist()}
 
 
 def test_faithfulness_and_corners_per_gallery_with_intervals(tmp_path):
@@ -48,6 +49,7 @@ def test_faithfulness_and_corners_per_gallery_with_intervals(tmp_path):
                                   bn["faithfulness"]["road_random"])]
     assert points_ci(t_interval(gain)) in page  # the paired ROAD gain, with its interval
     assert share_ci(bn["corners"]["cam_share"]) in page
+    assert share_ci(bn["corners"]["control_share"]) in page  # the same region, plain images
     assert "40 of the 200 validation images have flat black corners" in page
     assert "Difference from bn" in page  # the variants compared
 

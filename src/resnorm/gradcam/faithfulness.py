@@ -85,22 +85,33 @@ def faithfulness(model, images: np.ndarray, labels: np.ndarray, cams: np.ndarray
 def corner_mass(model, images: np.ndarray, labels: np.ndarray, mean, std,
                 sample: int = CORNER_SAMPLE, seed: int = 0) -> dict:
     """Over (a seeded sample of) the images with flat black corners: per image the share of
-    its Grad-CAM mass (true class) on the corners and the corners' share of the image."""
+    its Grad-CAM mass (true class) on the corners and the corners' share of the image; and,
+    as a control, the mass a map puts on the same region of an image without black corners
+    (a seeded partner per image): Grad-CAM maps may favour the border whatever it shows."""
     from resnorm.data.audit import black_corner_mask, black_corners
 
-    rows = np.flatnonzero(black_corners(images) > 0)
+    counts = black_corners(images)
+    rng = np.random.default_rng(seed)
+    rows, plain = np.flatnonzero(counts > 0), np.flatnonzero(counts == 0)
     found = int(len(rows))
     if len(rows) > sample:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=sample, replace=False))
+        rows = np.sort(rng.choice(rows, size=sample, replace=False))
+    partners = rng.choice(plain, size=len(rows), replace=len(plain) < len(rows)) if len(
+        plain) else np.zeros(0, np.int64)
     out = {"images_with_corners": found, "total": int(len(images)), "explained": int(len(rows)),
-           "cam_share": [], "area_share": []}
+           "cam_share": [], "area_share": [], "control_share": []}
     if not len(rows):
         return out
     cams = compute_cams(model, images[rows], labels[rows], mean, std)
-    for row, cam in zip(rows, cams):
+    controls = compute_cams(model, images[partners], labels[partners], mean, std)
+    for i, (row, cam) in enumerate(zip(rows, cams)):
         mask = black_corner_mask(images[row])
         total = float(cam.sum())
         if total > 0:
             out["cam_share"].append(round(float(cam[mask].sum()) / total, 5))
             out["area_share"].append(round(float(mask.mean()), 5))
+            control = controls[i] if i < len(controls) else None
+            out["control_share"].append(
+                round(float(control[mask].sum()) / max(float(control.sum()), 1e-12), 5)
+                if control is not None else None)
     return out

@@ -33,8 +33,8 @@ def share_ci(values: list[float]) -> str:
     return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
 
 
-def _paired(a: list[float], b: list[float]):
-    return t_interval([x - y for x, y in zip(a, b)])
+def _paired(a: list[float], b: list[float | None]):
+    return t_interval([x - y for x, y in zip(a, b) if x is not None and y is not None])
 
 
 def faithfulness_blocks(g: dict) -> list:
@@ -99,16 +99,23 @@ def corner_blocks(g: dict) -> list:
             "validation images have flat black corners (the fill a rotation or shift leaves; "
             "rule in the dataset audit). For up to 200 of them (a seeded sample), the share "
             "of each Grad-CAM map's mass (true class) that lies on those corners, beside the "
-            "corners' share of the image: a map that ignores the corners puts less than their "
-            "area on them; more means the model looks at the corners.")
+            "corners' share of the image, and the mass a map puts on the same region of a "
+            "validation image without black corners (a seeded partner per image: maps may "
+            "favour the border whatever it shows). More mass on the corners than on the same "
+            "region of a plain image means the model looks at the black corners.")
     rows = []
     for v in scored:
         c = v["corners"]
+        control = [x for x in c.get("control_share") or [] if x is not None]
         rows.append([v["run"], str(len(c["cam_share"])), share_ci(c["cam_share"]),
                      share_ci(c["area_share"]),
-                     points_ci(_paired(c["cam_share"], c["area_share"]))])
+                     points_ci(_paired(c["cam_share"], c["area_share"])),
+                     share_ci(control) if control else "—",
+                     points_ci(_paired(c["cam_share"], c["control_share"]))
+                     if control else "—"])
     return [Sub("Black corners"), Para(text),
             Table(["Gallery", "Images", "CAM mass on the corners", "Corners' share of the image",
-                   "Mass − share (points)"], rows,
+                   "Mass − share (points)", "Same region, image without corners",
+                   "Mass − same region (points)"], rows,
                   caption="Mean over the images with its 95 % t interval (the difference "
                           "paired by image).")]
