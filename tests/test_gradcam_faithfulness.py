@@ -68,3 +68,18 @@ def test_corner_mass_on_planted_black_corners(learned):
     assert c["area_share"] == [pytest.approx(((yy + xx) < 10).mean(), abs=1e-4)] * 4
     assert all(0 <= v <= 1 for v in c["cam_share"] + c["control_share"])
     assert corner_mass(model, planted, labels, data.mean, data.std, seed=0) == c
+
+
+@pytest.mark.parametrize("runs,ok", [("best", True), ("all", True), (["bn", "gn"], True),
+                                     (["bn", "hoopoe"], False), ("some", False), ([], False)])
+def test_a_plan_asks_for_galleries_of_best_all_or_named_runs(runs, ok):
+    from resnorm.errors import UsageError
+    from resnorm.study.plan import parse_plan
+
+    raw = {"gradcam": {"runs": runs}, "runs": [{"name": "bn", "norm": "bn"},
+                                               {"name": "gn", "norm": "gn"}]}
+    if ok:
+        assert parse_plan(raw).gradcam["runs"] == runs
+    else:
+        with pytest.raises(UsageError, match="gradcam: runs must be best, all or a list"):
+            parse_plan(raw)
