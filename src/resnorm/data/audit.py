@@ -180,7 +180,7 @@ def corner_audit(split_images: dict[str, np.ndarray]) -> dict:
     corner, and how many have all four; with the rule in words."""
     counts = {split: black_corners(images) for split, images in split_images.items()}
     return {"rule": f"a corner triangle with legs {CORNER_LEG:.0%} of the side whose pixels "
-                    f"all have every channel <= {CORNER_BLACK} of 255",
+                    f"all have every channel at most {CORNER_BLACK} of 255",
             "images": {s: int((c > 0).sum()) for s, c in counts.items()},
             "all_four": {s: int((c == 4).sum()) for s, c in counts.items()},
             "total": {s: int(len(c)) for s, c in counts.items()}}
