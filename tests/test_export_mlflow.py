@@ -13,13 +13,16 @@ from resnorm.metrics import read_metrics_csv
 from resnorm.study import collect_runs
 
 mlflow = pytest.importorskip("mlflow")
-from test_report import fake_study  # noqa: E402  (hand-made run folders, no training)
+from test_report import fake_gradcam, fake_study  # noqa: E402  (hand-made, no training)
 
 
 @pytest.fixture
 def study(tmp_path):
     study = fake_study(tmp_path / "study", seeds=(0, 1))
     (study / "report.md").write_text("# report\n")
+    fake_gradcam(study, "A")  # a gallery of run bn
+    (study / "gradcam" / "runs" / "gn").mkdir(parents=True)  # another run's: not bn's
+    (study / "gradcam" / "runs" / "gn" / "gradcam.json").write_text('{"run": "gn"}')
     # `ln` is in the plan and still training: a config and a last.pt, no final.json
     (study / "runs" / "ln" / "seed-0").mkdir(parents=True)
     (study / "runs" / "ln" / "seed-0" / "config.yaml").write_text("norm: ln\nseed: 0\n")
@@ -63,6 +66,11 @@ def test_export_round_trips_and_is_idempotent(study, capsys):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"curves.png", "config.yaml", "metrics.csv", "final.json", "confusion"} <= artifacts
     assert by_label["bn"].data.params["norm"] == "bn" and "seed" not in by_label["bn"].data.params
+    gallery = {a.path for a in client.list_artifacts(by_label["bn"].info.run_id, "gradcam")}
+    assert gallery == {"gradcam/cls.png", "gradcam/gradcam.json"}
+    assert {a.path for a in client.list_artifacts(by_label["gn"].info.run_id, "gradcam")} == {
+        "gradcam/gradcam.json"}
+    assert not client.list_artifacts(by_label["in"].info.run_id)
     assert {a.path for a in client.list_artifacts(by_label["study"].info.run_id)} == {
         "report.md", "plan.yaml"}
 

@@ -210,8 +210,8 @@ def _export_record(client, exp_id: str, record: RunRecord, existing: dict,
     if not trials:
         return
     shared = _shared_params(trials)
-    gallery = _gallery_dir(record)
-    fingerprint = _fingerprint([gallery] if gallery else [], shared)
+    gallery = _gallery_files(record)
+    fingerprint = _fingerprint(gallery, shared)
     parent = _reuse(client, existing, record.name, fingerprint, result)
     if parent is None:
         parent = client.create_run(exp_id, start_time=min(_start_ms(t.config) for t in trials),
@@ -220,8 +220,8 @@ def _export_record(client, exp_id: str, record: RunRecord, existing: dict,
                                          FINGERPRINT_TAG: fingerprint,
                                          "resnorm.seeds": ",".join(str(t.seed) for t in trials)})
         _log(client, parent.info.run_id, params=shared)
-        if gallery is not None:
-            client.log_artifacts(parent.info.run_id, str(gallery), "gradcam")
+        for path in gallery:
+            client.log_artifact(parent.info.run_id, str(path), "gradcam")
         client.set_terminated(parent.info.run_id, "FINISHED")
         result.written.append(record.name)
     else:  # a seed may have finished since: the tag says which ones are below
@@ -238,17 +238,17 @@ def _shared_params(trials: list[Trial]) -> dict[str, str]:
             and not k.startswith("environment.")}
 
 
-def _gallery_dir(record: RunRecord) -> Path | None:
-    """The Grad-CAM folder explaining this run: STUDY/gradcam (the best run's) or
-    STUDY/gradcam/runs/<name> (a plan asking for every variant's), if any."""
+def _gallery_files(record: RunRecord) -> list[Path]:
+    """The Grad-CAM files explaining this run: those of STUDY/gradcam (the best run's) or of
+    STUDY/gradcam/runs/<name> (a plan asking for every variant's); none if neither is it."""
     study = record.folder.parent.parent if record.folder else None
     if study is None:
-        return None
+        return []
     for folder in (study / "gradcam", study / "gradcam" / "runs" / record.name):
         g = folder / "gradcam.json"
         if g.is_file() and json.loads(g.read_text()).get("run") == record.name:
-            return folder
-    return None
+            return sorted(p for p in folder.iterdir() if p.is_file())
+    return []
 
 
 def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_id: str,
