@@ -87,7 +87,9 @@ def _across_variants(scored: list[dict]) -> Table:
                  caption="Across the norm variants: the ROAD gain of Grad-CAM over a random map "
                          "(paired t interval over the images) and its difference from the "
                          f"best run's ({first}; Welch 95 % interval). Exploratory: each model "
-                         "is explained on its own correctly classified images.")
+                         "is explained on its own correctly classified images, and the scores "
+                         "are changes of probability, so a model that is unsure of its "
+                         "answers moves less: read them beside the accuracy.")
 
 
 def corner_blocks(g: dict) -> list:
