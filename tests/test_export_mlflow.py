@@ -95,3 +95,26 @@ def test_export_round_trips_and_is_idempotent(study, capsys):
 def test_export_refuses_a_folder_that_is_no_study(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path)]) == 2
     assert "is not a study folder" in capsys.readouterr().err
+
+
+def test_study_exports_at_the_end_with_mlflow(study, tmp_path, monkeypatch, capsys):
+    """`resnorm study --mlflow` exports what the study left (the training itself stubbed: the
+    hand-made study stands for its result)."""
+    from resnorm.study import cli as study_cli
+    from resnorm.study.runner import StudyResult
+
+    monkeypatch.setattr(study_cli, "run_study", lambda plan, out, **kw: StudyResult(out, []))
+    args = ["study", "--data", str(tmp_path), "--plan", str(study / "plan.yaml"),
+            "--out", str(study), "--mlflow"]
+    assert cli.main(args) == 0
+    assert "export: 25 MLflow run(s) written" in capsys.readouterr().out
+    assert len(_runs(f"sqlite:///{study / 'mlflow.db'}", "study")) == 25
+
+
+def test_without_mlflow_the_export_says_how_to_install_it(study, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # import fails as if missing
+    assert cli.main(["export", str(study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'resnorm[mlflow]'" in err
