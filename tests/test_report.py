@@ -379,7 +379,7 @@ def _check_families(summary: dict) -> None:
     assert all(c["adjustment"] == "Benjamini-Hochberg" and "ci95_simultaneous" not in c
                for c in explore if c["p"] is not None)
     assert {(c["a"], c["b"]) for c in explore if c["metric"] == "val_acc"} >= {
-        ("torch_bn", "bn"), ("bn_b8", "bn"), ("literal", "torch_bn")}
+        ("torch_bn", "bn"), ("bn_b8", "bn"), ("torch_bn", "literal")}
     assert summary["sanity"]["test"] == "equivalence" and "p_difference" in summary["sanity"]
     fam = summary["families"]
     assert fam["primary"]["size"] == 8 and fam["metric"] == "val_acc"

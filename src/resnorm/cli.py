@@ -22,6 +22,7 @@ COMMANDS = {
     "study": ("resnorm.pipeline", "run a whole study plan: train, Grad-CAM, report"),
     "gradcam": ("resnorm.gradcam.cli", "render Grad-CAM galleries for a trained run"),
     "report": ("resnorm.report.cli", "write the HTML/Markdown report of a study"),
+    "export": ("resnorm.export.cli", "export a study to MLflow (runs, metrics, artifacts)"),
 }
 
 

@@ -51,7 +51,8 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
     with torch_threads(plan.threads):
         study = prepare_study(plan, out, options, say)
         finish = functools.partial(finish_study, study.folder, plan, study.state,
-                                   gradcam=study.options.gradcam, report=study.options.report)
+                                   gradcam=study.options.gradcam, report=study.options.report,
+                                   mlflow=study.options.mlflow)
         outcomes = train_study(study, finish)
         if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
             return StudyResult(study.folder, [], submitted=True)
@@ -60,13 +61,13 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
 
 def finish_study(study: Path, plan: Plan, state: StudyState, todo: list[Job],
                  outcomes: list[Outcome], *, gradcam: bool, report: bool,
-                 say=print) -> StudyResult:
-    """After the training: Grad-CAM and the report, unless other processes still train jobs
-    of the plan (the last one to finish writes them). Also what the job after a SLURM array
-    runs (`--executor slurm --no-wait`)."""
+                 mlflow: str | None = None, say=print) -> StudyResult:
+    """After the training: Grad-CAM, the report and the MLflow export (`mlflow`: its URI,
+    "" for the default), unless other processes still train jobs of the plan (the last one to
+    finish writes them). Also what the job after a SLURM array runs (`--no-wait`)."""
     result = StudyResult(study, outcomes)
-    if (gradcam or report) and held_elsewhere(todo, say):
-        gradcam = report = False
+    if (gradcam or report or mlflow is not None) and held_elsewhere(todo, say):
+        gradcam, report, mlflow = False, False, None
     if gradcam and not gradcam_step(study, plan, state, say):
         result.gradcam_error = state.data["gradcam_error"]
     if report:
@@ -74,6 +75,10 @@ def finish_study(study: Path, plan: Plan, state: StudyState, todo: list[Job],
 
         html_path, _ = write_report(study)
         say(f"report: {html_path}")
+    if mlflow is not None:
+        from resnorm.export.mlflow import export_study
+
+        say("\n".join(export_study(study, mlflow or None).lines()))
     return result
 
 

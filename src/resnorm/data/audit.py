@@ -11,6 +11,9 @@ thumbnails correlate at `NEAR_CORRELATION` or more. dHash alone gives false posi
 flat or smooth images (their bits follow noise and the gradient direction); the correlation
 separates them cleanly: re-encodes, resizes and brightness changes measured >= 0.96, unrelated
 pairs <= 0.76 (1,300 synthetic images, 2026-11).
+
+It also counts per split the images with flat black corners (`corner_audit`): the fill that
+the publisher's rotations and shifts left in a public copy, a cue a model can learn.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["audit", "hamming_pairs", "NEAR_BITS", "NEAR_CORRELATION"]
+__all__ = ["audit", "hamming_pairs", "NEAR_BITS", "NEAR_CORRELATION", "black_corners",
+           "black_corner_flags", "black_corner_mask", "corner_audit", "CORNER_LEG", "CORNER_BLACK"]
 
 NEAR_BITS = 6
 NEAR_CORRELATION = 0.9
@@ -110,3 +114,73 @@ def _leaks(pairs, splits) -> dict[str, list[int]]:
             if splits[a] != "train" and splits[b] == "train":
                 leaked[splits[a]].add(a)
     return {s: sorted(leaked[s]) for s in dict.fromkeys(splits) if s != "train"}
+
+
+# --- black corners: the fill of the publisher's rotations -----------------------------------
+# A public copy of the dataset was augmented before publication (rotations and shifts with a
+# black fill), so many photos carry flat black triangles or strips at their corners: a cue a
+# model may learn instead of the bird. A corner counts as flat black when every pixel of the
+# right triangle with legs CORNER_LEG x the side, at that corner, has every channel at most
+# CORNER_BLACK. Checked by eye on birds25 (2026-12): at 8 the flagged corners were fill, at 24
+# dark natural backgrounds entered (3 of 9 one-corner cases viewed); val counts 441 of 1,500
+# at 256 px and 444 at 32 px, so the rule does not depend on the prepared size. The region on
+# the image is the near-black pixels connected to such corners (`black_corner_mask`).
+CORNER_LEG = 0.06
+CORNER_BLACK = 8
+
+
+
+def _corner_triangles(darkest: np.ndarray, leg: float) -> np.ndarray:
+    """(N, 4, T): each image's four corner triangles (top left, top right, bottom left,
+    bottom right; T pixels with legs `leg` x the side) of a (N, S, S) array."""
+    size = darkest.shape[-1]
+    k = max(2, int(round(leg * size)))
+    yy, xx = np.mgrid[:k, :k]
+    triangle = (yy + xx) < k  # right triangle with its right angle at the corner
+    corners = [darkest[:, :k, :k], darkest[:, :k, ::-1][:, :, :k],
+               darkest[:, ::-1, :][:, :k, :k], darkest[:, ::-1, ::-1][:, :k, :k]]
+    return np.stack([c[:, triangle] for c in corners], axis=1)
+
+
+def black_corner_flags(images: np.ndarray, leg: float = CORNER_LEG,
+                       black: int = CORNER_BLACK) -> np.ndarray:
+    """Bool (N, 4): which corners of each uint8 (N, 3, S, S) image are flat black."""
+    darkest = np.asarray(images).max(axis=1)  # a pixel is black when all its channels are
+    return (_corner_triangles(darkest, leg) <= black).all(axis=2)
+
+
+def black_corners(images: np.ndarray, leg: float = CORNER_LEG, black: int = CORNER_BLACK,
+                  chunk: int = 2048) -> np.ndarray:
+    """Per image of a uint8 (N, 3, S, S) array (memory-mapped is fine), how many of its four
+    corners are flat black (read in chunks)."""
+    return np.concatenate([black_corner_flags(images[i:i + chunk], leg, black).sum(axis=1)
+                           for i in range(0, len(images), chunk)] or [np.zeros(0, np.int64)])
+
+
+def black_corner_mask(image: np.ndarray, leg: float = CORNER_LEG,
+                      black: int = CORNER_BLACK) -> np.ndarray:
+    """Bool (S, S) mask of one uint8 (3, S, S) image's flat black corners: the near-black
+    pixels connected (8-neighbours) to a flat black corner; all False when it has none."""
+    from scipy import ndimage
+
+    image = np.asarray(image)
+    darkest = image.max(axis=0)
+    size = darkest.shape[-1]
+    regions, _ = ndimage.label(darkest <= black, structure=np.ones((3, 3)))
+    mask = np.zeros((size, size), bool)
+    corners = ((0, 0), (0, size - 1), (size - 1, 0), (size - 1, size - 1))
+    for (y, x), flat in zip(corners, black_corner_flags(image[None], leg, black)[0]):
+        if flat:
+            mask |= regions == regions[y, x]
+    return mask
+
+
+def corner_audit(split_images: dict[str, np.ndarray]) -> dict:
+    """The manifest's `black_corners`: per split, how many images have at least one flat black
+    corner, and how many have all four; with the rule in words."""
+    counts = {split: black_corners(images) for split, images in split_images.items()}
+    return {"rule": f"a corner triangle with legs {CORNER_LEG:.0%} of the side whose pixels "
+                    f"all have every channel at most {CORNER_BLACK} of 255",
+            "images": {s: int((c > 0).sum()) for s, c in counts.items()},
+            "all_four": {s: int((c == 4).sum()) for s, c in counts.items()},
+            "total": {s: int(len(c)) for s, c in counts.items()}}

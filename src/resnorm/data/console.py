@@ -94,4 +94,9 @@ def audit_lines(manifest: dict) -> list[str]:
             lines.append(f"audit: {leaked:,} of {n:,} {split_label(manifest, split)} images "
                          f"({100 * leaked / n:.1f} %) have an exact or near copy in train "
                          f"(runs leave them out of their scores unless --keep-leaked)")
+    corners = a.get("black_corners")
+    if corners and any(corners["images"].values()):  # a cue besides the bird (data/audit.py)
+        lines.append("audit: images with flat black corners (the fill of rotations or shifts): "
+                     + ", ".join(f"{split_label(manifest, s)} {n:,} of {corners['total'][s]:,}"
+                                 for s, n in corners["images"].items()))
     return lines

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from resnorm import __version__
-from resnorm.data.audit import audit
+from resnorm.data.audit import audit, corner_audit
 from resnorm.data.cache import (CACHE_FORMAT, CACHE_VERSION, MANIFEST, default_cache_dir,
                                 is_older_cache, publish, read_manifest, staging_dir,
                                 write_json_atomic)
@@ -235,6 +235,9 @@ def _assemble(layout: Layout, staging: Path, params: dict, files: dict[str, list
     manifest["audit"] = audit([f for _, f, _ in used], [s for s, _, _ in used],
                               [d.sha256 for *_, d in used], [d.dhash for *_, d in used],
                               np.stack([d.thumb for *_, d in used]))
+    manifest["audit"]["black_corners"] = corner_audit(
+        {split: np.memmap(staging / f"{split}_images.u8", dtype=np.uint8, mode="r").reshape(
+            -1, 3, size, size) for split in manifest["splits"]})
     return manifest
 
 

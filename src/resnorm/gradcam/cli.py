@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from resnorm.errors import UsageError
 from resnorm.gradcam.run import run_gradcam, study_gradcam
 from resnorm.gradcam.select import PER_CLASS
@@ -66,4 +68,15 @@ def format_summary(summary: dict, out: Path) -> str:
     for name, score in (summary["pointing"] or {}).items():
         lines.append(f"  pointing game {name}: {score['hits']}/{score['total']} "
                      f"= {score['score']:.2f}")
+    f, c = summary.get("faithfulness") or {}, summary.get("corners") or {}
+    if f.get("images"):
+        gain = np.subtract(f["road_gradcam"], f["road_random"])
+        lines.append(f"  faithfulness: ROAD Grad-CAM {np.mean(f['road_gradcam']):+.3f}, random "
+                     f"{np.mean(f['road_random']):+.3f} (gain {gain.mean():+.3f} over "
+                     f"{f['images']} images)")
+    if c.get("cam_share"):
+        lines.append(f"  black corners: {c['images_with_corners']} of {c['total']} val images; "
+                     f"map mass on them {np.mean(c['cam_share']):.1%} (their area "
+                     f"{np.mean(c['area_share']):.1%}; the same region of plain images "
+                     f"{np.mean([v for v in c['control_share'] if v is not None]):.1%})")
     return "\n".join(lines)

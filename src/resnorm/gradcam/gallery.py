@@ -86,7 +86,8 @@ class ClassGallery:
                 "correct": self.correct, "incorrect": self.incorrect, "note": self.note}
 
 
-def _slug(name: str) -> str:
+def gallery_slug(name: str) -> str:
+    """The file stem of a class's gallery: 'Cattle Egret' -> 'cattle-egret'."""
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "class"
 
 
@@ -114,7 +115,7 @@ def class_gallery(model, data, class_index: int, preds, probs, per_class: int, s
     val = data.splits["val"]
     labels = np.asarray(val.labels)
     name = data.classes[class_index]
-    slug = _slug(name)
+    slug = gallery_slug(name)
     picks = dict(zip(("correct", "incorrect"),
                      select_examples(labels, preds, class_index, per_class, seed)))
     gallery = ClassGallery(name, class_index, f"{slug}.png", note=_shortfall_note(picks, per_class))

@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 
 from resnorm.errors import UsageError
-from resnorm.gradcam.gallery import ClassGallery, class_gallery
+from resnorm.gradcam.faithfulness import corner_mass, faithfulness
+from resnorm.gradcam.gallery import ClassGallery, class_gallery, gallery_slug
 from resnorm.gradcam.maps import TOP_SHARE, pointing_game, val_boxes
 from resnorm.gradcam.select import PER_CLASS, choose_classes
 from resnorm.rundir import BEST_FILE, RunDir
@@ -20,12 +21,15 @@ from resnorm.train import load_run
 
 def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
                 classes: Sequence[str] | None = None, per_class: int = PER_CLASS, seed: int = 0,
-                score_runs: dict[str, str | Path] | None = None, device: str = "auto") -> dict:
+                score_runs: dict[str, str | Path] | None = None, device: str = "auto",
+                faithful: bool = True) -> dict:
     """Galleries for the best checkpoint of `run_dir`, and pointing-game scores.
 
     `data` is the run's PreparedData (found from the run's config when None). `score_runs`
     (name -> run dir) are scored with the pointing game when the dataset has boxes; by default
     just this run. Writes `out_dir/gradcam.json` (returned), one PNG and two .npy per class.
+    `faithful`: also score the maps' faithfulness and their mass on black corners
+    (resnorm.gradcam.faithfulness).
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if per_class < 1:
@@ -59,8 +63,26 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
         "gallery_pointing": _gallery_pointing(galleries),
         "pointing": _score_runs(run, boxes, score_runs, device, seed),
     }
+    if faithful:
+        val = data.splits["val"]
+        summary["faithfulness"] = _gallery_faithfulness(model, data, galleries, out_dir, seed)
+        summary["corners"] = corner_mass(model, val.images, np.asarray(val.labels), data.mean,
+                                         data.std, seed=seed)
     (out_dir / "gradcam.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _gallery_faithfulness(model, data, galleries: list[ClassGallery], out_dir: Path,
+                          seed: int) -> dict:
+    """Faithfulness of the galleries' correctly classified images (a seeded pick per class of
+    the clean val images), from the maps the galleries saved."""
+    val = data.splits["val"]
+    rows = [t["val_index"] for g in galleries for t in g.correct]
+    cams = [np.load(out_dir / f"{gallery_slug(g.name)}_correct.npy") for g in galleries]
+    cams = np.concatenate(cams) if cams else np.zeros((0, data.size, data.size), np.float32)
+    rows = np.asarray(rows, np.int64)
+    return faithfulness(model, val.images[rows], np.asarray(val.labels)[rows], cams, data.mean,
+                        data.std, seed=seed)
 
 
 def _gallery_pointing(galleries: list[ClassGallery]) -> dict | None:
@@ -106,10 +128,12 @@ def _score_runs(run, boxes, score_runs, device: str, seed: int) -> dict | None:
 # --- a study's best run ------------------------------------------------------------------------
 
 def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class: int = 5,
-                  seed: int = 0, device: str = "auto") -> dict:
+                  seed: int = 0, device: str = "auto", runs="best", faithful: bool = True) -> dict:
     """Grad-CAM galleries of the study's best run (by mean val accuracy over its seeds; of
     those, the seed closest to the mean), pointing-game scores of every finished run (each
-    its representative seed)."""
+    its representative seed). `runs` ("best", "all", or a list of run names; the plan's
+    `gradcam: runs:`) adds galleries of other runs in OUT/runs/<name>/; gradcam.json's
+    `variants` then lists each gallery's faithfulness and corner scores."""
     study = Path(study)
     records = collect_runs(study)
     best = best_run(records)
@@ -117,14 +141,40 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
         raise UsageError(f"{study} has no finished run to explain yet")
     others = {r.name: r.dir for r in records if r.ok and RunDir(r.dir).has(BEST_FILE)}
     summary = run_gradcam(best.dir, out, classes=classes, per_class=per_class, seed=seed,
-                          score_runs=others, device=device)
+                          score_runs=others, device=device, faithful=faithful)
     # which model: the best run by mean val accuracy, and of its seeds the representative one
     # (closest to that mean), not the luckiest
     summary.update(run=best.name, seed=best.representative.seed, seeds=best.seeds,
                    mean_val_acc=best.score("val", "acc"))
+    summary["variants"] = [_variant(summary, best, ".")] + [
+        _variant(run_gradcam(r.dir, Path(out) / "runs" / r.name, classes=classes,
+                             per_class=per_class, seed=seed, device=device, faithful=faithful),
+                 r, f"runs/{r.name}")
+        for r in _extra_runs(records, runs, best)]
     (Path(out) / "gradcam.json").write_text(json.dumps(summary, indent=2))
     state = read_state(study)
     if state.get("gradcam_error"):  # an earlier failure is superseded
         state["gradcam_error"] = None
         write_state(study, state)
     return summary
+
+
+def _extra_runs(records, runs, best) -> list:
+    """The finished runs besides the best that the plan's `gradcam: runs:` asks galleries of."""
+    finished = [r for r in records if r.ok and r.name != best.name and (r.dir / "best.pt").exists()]
+    if runs in (None, "best"):
+        return []
+    if runs == "all":
+        return finished
+    names = [runs] if isinstance(runs, str) else list(runs)
+    unknown = [n for n in names if n not in {r.name for r in records}]
+    if unknown:
+        raise UsageError(f"gradcam runs: no run named {', '.join(unknown)} in this study")
+    return [r for r in finished if r.name in names]
+
+
+def _variant(summary: dict, record, folder: str) -> dict:
+    """One gallery's line in gradcam.json's `variants`."""
+    return {"run": record.name, "norm": record.config.get("norm"), "dir": folder,
+            "seed": record.representative.seed, "val_acc": summary.get("val_acc"),
+            "faithfulness": summary.get("faithfulness"), "corners": summary.get("corners")}

@@ -8,6 +8,7 @@ from pathlib import Path
 from resnorm.norms import norm_info
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
+from resnorm.report.faithfulness import corner_blocks, faithfulness_blocks
 from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
@@ -92,6 +93,7 @@ def section_gradcam(study: Path, runs: list[RunRecord], summary: dict | None = N
     s.add(_concentration_table(g))
     if g.get("pointing"):
         s.add(*_pointing_blocks(g, runs))
+    s.add(*faithfulness_blocks(g), *corner_blocks(g))
     for c in g["classes"]:
         s.add(Sub(c["name"]))
         if c.get("note"):

@@ -101,6 +101,10 @@ def _dataset_table(m: dict, splits: dict) -> Table:
         rows.append(["Near-duplicate pairs", _pair_counts(audit.get("near_pair_counts"))
                      + (f" ({rule})" if rule else "")])
         rows.append(["Images with a copy in train", _leaks(audit.get("leaked_into_train"), m)])
+        if audit.get("black_corners"):  # the fill of rotations/shifts: a cue besides the bird
+            rows.append(["Images with flat black corners",
+                         _leaks(audit["black_corners"]["images"], m)
+                         + f" ({audit['black_corners']['rule']})"])
     return Table(["", ""], rows + _scored_rows(m, splits))
 
 

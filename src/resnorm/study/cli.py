@@ -94,6 +94,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
+    parser.add_argument("--mlflow", metavar="URI", nargs="?", const="",
+                        help="at the end, export the study to MLflow (`resnorm export`): to URI, "
+                        "or with no URI to sqlite:///STUDY/mlflow.db")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
                         help="where the jobs train: local (this process, or --jobs K processes; "
                         "the default) or slurm (one SLURM array task per (run, seed))")
@@ -199,7 +202,8 @@ def study_options(args: argparse.Namespace) -> StudyOptions:
                         progress=not args.quiet, gradcam=not args.no_gradcam,
                         report=not args.no_report, shard=shard, jobs=args.jobs,
                         seeds=args.seeds, keep_leaked=args.keep_leaked,
-                        executor=args.executor, slurm=slurm_overrides(args))
+                        executor=args.executor, slurm=slurm_overrides(args),
+                        mlflow=args.mlflow)
 
 
 def exit_status(result, executor: str) -> int:

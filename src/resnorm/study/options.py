@@ -33,6 +33,7 @@ class StudyOptions:
     keep_leaked: bool = False            # --keep-leaked: as the plan's defaults keep_leaked
     executor: str = "local"              # --executor local | slurm
     slurm: dict = field(default_factory=dict)  # the SLURM options given (None: not given)
+    mlflow: str | None = None            # --mlflow [URI]: export at the end ("": the default)
 
     def checked(self) -> "StudyOptions":
         """These options with --jobs settled; the ones that cannot go together refused."""

@@ -38,7 +38,7 @@ LR_RULES = {
     "sqrt": lambda ratio: math.sqrt(ratio),  # lr = base_lr * sqrt(B / B0)
     "none": lambda ratio: 1.0,               # the same lr at every batch size
 }
-GRADCAM_KEYS = ("classes", "per_class", "seed")
+GRADCAM_KEYS = ("classes", "per_class", "seed", "runs")  # runs: best | all | [names]
 # make_synthetic's settings a plan may give for `resnorm study --synthetic DIR`.
 # `slurm:` (resnorm study --executor slurm; the command line's options override them): what
 # each array task asks of SLURM. `time`: minutes or SLURM's [D-]HH:MM[:SS]; `sbatch`: extra
@@ -175,6 +175,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.comparisons = _comparisons(raw.get("comparisons"), seen, source)
     plan.design = _design(raw, list(seen), source)
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
+    _check_gradcam_runs(plan.gradcam.get("runs", "best"), [r.name for r in plan.runs], source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
     return plan
@@ -227,6 +228,15 @@ def _comparisons(value: Any, names: set[str], source: str,
                              f"runs of the plan")
         pairs.append((str(pair[0]), str(pair[1])))
     return pairs
+
+
+def _check_gradcam_runs(value: Any, names: list[str], source: str) -> None:
+    """`gradcam: runs:` is best, all, or a list of the plan's run names."""
+    if value in ("best", "all") or (isinstance(value, list) and value
+                                    and all(v in names for v in value)):
+        return
+    raise UsageError(f"{source}: gradcam: runs must be best, all or a list of the plan's run "
+                     f"names, got {value!r}")
 
 
 def _sub_mapping(raw: dict, key: str, allowed: tuple[str, ...], source: str) -> dict:

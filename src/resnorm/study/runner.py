@@ -82,7 +82,8 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
         info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
     if not info.is_main:
         say = _silent
-        options = dataclasses.replace(options, progress=False, gradcam=False, report=False)
+        options = dataclasses.replace(options, progress=False, gradcam=False, report=False,
+                                      mlflow=None)
     if options.synthetic is not None:
         data = in_turn(info, lambda: make_demo_data(options.synthetic, plan, options.progress))
     elif not Path(options.data).exists():
@@ -108,7 +109,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     todo = jobs
     if options.shard is not None:  # Grad-CAM and the report: an unsharded run's
         todo = shard_of(jobs, options.shard, say)
-        options = dataclasses.replace(options, gradcam=False, report=False)
+        options = dataclasses.replace(options, gradcam=False, report=False, mlflow=None)
     return PreparedStudy(folder, plan, options, Path(data), state, jobs, todo, say, design)
 
 
