@@ -1,5 +1,6 @@
 """The comparisons between runs: the sanity check (PyTorch BN vs own BN: an equivalence test on
-val accuracy, and curve by curve for one seed), batch size (BN vs GN, with the interaction),
+the primary metric, test accuracy where there is a test split, else val accuracy; and curve by
+curve for one seed), batch size (BN vs GN, with the interaction),
 and the table of every pair of runs that differ in one setting (from the study's summary)."""
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from types import SimpleNamespace
 from resnorm.norms import norm_info
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_batch, plot_sanity
-from resnorm.report.verdicts import (p_adjusted, primary_blocks, ranking_blocks,
-                                     simultaneous_ci, verdict_cell)
+from resnorm.report.verdicts import (detectable_text, p_adjusted, primary_blocks,
+                                     ranking_blocks, simultaneous_ci, verdict_cell)
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import Roles, seeds_mean_of, val_count
@@ -136,8 +137,10 @@ def _granularity(run: RunRecord) -> str:
     return f" With {n:,} validation images, one image is {pts(1 / n)} of val accuracy." if n else ""
 
 
-INTERACTION = {"GN less sensitive": "GN is less sensitive to the batch size than BN",
-               "BN less sensitive": "BN is less sensitive to the batch size than GN",
+INTERACTION = {"GN less sensitive": "GN loses less than BN in the move to the small batch (with "
+                                     "whatever else changes with it: see the table)",
+               "BN less sensitive": "BN loses less than GN in the move to the small batch (with "
+                                     "whatever else changes with it: see the table)",
                "no clear difference": "not distinguishable at this scale",
                "not computable": "not computable"}
 
@@ -190,6 +193,9 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
                 f"{signed_pts(-sens['gn'])}, BN {signed_pts(-sens['bn'])} points." if sens
                 else "")
         s.add(Para(f"Is GN less sensitive to the batch size than BN (the GN paper's claim)? "
+                   "Here the small-batch runs also change what the table shows changing with "
+                   "the batch size (the learning rate by the plan's rule, the patience), so "
+                   "the test is of that whole change, not of the batch size alone. "
                    f"The interaction (GN at {small} − GN at {large}) − (BN at {small} − BN at "
                    f"{large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}, "
                    f"adjusted {p_adjusted(inter)} (primary family): "
@@ -203,12 +209,16 @@ SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
 
 
 def section_comparisons(summary: dict, assets: Path) -> Section:
-    """The primary family (the study's questions, adjusted together, with simultaneous
-    intervals), the ranking of the variants, then every pair of runs that differ in one
+    """What the study could detect (first: it says so when it cannot detect the differences
+    it asks about), the primary family (the study's questions, adjusted together, with
+    simultaneous intervals), the ranking of the variants as a best set, then every pair of runs that differ in one
     setting (and the plan's `comparisons:`), on val and, where the dataset has one, on test:
     the difference in accuracy and macro F1 with its 95 % CI, raw and adjusted p and the
     adjusted verdict."""
     s = Section("Comparisons")
+    detectable = detectable_text(summary)
+    if detectable:
+        s.add(Para(detectable))
     s.add(Para(METHOD))
     s.add(*primary_blocks(summary))
     s.add(*ranking_blocks(summary, assets))

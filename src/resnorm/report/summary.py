@@ -270,7 +270,7 @@ def _with_sensitivity(res: dict, model: st.SeedModel, names: list[str]) -> dict:
 
 def _public(res: dict, *keys: str) -> dict:
     keep = ("diff", "ci95", "p", "verdict", "method", "reason", "seeds", "sensitivity",
-            "n_images", "se", "df", "model") + keys
+            "n_images", "se", "df", "model", "paired") + keys
     return {k: _finite(res[k]) if k != "sensitivity" else
             {n: _finite(v) for n, v in res[k].items()} for k in keep if k in res}
 
