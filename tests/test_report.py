@@ -181,15 +181,17 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     items = [line for line in observations.splitlines() if line.startswith("- ")]
     assert len(items) >= 6
     text = "\n".join(items)
-    # the primary family first, its method named once
-    assert items[0].startswith("- The study's questions form the primary family")
+    # what the study can detect first, then the primary family, its method named once
+    assert re.match(r"- What this study can detect: .* about \d+\.\d points", items[0])
+    assert items[1].startswith("- The study's questions form the primary family")
     assert text.count("step-down") == 1 and text.count("Benjamini") == 1
-    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d; P\(best\) "
-                     r"0\.\d\d\)", text)
+    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d; in the best "
+                     r"set\)", text)
     assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn by \+20\.5 points", text)
     # one seed, 200 val images: bn leads gn by 5.5 points, not enough to name it the best
-    assert re.search(r"No run is the best on val accuracy with probability &gt;= 0\.9: 2 are tied "
-                     r"for best at this scale — bn \(P\(best\) 0\.\d\d", text)
+    assert re.search(r"The best on val accuracy is one of \d of the 4 ranked runs, which the "
+                     r"primary family's simultaneous intervals cannot tell apart from the best: "
+                     r"bn \(50\.5 ± \d+\.\d\), .*gn", text)
     assert "bn is not distinguishable at this scale from in, gn" in text
     # GN loses 1 point at batch 8, BN 15.5: the interaction's raw interval excludes 0 (+1.0
     # to +28.5) but one seed and 200 images do not carry it through the family's adjustment

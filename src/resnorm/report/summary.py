@@ -37,7 +37,7 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.predictions import read_predictions
-from resnorm.report.format import metric_label
+from resnorm.report.families import BEST_SET_METHOD, adjust_families
 from resnorm.report.pairs import comparison_pairs, primary_pairs, ranked_runs, role_pairs
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
@@ -66,36 +66,6 @@ METHOD = ("Each run was trained once per seed and its best checkpoint evaluated 
           "of an accuracy difference is McNemar's exact test. A difference is stated only when "
           "the adjusted test of its family rejects (see below) and its 95 % interval excludes "
           "0; otherwise the verdict is \"no clear difference\".")
-MAX_T_METHOD = ("Primary family ({m} tests): {questions}. The tests are made jointly: each "
-                "run's seed-to-seed variance is moderated towards the study's pooled seed "
-                "variance (empirical Bayes, as limma does; a run that spreads more keeps "
-                "part of its own), and the step-down max-T method (Westfall & Young 1993) "
-                "takes its critical value from the tests' joint distribution under that model "
-                "(a multivariate t). In 2,000 simulated studies of the demo's design with "
-                "seven equal variants the chance of even one false verdict in the family was "
-                "{fwer}, and a single test's tail at the family's level held within 2× of "
-                "nominal (tests/test_calibration.py); plain Holm's p is beside it. The "
-                "simultaneous intervals, from the same critical value, held every member's "
-                "true value together in about 95 % of those studies.")
-HOLM_METHOD = ("Primary family ({m} tests): {questions}. Holm's step-down adjustment of the "
-               "p-values keeps the chance of even one false verdict in the family at or below "
-               "5 % as far as each test's own p is right; the simultaneous intervals, at the "
-               "Bonferroni level 1 − 5 %/{m}, hold every member's true value together with "
-               "about that probability (Holm can reject where such an interval still touches "
-               "0: the verdict follows the test).")
-CALIBRATED_FWER = "3–6 % across equal and unequal seed spreads, 150 to 2,000 images"
-BEST_SET_METHOD = ("The runs that cannot be excluded from best: a run is left out only when "
-                   "another is above it by the primary family's simultaneous interval of "
-                   "their difference (Hsu's multiple comparisons with the best); the set "
-                   "held the truly best run in about 95 % of simulated studies "
-                   "(tests/test_calibration.py). A pair outside the family excludes nothing.")
-EXPLORATORY_METHOD = ("Exploratory (every other comparison: the second metric, the other "
-                      "split, recipe and batch-size pairs, pairs the plan adds): "
-                      "Benjamini–Hochberg adjusted p-values, which keep the expected share of "
-                      "false verdicts among those stated at 5 %; read them as leads, not "
-                      "findings.")
-
-
 @dataclasses.dataclass
 class _Seeds:
     """A run's scored seeds as the statistics need them, per split: the finished ones and the
@@ -295,8 +265,9 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
                                       stats, metrics, sanity)
     out["interaction"] = _interaction(roles, seeds, stats, metric)
     out["sanity"] = _sanity(roles, seeds, stats, plan, metric)
-    out["families"] = _adjust_families(out, primary_pairs(plan, roles), metric,
-                                       bool(plan.get("primary")), seeds, stats)
+    split, key = metric.split("_", 1)
+    out["families"] = adjust_families(out, primary_pairs(plan, roles), metric,
+                                      bool(plan.get("primary")), stats.model(split, key))
     out["ranking"] = _ranking(ranked_runs(plan, roles), seeds, stats, metric,
                               out["comparisons"])
     return out
@@ -398,69 +369,6 @@ def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
     res = st.results(fit, [{"difference": 1.0}], m)[0]
     res["method"] += " Paired by seed: every seed of the two runs shares its initialisation."
     return res
-
-
-def _adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_plan: bool,
-                     seeds: dict[str, _Seeds], stats: _Stats) -> dict:
-    """Label every test primary or exploratory and adjust each family (see
-    resnorm.study.statistics.families); returns the families' description."""
-    keys = {frozenset(p) for p in pairs}
-    primary = [c for c in out["comparisons"]
-               if c["metric"] == metric and frozenset((c["a"], c["b"])) in keys]
-    exploratory = [c for c in out["comparisons"] if not any(c is p for p in primary)]
-    primary += [x for x in (out["sanity"], out["interaction"]) if x]
-    split, key = metric.split("_", 1)
-    st.adjust_model(primary, [_weights(m) for m in primary], stats.model(split, key))
-    st.adjust(exploratory, st.EXPLORATORY)
-    tested = [m for m in primary if m.get("p") is not None]
-    adjustment = tested[0]["adjustment"] if tested else None
-    questions = _questions(out, keys, metric, from_plan)
-    method = MAX_T_METHOD if adjustment == "max-T" else HOLM_METHOD
-    return {"alpha": st.ALPHA, "metric": metric, "power": st.POWER,
-            "primary": {"size": len(tested), "questions": questions, "adjustment": adjustment,
-                        "mde_points": _median_mde(tested),
-                        "largest_gap_points": _largest_gap(tested),
-                        "method": method.format(m=len(tested), questions="; ".join(questions),
-                                                fwer=CALIBRATED_FWER)},
-            "exploratory": {"size": sum(c.get("p") is not None for c in exploratory),
-                            "mde_points": _median_mde([c for c in exploratory
-                                                       if c.get("p") is not None]),
-                            "method": EXPLORATORY_METHOD}}
-
-
-def _median_mde(members: list[dict]) -> float | None:
-    """The family's detectable effect: the median over its difference tests (points)."""
-    mde = [m["mde_points"] for m in members
-           if m.get("test") != "equivalence" and m.get("mde_points") is not None]
-    return float(np.median(mde)) if mde else None
-
-
-def _largest_gap(members: list[dict]) -> float | None:
-    """The largest observed difference among the family's difference tests (points)."""
-    gaps = [abs(m["diff"]) for m in members
-            if m.get("test") != "equivalence" and m.get("diff") is not None]
-    return 100 * max(gaps) if gaps else None
-
-
-def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) -> list[str]:
-    """The primary family's questions in words."""
-    runs = {name for pair in keys for name in pair}
-    pairs = (f"the plan's {len(keys)} primary pair(s)" if from_plan else
-             f"the {len(runs)} norm variants pairwise ({len(keys)} pairs)")
-    return ((["own BN vs PyTorch BN (an equivalence test)"] if out["sanity"] else [])
-            + [f"{pairs} on {metric_label(metric)}"]
-            + (["the batch-size interaction (GN vs BN)"] if out["interaction"] else []))
-
-
-def _weights(member: dict) -> dict[str, float]:
-    """A test's contrast as {run: weight}: a − b, or the interaction's four runs."""
-    r = member.get("runs")
-    terms = ([(r["gn_small"], 1.0), (r["gn_large"], -1.0), (r["bn_small"], -1.0),
-              (r["bn_large"], 1.0)] if r else [(member["a"], 1.0), (member["b"], -1.0)])
-    out: dict[str, float] = {}
-    for name, w in terms:
-        out[name] = out.get(name, 0.0) + w
-    return out
 
 
 def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,

@@ -35,8 +35,7 @@ from resnorm.study.statistics.joint import (adjust_model, fit_runs, paired_fit, 
 from resnorm.study.statistics.model import (MODEL_NAME, SeedModel, contrast_correlation,
                                             detectable_effect, fit_seed_model,
                                             moments_from_correct)
-from resnorm.study.statistics.ranking import (BEST_THRESHOLD, best_or_tied, best_set,
-                                              p_best_model, rank_runs)
+from resnorm.study.statistics.ranking import BEST_THRESHOLD, best_or_tied, best_set, rank_runs
 from resnorm.study.statistics.resampling import Resample, resample_runs
 
 __all__ = [
@@ -47,7 +46,7 @@ __all__ = [
     "holm", "benjamini_hochberg", "interval_at", "max_t", "adjust", "POWER",
     "MODEL_NAME", "SeedModel", "fit_seed_model", "moments_from_correct", "contrast_correlation",
     "detectable_effect", "fit_runs", "paired_fit", "adjust_model", "results", "weight_matrix",
-    "best_set", "p_best_model",
+    "best_set",
     "Resample", "resample_runs", "rank_runs", "best_or_tied",
     "t_interval", "wilson_interval", "welch_difference",
 ]

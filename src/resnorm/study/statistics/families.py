@@ -143,7 +143,9 @@ def _cached_normals(m: int, n_sim: int, seed: int) -> np.ndarray:
 def _t_isf(q: np.ndarray | float, df: float | None) -> np.ndarray:
     """The upper-q quantile of a t with `df` (normal for None); scipy.special, not the slower
     scipy.stats wrappers: the calibration suite calls this for thousands of studies."""
-    return -special.ndtri(q) if not df or not np.isfinite(df) else -special.stdtrit(df, q)
+    q = np.asarray(q, dtype=np.float64)
+    t = -special.ndtri(q) if not df or not np.isfinite(df) else -special.stdtrit(df, q)
+    return np.where(q <= 0, np.inf, t)  # stdtrit(df, 0) is +inf, not −inf
 
 
 def _t_sf(x: float, df: float | None) -> float:

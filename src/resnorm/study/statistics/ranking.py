@@ -20,9 +20,9 @@ only when some other run is above it by the primary family's simultaneous interv
 difference (its upper end below 0). When every interval of the family holds its true value,
 as all do together in about 95 % of studies, no run that is truly best is left out: the set
 holds the best with about that probability (tests/test_calibration.py measures it). A pair
-without a simultaneous interval (not in the family, not computable) excludes nothing.
-`p_best_model` gives P(best) under the study's seed-variance model (draws of the run means
-from its multivariate t); the simulation says how far it can be read as a probability.
+without a simultaneous interval (not in the family, not computable) excludes nothing. The
+report states the best set; P(best) stays in summary.json only (from each run's own seed t,
+it was overconfident at small gaps in simulation: see issue 28).
 """
 from __future__ import annotations
 
@@ -31,10 +31,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from resnorm.study.statistics.metrics import DEFAULT_N_BOOT
-from resnorm.study.statistics.model import SeedModel
 from resnorm.study.statistics.resampling import resample_runs
 
-__all__ = ["BEST_THRESHOLD", "rank_runs", "best_or_tied", "best_set", "p_best_model"]
+__all__ = ["BEST_THRESHOLD", "rank_runs", "best_or_tied", "best_set"]
 
 BEST_THRESHOLD = 0.9
 
@@ -116,19 +115,3 @@ def best_set(names: Sequence[str], simultaneous: Mapping[tuple[str, str], Sequen
             return simultaneous[(j, i)][0] > 0
         return False
     return [i for i in names if not any(below(i, j) for j in names if j != i)]
-
-
-def p_best_model(model: SeedModel, names: Sequence[str], df: float, n_draws: int = 4000,
-                 rng: np.random.Generator | int | None = 0) -> dict[str, float]:
-    """P(best) of `names` under the model: the run means drawn from a multivariate t around
-    the estimates (covariance Σ_r σ̃²_r/K_r + C, `df` df); ties split evenly."""
-    idx = [model.names.index(n) for n in names]
-    cov = np.diag(model.s2_mod / model.k) + model.moments.cov_c
-    cov = cov[np.ix_(idx, idx)]
-    vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
-    root = vecs * np.sqrt(np.clip(vals, 0.0, None))
-    gen = np.random.default_rng(rng)
-    z = gen.standard_normal((n_draws, len(idx))) @ root.T
-    z /= np.sqrt(gen.chisquare(df, size=(n_draws, 1)) / df)
-    p_best, _, _ = _rank_summary((model.means[idx][None, :] + z).T)
-    return dict(zip(names, p_best.tolist()))
