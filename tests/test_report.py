@@ -431,3 +431,37 @@ def test_a_run_diverged_on_every_seed_has_its_comparisons_say_why(tmp_path):
     assert all(c["reason"] == "nn has no finished seed (diverged)" for c in absent)
     assert "nn (seed 1) diverged at epoch 4" in md
     assert "not computable (nn has no finished seed (diverged))" in md
+
+
+def test_a_lead_over_a_variant_never_compared_is_not_claimed(tmp_path):
+    """bn is above in and gn after adjustment, but nn diverged on every seed: no comparison
+    with it was made, so the report must not say bn is above every other variant."""
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.005)
+    shutil.rmtree(study / "runs" / "nn")
+    fake_run(study, "nn", 0.2, status="diverged", norm="nn", seeds=(0, 1, 2))
+    md = write_report(study)[1].read_text()
+    assert "above every other variant's after adjustment" not in md
+    assert ("bn's val accuracy is above every other variant it was compared with after "
+            "adjustment (nn: no comparison could be made)") in md
+
+
+def test_a_diverged_seed_counts_and_is_scored_at_its_last_good_checkpoint(tmp_path):
+    """gn's seed 2 diverged after its best checkpoint was evaluated (predictions kept): it is
+    counted and scored with the other seeds; in's seed 2 diverged without one: counted, and
+    the mean says it is over the survivors."""
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.01)
+    for name, keep in (("gn", True), ("in", False)):
+        trial = study / "runs" / name / "seed-2"
+        final = json.loads((trial / "final.json").read_text())
+        final.update(status="diverged", diverged_at={"epoch": 3, "step": 1, "global_step": 7})
+        (trial / "final.json").write_text(json.dumps(final))
+        if not keep:
+            (trial / "predictions.npz").unlink()
+    md = write_report(study)[1].read_text()
+    summary = _strict_json(study / "summary.json")
+    gn, in_ = summary["runs"]["gn"], summary["runs"]["in"]
+    assert gn["diverged"] == 1 and gn["seeds"] == [0, 1, 2] and gn["val_acc"]["n"] == 3
+    assert "scored at the best checkpoint before the divergence" in gn["val_acc"]["method"]
+    assert in_["diverged"] == 1 and in_["seeds"] == [0, 1] and in_["val_acc"]["n"] == 2
+    assert "over the seeds that survived" in in_["val_acc"]["method"]
+    assert "| Diverged |" in md

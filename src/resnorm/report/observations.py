@@ -181,15 +181,16 @@ def _obs_variants_vs_best(f: Facts):
     if len(scored) < 3:
         return None
     best = max(scored, key=lambda r: r.score(split, key))
+    left_out = list(((f.summary.get("ranking") or {}).get("left_out") or {}))
     tied, untested = [], []
-    for r in scored:
-        if r is best:
+    for name in [r.name for r in scored] + left_out:  # a variant not scored counts too
+        if name == best.name:
             continue
-        c = f.comparison(best.name, r.name, metric)
+        c = f.comparison(best.name, name, metric)
         if c is None or c.get("diff") is None or c["verdict"] == "not computable":
-            untested.append(r.name)
+            untested.append(name)
         elif c["verdict"] != "a higher":
-            tied.append(r.name)
+            tied.append(name)
     missing = (f" ({', '.join(untested)}: no comparison could be made)" if untested else "")
     if not tied and not untested:
         return (f"{best.name}'s {metric_label(metric)} is above every other variant's after "
