@@ -69,8 +69,8 @@ def detectable_text(summary: dict) -> str | None:
                 "points. More seeds (or more evaluated images) would be needed; a \"no clear "
                 "difference\" below says nothing about whether the runs are alike.")
     return (f"What this study can detect: {text}; the largest difference observed is "
-            f"{gap:.1f} points. Differences smaller than that are often missed: \"no clear "
-            "difference\" does not mean equal.")
+            f"{gap:.1f} points. Smaller true differences than the detectable one are often "
+            "missed: \"no clear difference\" does not mean equal.")
 
 
 def primary_blocks(summary: dict) -> list[Block]:
