@@ -183,15 +183,17 @@ def test_observations_cite_numbers_shown_in_the_report(tmp_path):
     items = [line for line in observations.splitlines() if line.startswith("- ")]
     assert len(items) >= 6
     text = "\n".join(items)
-    # the primary family first, its method named once
-    assert items[0].startswith("- The study's questions form the primary family")
+    # what the study can detect first, then the primary family, its method named once
+    assert re.match(r"- What this study can detect: .* about \d+\.\d points", items[0])
+    assert items[1].startswith("- The study's questions form the primary family")
     assert text.count("step-down") == 1 and text.count("Benjamini") == 1
-    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d; P\(best\) "
-                     r"0\.\d\d\)", text)
+    assert re.search(r"bn had the highest mean val accuracy \(50\.5 ± \d+\.\d; in the best "
+                     r"set\)", text)
     assert re.search(r"nn the lowest \(30\.0 ± \d+\.\d\): bn higher than nn by \+20\.5 points", text)
     # one seed, 200 val images: bn leads gn by 5.5 points, not enough to name it the best
-    assert re.search(r"No run is the best on val accuracy with probability &gt;= 0\.9: 2 are tied "
-                     r"for best at this scale — bn \(P\(best\) 0\.\d\d", text)
+    assert re.search(r"The best on val accuracy is one of \d of the 4 ranked runs, which the "
+                     r"primary family's simultaneous intervals cannot tell apart from the best: "
+                     r"bn \(50\.5 ± \d+\.\d\), .*gn", text)
     assert "bn is not distinguishable at this scale from in, gn" in text
     # GN loses 1 point at batch 8, BN 15.5: the interaction's raw interval excludes 0 (+1.0
     # to +28.5) but one seed and 200 images do not carry it through the family's adjustment
@@ -437,3 +439,38 @@ def test_a_run_diverged_on_every_seed_has_its_comparisons_say_why(tmp_path):
     assert all(c["reason"] == "nn has no finished seed (diverged)" for c in absent)
     assert "nn (seed 1) diverged at epoch 4" in md
     assert "not computable (nn has no finished seed (diverged))" in md
+
+
+def test_a_lead_over_a_variant_never_compared_is_not_claimed(tmp_path):
+    """bn is above in and gn after adjustment, but nn diverged on every seed: no comparison
+    with it was made, so the report must not say bn is above every other variant."""
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.005)
+    shutil.rmtree(study / "runs" / "nn")
+    fake_run(study, "nn", 0.2, status="diverged", norm="nn", seeds=(0, 1, 2))
+    md = write_report(study)[1].read_text()
+    assert "above every other variant's after adjustment" not in md
+    # ln, a variant the plan declares but no run trained, is not compared either
+    assert ("bn's val accuracy is above every other variant it was compared with after "
+            "adjustment (nn, ln: no comparison could be made)") in md
+
+
+def test_a_diverged_seed_counts_and_is_scored_at_its_last_good_checkpoint(tmp_path):
+    """gn's seed 2 diverged after its best checkpoint was evaluated (predictions kept): it is
+    counted and scored with the other seeds; in's seed 2 diverged without one: counted, and
+    the mean says it is over the survivors."""
+    study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.01)
+    for name, keep in (("gn", True), ("in", False)):
+        trial = study / "runs" / name / "seed-2"
+        final = json.loads((trial / "final.json").read_text())
+        final.update(status="diverged", diverged_at={"epoch": 3, "step": 1, "global_step": 7})
+        (trial / "final.json").write_text(json.dumps(final))
+        if not keep:
+            (trial / "predictions.npz").unlink()
+    md = write_report(study)[1].read_text()
+    summary = _strict_json(study / "summary.json")
+    gn, in_ = summary["runs"]["gn"], summary["runs"]["in"]
+    assert gn["diverged"] == 1 and gn["seeds"] == [0, 1, 2] and gn["val_acc"]["n"] == 3
+    assert "scored at the best checkpoint before the divergence" in gn["val_acc"]["method"]
+    assert in_["diverged"] == 1 and in_["seeds"] == [0, 1] and in_["val_acc"]["n"] == 2
+    assert "over the seeds that survived" in in_["val_acc"]["method"]
+    assert "| Diverged |" in md

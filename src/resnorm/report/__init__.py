@@ -17,7 +17,9 @@ Modules, top down (each imports only modules below it):
   inspection    BIN gates and Grad-CAM
   observations  the closing bullet list, in words, from numbers the sections computed
   summary       the study's statistics as one dict (summary.json)
+  families      which tests are primary or exploratory, their adjustment, detectable effects
   verdicts      the primary family's table, the ranking, verdicts as text
+  faithfulness  the Grad-CAM galleries' faithfulness and black-corner numbers
   figures       matplotlib figures, written to STUDY/report_assets/
   render        the HTML and Markdown renderers
   gallery_data  what gradcam.json holds for the report, shares with their intervals

@@ -1,5 +1,6 @@
 """The comparisons between runs: the sanity check (PyTorch BN vs own BN: an equivalence test on
-val accuracy, and curve by curve for one seed), batch size (BN vs GN, with the interaction),
+the primary metric, test accuracy where there is a test split, else val accuracy; and curve by
+curve for one seed), batch size (BN vs GN, with the interaction),
 and the table of every pair of runs that differ in one setting (from the study's summary)."""
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from types import SimpleNamespace
 from resnorm.norms import norm_info
 from resnorm.report.document import Bold, Img, Para, Section, Sub, Table
 from resnorm.report.figures import plot_batch, plot_sanity
-from resnorm.report.verdicts import (p_adjusted, primary_blocks, ranking_blocks,
-                                     simultaneous_ci, verdict_cell)
+from resnorm.report.verdicts import (detectable_text, p_adjusted, primary_blocks,
+                                     ranking_blocks, simultaneous_ci, verdict_cell)
 from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_text,
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import Roles, group_labels, seeds_mean_of, val_count
@@ -199,9 +200,15 @@ def _interaction_text(inter: dict) -> str:
     cost = (f" {label[0].upper() + label[1:]} at batch {small} minus at batch {large}: {two} "
             f"{signed_pts(-sens[second])}, {one} {signed_pts(-sens[first])} points." if sens
             else "")
-    verdict = {"GN less sensitive": f"{two} is less sensitive to the batch size than {one}",
-               "BN less sensitive": f"{one} is less sensitive to the batch size than {two}"}
-    return (f"Is {two} less sensitive to the batch size than {one}? "
+    # what changes with the batch size (lr by the plan's rule, patience) changes too: the
+    # test is of that whole change, not of the batch size alone
+    whole = "in the move to the small batch (with whatever else changes with it: see the table)"
+    verdict = {"GN less sensitive": f"{two} loses less than {one} {whole}",
+               "BN less sensitive": f"{one} loses less than {two} {whole}"}
+    return (f"Is {two} less sensitive to the batch size than {one}? Here the small-batch runs "
+            "also change what the table shows changing with the batch size (the learning rate "
+            "by the plan's rule, the patience), so the test is of that whole change, not of the "
+            "batch size alone. "
             f"The interaction ({two} at {small} − {two} at {large}) − ({one} at {small} − "
             f"{one} at {large}) in {label} is {diff_ci(inter)}, p {p_value(inter.get('p'))}, "
             f"adjusted {p_adjusted(inter)} (primary family): "
@@ -214,12 +221,16 @@ SPLIT_HEADINGS = {"val": "On val (it chose the epochs: selection bias)",
 
 
 def section_comparisons(summary: dict, assets: Path) -> Section:
-    """The primary family (the study's questions, adjusted together, with simultaneous
-    intervals), the ranking of the variants, then every pair of runs that differ in one
+    """What the study could detect (first: it says so when it cannot detect the differences
+    it asks about), the primary family (the study's questions, adjusted together, with
+    simultaneous intervals), the ranking of the variants as a best set, then every pair of runs that differ in one
     setting (and the plan's `comparisons:`), on val and, where the dataset has one, on test:
     the difference in accuracy and macro F1 with its 95 % CI, raw and adjusted p and the
     adjusted verdict."""
     s = Section("Comparisons")
+    detectable = detectable_text(summary)
+    if detectable:
+        s.add(Para(detectable))
     s.add(Para(METHOD))
     s.add(*primary_blocks(summary))
     s.add(*ranking_blocks(summary, assets))

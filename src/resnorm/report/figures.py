@@ -137,27 +137,22 @@ def run_curves(r: RunRecord, assets: Path) -> Path | None:
     return plot_run_curves(r.rows, assets / f"curves-{slug(r.name)}.png", title=mpl_text(r.name))
 
 
-def plot_ranking(ranking: dict, path: Path) -> Path:
-    """The ranking's uncertainty: each run's probability of each rank (a heat map, runs by
-    expected rank) beside its probability of being the best (bars, with the threshold at
-    which the report names a best)."""
-    order = sorted(ranking["runs"], key=lambda n: ranking["expected_rank"][n])
-    probs = [ranking["rank_probabilities"][n] for n in order]
-    fig = Figure(figsize=(10, 0.45 * len(order) + 1.6), layout="constrained")
-    ax_rank, ax_best = fig.subplots(1, 2, width_ratios=[3, 2], sharey=True)
-    image = ax_rank.imshow(probs, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for i, row in enumerate(probs):
-        for j, p in enumerate(row):
-            if p >= 0.005:
-                ax_rank.text(j, i, f"{p:.2f}", ha="center", va="center", fontsize=8,
-                             color="white" if p > 0.6 else "black")
-    ax_rank.set_xticks(range(len(order)), [str(j + 1) for j in range(len(order))])
-    ax_rank.set_yticks(range(len(order)), [mpl_text(n) for n in order])
-    ax_rank.set(xlabel="rank (1 = best)", title="P(rank)")
-    fig.colorbar(image, ax=ax_rank, fraction=0.04)
-    ax_best.barh(range(len(order)), [ranking["p_best"][n] for n in order], color="C0")
-    ax_best.axvline(ranking["threshold"], color="k", lw=0.8, ls="--")
-    ax_best.set(xlim=(0, 1), xlabel="P(best)",
-                title=f"P(best); dashed: {ranking['threshold']:.1f}")
-    ax_best.grid(alpha=0.3, axis="x")
+def plot_ranking(ranking: dict, runs: dict, path: Path) -> Path:
+    """The ranked runs by mean score, each with its 95 % interval (summary `runs` entries):
+    the best set in colour, the runs the family's intervals exclude from best in grey."""
+    metric, chosen = ranking["metric"], set(ranking.get("best_set") or [])
+    entries = {n: (runs.get(n) or {}).get(metric) or {} for n in ranking["runs"]}
+    order = sorted((n for n in ranking["runs"] if entries[n].get("mean") is not None),
+                   key=lambda n: entries[n]["mean"])
+    fig = Figure(figsize=(7, 0.4 * len(order) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    for i, name in enumerate(order):
+        e = entries[name]
+        lo, hi = e.get("ci95") or (e["mean"], e["mean"])
+        color = "C0" if name in chosen else "0.6"
+        ax.errorbar(100 * e["mean"], i, xerr=[[100 * (e["mean"] - lo)], [100 * (hi - e["mean"])]],
+                    fmt="o", color=color, capsize=3)
+    ax.set_yticks(range(len(order)), [mpl_text(n) for n in order])
+    ax.set(xlabel=f"{metric} (%)", title="best set in colour")
+    ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

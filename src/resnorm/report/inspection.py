@@ -13,7 +13,6 @@ from resnorm.report.figures import plot_gates, slug
 from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import norm_kind
-from resnorm.report.verdicts import tied_text
 from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.records import RunRecord, read_state
 
@@ -116,21 +115,22 @@ def _model_text(g: dict) -> str:
 
 
 def _chance_text(run: str, summary: dict) -> str:
-    """How sure the study is that the explained run is the best (the ranking's P(best))."""
+    """Whether the explained run is among the runs that cannot be excluded from best."""
     rk = summary.get("ranking") or {}
-    if "p_best" not in rk:
+    if "best_set" not in rk:
         return ""
-    if run not in rk["p_best"]:
+    if run not in rk["runs"]:
         return (f" It is not one of the {len(rk['runs'])} runs the ranking orders (see "
-                "Comparisons), so its chance of being the best is not estimated.")
-    text = (f" Its probability of being the best of the {len(rk['runs'])} ranked runs on "
-            f"{metric_label(rk['metric'])} is {rk['p_best'][run]:.2f}")
-    if rk.get("best") == run:
-        return text + "."
-    if rk.get("best"):
-        return text + f"; the ranking names {rk['best']} the best ({rk['p_best'][rk['best']]:.2f})."
-    return (text + f", below {rk['threshold']:.1f}, so it is not named the best: "
-            f"{tied_text(rk)}.")
+                "Comparisons).")
+    chosen = rk["best_set"]
+    if chosen == [run]:
+        return (f" It is the best of the {len(rk['runs'])} ranked runs on "
+                f"{metric_label(rk['metric'])} by the primary family's simultaneous intervals.")
+    if run in chosen:
+        return (f" On {metric_label(rk['metric'])} it is one of the {len(chosen)} ranked runs "
+                f"that cannot be excluded from best ({', '.join(chosen)}).")
+    return (f" On {metric_label(rk['metric'])} another run is above it by the primary "
+            f"family's simultaneous intervals: the best set is {', '.join(chosen)}.")
 
 
 def _concentration_table(g: dict) -> Table:

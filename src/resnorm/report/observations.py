@@ -19,7 +19,7 @@ from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, metric_l
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import Roles, group_labels
 from resnorm.report.summary import primary_metric
-from resnorm.report.verdicts import best_sentence
+from resnorm.report.verdicts import best_sentence, detectable_text
 from resnorm.study.records import RunRecord, best_run
 from resnorm.study.statistics import welch_difference
 
@@ -101,12 +101,13 @@ def _obs_families(f: Facts):
     primary, explore = fam.get("primary"), fam.get("exploratory")
     if not primary or not primary.get("size"):
         return None
-    how = ("a max-T adjustment (Holm's step-down method with the exact bound for "
-           "correlated tests)" if primary.get("adjustment") == "max-T"
-           else "Holm's step-down adjustment")
+    how = ("a joint step-down max-T test on the study's seed-variance model, which held the "
+           "chance of even one false verdict among them near 5 % (3–7 %) in simulated studies"
+           if primary.get("adjustment") == "max-T"
+           else "Holm's step-down adjustment, which keeps the chance of even one false verdict "
+                "among them at or below about 5 %")
     return (f"The study's questions form the primary family ({'; '.join(primary['questions'])}"
-            f"): {primary['size']} tests with {how}, so that the chance of even one false "
-            "verdict among them is at most 5 %. The other "
+            f"): {primary['size']} tests with {how}. The other "
             f"{(explore or {}).get('size', 0)} comparisons are exploratory, with "
             "Benjamini–Hochberg adjusted p-values, and labelled so below. A difference is "
             "stated only when its family's adjusted test rejects.")
@@ -135,9 +136,14 @@ def _obs_primary_pairs(f: Facts):
 
 def _obs_ranking(f: Facts):
     rk = f.summary.get("ranking")
-    if not rk or "p_best" not in rk:
+    if not rk or "best_set" not in rk:
         return None
     return best_sentence(rk, f.summary.get("runs")) + " (see the ranking under Comparisons)."
+
+
+def _obs_detectable(f: Facts):
+    """First: what the study could detect (and that it could not, when so)."""
+    return detectable_text(f.summary)
 
 
 def _obs_best_worst(f: Facts):
@@ -150,8 +156,9 @@ def _obs_best_worst(f: Facts):
     worst, _ = min(scored, key=lambda t: t[1])
     c = f.comparison(best.name, worst.name, metric)
     held_out = " (held out: the test split chose nothing)" if split == "test" else ""
-    p_best = ((f.summary.get("ranking") or {}).get("p_best") or {}).get(best.name)
-    chance = f"; P(best) {p_best:.2f}" if p_best is not None else ""
+    chosen = (f.summary.get("ranking") or {}).get("best_set")
+    chance = ("" if chosen is None else "; in the best set" if best.name in chosen
+              else "; not in the best set")
     return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean "
             f"{metric_label(metric)}{held_out} ({ci_pct(f.stat(best.name, metric))}{chance}) "
             f"and {worst.name} the lowest ({ci_pct(f.stat(worst.name, metric))}): "
@@ -168,22 +175,33 @@ def _ranked(f: Facts) -> list[RunRecord]:
 
 
 def _obs_variants_vs_best(f: Facts):
-    """Which variants the best one is (and is not) distinguishable from."""
+    """Which variants the best one is (and is not) distinguishable from; a lead over every
+    other variant is claimed only when every comparison was made and rejected."""
     metric, split, key = _primary(f)
     scored = [r for r in _ranked(f) if r.ok and r.score(split, key) is not None]
     if len(scored) < 3:
         return None
     best = max(scored, key=lambda r: r.score(split, key))
-    tied = []
-    for r in scored:
-        c = f.comparison(best.name, r.name, metric)
-        if r is not best and c is not None and c["verdict"] == "no clear difference":
-            tied.append(r.name)
-    if not tied:
+    left_out = list(((f.summary.get("ranking") or {}).get("left_out") or {}))
+    tied, untested = [], []
+    for name in [r.name for r in scored] + left_out:  # a variant not scored counts too
+        if name == best.name:
+            continue
+        c = f.comparison(best.name, name, metric)
+        if c is None or c.get("diff") is None or c["verdict"] == "not computable":
+            untested.append(name)
+        elif c["verdict"] != "a higher":
+            tied.append(name)
+    missing = (f" ({', '.join(untested)}: no comparison could be made)" if untested else "")
+    if not tied and not untested:
         return (f"{best.name}'s {metric_label(metric)} is above every other variant's after "
                 "adjustment (see Comparisons).")
+    if not tied:
+        return (f"{best.name}'s {metric_label(metric)} is above every other variant it was "
+                f"compared with after adjustment{missing}.")
     return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in "
-            f"{metric_label(metric)} (their adjusted tests do not reject; see Comparisons).")
+            f"{metric_label(metric)} (their adjusted tests do not reject; see Comparisons)"
+            f"{missing}.")
 
 
 def _obs_generalisation(f: Facts):
@@ -271,19 +289,29 @@ def _obs_batch(f: Facts):
         return difference_text(f.comparison(a, b), a, b)
 
     text = f"Batch {small} against {large}: {two} {within(second)}; {one} {within(first)}."
+    change = _recipe_change(f, names, first)
     verdict = inter.get("verdict")
     if verdict == "GN less sensitive":
-        text += (f" {two} is less sensitive to the batch size than {one}: interaction "
-                 f"{diff_ci(inter)}.")
+        text += (f" {two} is less sensitive than {one} to the move from batch {large} to "
+                 f"{small}{change}: interaction {diff_ci(inter)}.")
     elif verdict == "BN less sensitive":
-        text += (f" {one} is less sensitive to the batch size than {two}: interaction "
-                 f"{diff_ci(inter)}.")
+        text += (f" {one} is less sensitive than {two} to the move from batch {large} to "
+                 f"{small}{change}: interaction {diff_ci(inter)}.")
     elif verdict == "no clear difference":
         after = (" after adjustment" if inter.get("verdict_unadjusted") not in (None, verdict)
                  else "")
         text += (f" Whether {two} is less sensitive to the batch size than {one} is not "
                  f"distinguishable at this scale{after} (interaction {diff_ci(inter)}).")
     return text
+
+
+def _recipe_change(f: Facts, names: dict, group: str) -> str:
+    """' (which also changes lr, patience)' when more than the batch size differs between the
+    runs at the two sizes: the interaction is then of the whole change, not the batch alone."""
+    c = f.comparison(names[f"{group}_small"], names[f"{group}_large"]) or {}
+    others = [x.strip() for x in str(c.get("differs_in") or "").split(",")
+              if x.strip() and x.strip() != "batch_size"]
+    return f" (which also changes {', '.join(others)})" if others else ""
 
 
 def _obs_gates(f: Facts):
@@ -370,9 +398,10 @@ def _obs_problems(f: Facts):
             if t.status == "diverged":
                 at = (t.final or {}).get("diverged_at")
                 where = f" at {_where(at)}" if at else ""
-                after = ("its numbers are from its best checkpoint before that; it is left "
-                         "out of the statistics" if t.evaluation("val")
-                         else "it has no checkpoint to evaluate")
+                after = ("its best checkpoint before that is scored with the run's other "
+                         "seeds" if t.evaluation("val")
+                         else "it has no checkpoint to score, so its run's mean is over the "
+                              "seeds that survived")
                 out.append(f"{who} diverged{where} (non-finite loss); {after}.")
             elif t.status == "failed":
                 out.append(f"{who} failed: {t.error}.")
@@ -396,6 +425,6 @@ def _where(at: Any) -> str:
 
 
 _OBSERVERS: list[Callable[[Facts], Any]] = [
-    _obs_families, _obs_primary_pairs, _obs_ranking, _obs_best_worst, _obs_variants_vs_best,
+    _obs_detectable, _obs_families, _obs_primary_pairs, _obs_ranking, _obs_best_worst, _obs_variants_vs_best,
     _obs_sanity, _obs_batch, _obs_generalisation, _obs_gates, _obs_gradcam, _obs_literal,
     _obs_problems]

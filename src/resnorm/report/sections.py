@@ -171,7 +171,9 @@ def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Secti
                f"train split and the scored images of val{' and test' if has_test else ''} "
                "(see Setup) without augmentation; "
                "each score is the mean over the run's finished seeds ± half the width of its "
-               "95 % interval (seeds and images; see Comparisons for the method). Seeds per "
+               "95 % interval (seeds and images; see Comparisons for the method). A diverged "
+               "seed is counted under Diverged and scored at its best checkpoint before the "
+               "divergence (a seed without one is named in the run's method). Seeds per "
                f"run: {', '.join(map(str, seeds)) or '—'}. Micro F1 equals accuracy for "
                "single-label classification; both are shown because the assignment asks for "
                "both. " + _selection_note(splits)))
@@ -187,14 +189,15 @@ def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Secti
         va = cell("val_acc")
         test = [cell("test_acc"), cell("test_macro_f1")] if has_test else []
         rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")),
-                     str(len(r.done)), r.status_text,
+                     str(len(r.done)), str(entry.get("diverged", 0)), r.status_text,
                      f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
                      cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
                      Bold(va) if r is best else va, cell("val_micro_f1"), cell("val_macro_f1"),
                      *test, secs(_mean_final(r, "wall_time_s")),
                      num(seeds_mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"])
     test_heads = [f"Test acc{test_mark}", f"Test macro F1{test_mark}"] if has_test else []
-    s.add(Table(["Run", "Norm", "Batch", "Seeds", "Status", "Epochs (best)", "Train acc",
+    s.add(Table(["Run", "Norm", "Batch", "Seeds", "Diverged", "Status", "Epochs (best)",
+                 "Train acc",
                  "Train micro F1", "Train macro F1", f"Val acc{val_mark}",
                  f"Val micro F1{val_mark}", f"Val macro F1{val_mark}", *test_heads,
                  "Wall time", "Images/s", "Parameters"], rows))
@@ -278,7 +281,9 @@ def _missing_text(r: RunRecord) -> str:
             parts.append(f"{who}: interrupted after {len(t.rows)} epoch(s); re-run the study "
                          "to resume it")
         elif t.status == "diverged":
-            parts.append(f"{who}: diverged (non-finite loss); left out of the statistics")
+            parts.append(f"{who}: diverged (non-finite loss); "
+                         + ("scored at its best checkpoint before that" if t.evaluation("val")
+                            else "no checkpoint to score: its run's mean is over the others"))
         else:
             parts.append(f"{who}: not started")
     return "; ".join(parts) or f"{r.name}: not started"

@@ -8,16 +8,26 @@ finite validation set. Metric names are metrics.csv's (`val_acc`, `val_macro_f1`
 are fractions. Nothing here raises on a degenerate study: a comparison that cannot be made
 (a run missing, diverged on every seed, without predictions) is listed with its `reason`.
 
+The comparisons rest on one seed-variance model per split and metric, fitted to every run
+with predictions (resnorm.study.statistics.model: each run's seed variance moderated towards
+the runs' pool; `model` names it with its df); the sanity pair, trained with the same seeds,
+is compared seed by seed. A diverged seed is a failure the statistics see: its best checkpoint
+before the divergence is scored with the others (what the recipe delivers), and a diverged
+seed without one is counted in `diverged` and named in the run's `method`.
+
 The runs each comparison uses come from the study's design (`roles.design`, read from the
 study manifest): its `pairs` are compared, its `primary` pairs, sanity pair and batch groups
 form the primary family, its ranked runs are ranked.
 
 Families (resnorm.study.statistics.families): the primary family holds the sanity
 equivalence, the design's primary pairs on the primary metric and the
-interaction, Holm-adjusted, each with `ci95_simultaneous`; every other comparison is
-exploratory, Benjamini–Hochberg-adjusted. Each test carries `family`, `p` (raw) and
-`p_adjusted`; `verdict` is the adjusted one, `verdict_unadjusted` the 95 % interval's alone.
-`ranking` orders the primary runs (`design.ranked()`) by P(best) on the primary metric.
+interaction, tested jointly by step-down max-T on the model (Holm where there is no model),
+each with `ci95_simultaneous` and `mde_points`; every other comparison is exploratory,
+Benjamini–Hochberg-adjusted. Each test carries `family`, `p` (raw) and `p_adjusted`;
+`verdict` is the adjusted one, `verdict_unadjusted` the 95 % interval's alone. `families`
+gives each family's median `mde_points` (the smallest difference found with 80 % power).
+`ranking` holds the primary runs' `best_set` (those the simultaneous intervals cannot exclude
+from best), P(best) and expected rank on the primary metric.
 """
 from __future__ import annotations
 
@@ -31,7 +41,7 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
-from resnorm.report.format import metric_label
+from resnorm.report.families import BEST_SET_METHOD, adjust_families
 from resnorm.report.roles import Roles
 from resnorm.study import statistics as st
 from resnorm.study.manifest import Design
@@ -48,75 +58,81 @@ TEST_METRICS = ("test_acc", "test_macro_f1")
 N_BOOT = 2000
 METHOD = ("Each run was trained once per seed and its best checkpoint evaluated on the same "
           "validation (and test) images. Intervals are 95 % and count both sources of noise: the "
-          "seed-to-seed spread (a t interval over seeds) and the finite validation set (a "
-          "bootstrap over images, paired across runs because every run sees the same images), "
-          "with the seed-by-image noise counted once. Runs trained with the same seeds are "
-          "compared seed by seed (seed s of each run shares its initialisation draw and data "
-          "order). With one seed per run, the interval is "
+          "seed-to-seed spread and the finite validation set (a bootstrap over images, paired "
+          "across runs because every run sees the same images), with the seed-by-image noise "
+          "counted once. A run's own interval uses its own seeds; a comparison uses every "
+          "run's seed variance moderated towards the study's pooled one (3 seeds alone give "
+          "a t with 2 df and intervals too wide to decide anything), and PyTorch BN against "
+          "own BN, trained with the same seeds, is compared seed by seed. A diverged seed's "
+          "best checkpoint before the divergence counts with the others. With one seed per "
+          "run, the interval is "
           "the paired image bootstrap alone (conditional on the trained models) and the p-value "
           "of an accuracy difference is McNemar's exact test. A difference is stated only when "
           "the adjusted test of its family rejects (see below) and its 95 % interval excludes "
           "0; otherwise the verdict is \"no clear difference\".")
-MAX_T_METHOD = ("Primary family ({m} tests): {questions}. The p-values are adjusted by Holm's "
-                "step-down method with its Bonferroni bound replaced by the exact bound for "
-                "these correlated tests (step-down max-T, Westfall & Young 1993; the "
-                "correlation from the two-level bootstrap of the runs), which keeps the "
-                "chance of even one false verdict in the family at 5 %; plain Holm, which "
-                "allows for any correlation and so holds it nearer 3.5 % here, is beside it. "
-                "The simultaneous intervals, from the same bound, hold every member's true "
-                "value together with probability >= 95 %.")
-HOLM_METHOD = ("Primary family ({m} tests): {questions}. Holm's step-down adjustment of the "
-               "p-values keeps the chance of even one false verdict in the family at or below "
-               "5 %; the simultaneous intervals, at the Bonferroni level 1 − 5 %/{m}, hold "
-               "every member's true value together with probability >= 95 % (Holm can "
-               "reject where such an interval still touches 0: the verdict follows the "
-               "test).")
-EXPLORATORY_METHOD = ("Exploratory (every other comparison: the second metric, the other "
-                      "split, recipe and batch-size pairs, pairs the plan adds): "
-                      "Benjamini–Hochberg adjusted p-values, which keep the expected share of "
-                      "false verdicts among those stated at 5 %; read them as leads, not "
-                      "findings.")
-
-
 @dataclasses.dataclass
 class _Seeds:
-    """A run's finished seeds as the statistics need them, per split."""
+    """A run's scored seeds as the statistics need them, per split: the finished ones and the
+    diverged ones with a best checkpoint before the divergence."""
 
     seeds: list[int | None]
-    by_split: dict[str, list[st.SeedPredictions]]  # only splits every finished seed has
+    by_split: dict[str, list[st.SeedPredictions]]  # only splits every scored seed has
     missing: str | None = None                       # why there are none
+    diverged: int = 0                                # diverged seeds, scored or not
+    unscored: int = 0                                # diverged seeds without a checkpoint
 
 
 def _seed_predictions(run: RunRecord) -> _Seeds:
-    done = run.done
-    if not done:
+    diverged = [t for t in run.trials if t.status == "diverged"]
+    with_checkpoint = {id(t): p for t in diverged if (p := t.predictions())}
+    scored = [t for t in run.trials if t.ok or id(t) in with_checkpoint]
+    counts = {"diverged": len(diverged), "unscored": len(diverged) - len(with_checkpoint)}
+    if not scored:
         why = (f"{run.name} has no finished seed ({run.status_text})" if run.trials
                else f"{run.name} was not trained")
-        return _Seeds([], {}, why)
-    per_trial = [t.predictions() or {} for t in done]
+        return _Seeds([], {}, why, **counts)
+    per_trial = [with_checkpoint.get(id(t)) or t.predictions() or {} for t in scored]
     by_split = {}
     for split in SPLITS:
         if all(split in p for p in per_trial):
             by_split[split] = [st.SeedPredictions(t.seed, p[split]["labels"], p[split]["preds"])
-                               for t, p in zip(done, per_trial)]
+                               for t, p in zip(scored, per_trial)]
     missing = None if "val" in by_split else (f"{run.name} has no per-image predictions "
                                               "(trained by an older resnorm)")
-    return _Seeds([t.seed for t in done], by_split, missing)
+    return _Seeds([t.seed for t in scored], by_split, missing, **counts)
 
 
 class _Stats:
     """Shared bootstrap indices and replicate cache per split, so that every interval of a
-    split is drawn from the same image resamples (and each replicate is computed once)."""
+    split is drawn from the same image resamples (and each replicate is computed once), and
+    the seed-variance model per (split, metric), fitted once to every run."""
 
-    def __init__(self) -> None:
+    def __init__(self, seeds: dict[str, _Seeds]) -> None:
         self.indices: dict[tuple[str, int], np.ndarray] = {}
         self.cache: dict = {}
+        self.seeds = seeds
+        self.models: dict[tuple[str, str], st.SeedModel | None] = {}
 
     def kwargs(self, split: str, n: int) -> dict:
         key = (split, n)
         if key not in self.indices:
             self.indices[key] = st.bootstrap_indices(n, N_BOOT, np.random.default_rng(0))
         return {"indices": self.indices[key], "cache": self.cache}
+
+    def model(self, split: str, metric: str) -> st.SeedModel | None:
+        """The model of every run with `split` predictions; None when no run has two seeds
+        or the runs were evaluated on different images (then each pair stands alone)."""
+        if (split, metric) not in self.models:
+            runs = {n: g.by_split[split] for n, g in self.seeds.items() if split in g.by_split}
+            fit = None
+            if runs and max(len(r) for r in runs.values()) >= 2:
+                try:
+                    n = next(iter(runs.values()))[0].labels.size
+                    fit = st.fit_runs(runs, metric, **self.kwargs(split, n))
+                except ValueError:
+                    fit = None
+            self.models[(split, metric)] = fit
+        return self.models[(split, metric)]
 
 
 def _finite(x: Any) -> Any:
@@ -132,7 +148,8 @@ def _finite(x: Any) -> Any:
 
 def _run_entry(run: RunRecord, seeds: _Seeds, stats: _Stats) -> dict:
     entry: dict[str, Any] = {"seeds": seeds.seeds, "status": run.status_text,
-                             "trials": len(run.trials)}
+                             "trials": len(run.trials), "diverged": seeds.diverged}
+    note = _divergence_note(seeds)
     if seeds.missing and not seeds.seeds:
         entry["reason"] = seeds.missing
         return entry
@@ -143,12 +160,26 @@ def _run_entry(run: RunRecord, seeds: _Seeds, stats: _Stats) -> dict:
             if group:
                 res = st.summarize(group, metric, **stats.kwargs(split, group[0].labels.size))
                 entry[name] = {k: _finite(res.get(k)) for k in ("mean", "std", "ci95", "n")}
-                entry[name]["method"] = res["method"]
+                entry[name]["method"] = res["method"] + note
             else:
                 values = [t.score(split, metric) for t in run.done]
                 if values and all(v is not None for v in values):
                     entry[name] = _seed_interval(values)
     return entry
+
+
+def _divergence_note(seeds: _Seeds) -> str:
+    """What the run's score says about its diverged seeds ('' without any)."""
+    if not seeds.diverged:
+        return ""
+    scored = seeds.diverged - seeds.unscored
+    text = f" {seeds.diverged} seed(s) diverged"
+    if scored:
+        text += f"; {scored} scored at the best checkpoint before the divergence"
+    if seeds.unscored:
+        text += (f"; {seeds.unscored} had no checkpoint and are not in the mean, which is "
+                 "therefore over the seeds that survived")
+    return text + "."
 
 
 def _seed_interval(values: list[float]) -> dict:
@@ -164,28 +195,56 @@ def _seed_interval(values: list[float]) -> dict:
 
 # --- the summary ------------------------------------------------------------------------------
 
-def _contrast(kind: str, groups: list[_Seeds], stats: _Stats, metric: str) -> dict:
-    """compare / interaction on `metric`'s split, or a 'not computable' result naming why."""
+INTERACTION_LABELS = ("GN less sensitive", "BN less sensitive")
+
+
+def _contrast(kind: str, names: list[str], stats: _Stats, metric: str) -> dict:
+    """a − b ("compare") or the interaction of four runs on `metric`'s split, under the
+    split's model (each pair alone where there is none), or a 'not computable' result naming
+    why."""
     split, m = metric.split("_", 1)
+    groups = [stats.seeds[n] for n in names]
     missing = [g.missing or f"a run has no {split} predictions" for g in groups
                if g.missing or split not in g.by_split]
     if missing:
         return {"diff": None, "ci95": None, "p": None, "verdict": st.NOT_COMPUTABLE,
                 "reason": missing[0], "method": f"not computable: {missing[0]}"}
+    model = stats.model(split, m)
+    if model is not None and all(n in model.names for n in names):
+        weights = _terms(names) if kind == "interaction" else {names[0]: 1.0, names[1]: -1.0}
+        labels = [INTERACTION_LABELS] if kind == "interaction" else None
+        res = st.results(model, [weights], m, labels)[0]
+        return _with_sensitivity(res, model, names) if kind == "interaction" else res
     sets = [g.by_split[split] for g in groups]
     try:
         kwargs = stats.kwargs(split, sets[0][0].labels.size)
-        res = (st.compare(*sets, m, **kwargs) if kind == "compare"
-               else st.interaction(*sets, m, **kwargs))
+        return (st.compare(*sets, m, **kwargs) if kind == "compare"
+                else st.interaction(*sets, m, **kwargs))
     except ValueError as exc:  # e.g. runs evaluated on other validation sets
         return {"diff": None, "ci95": None, "p": None, "verdict": st.NOT_COMPUTABLE,
                 "reason": str(exc), "method": f"not computable: {exc}"}
+
+
+def _terms(names: list[str]) -> dict[str, float]:
+    """The interaction's weights over gn_small, gn_large, bn_small, bn_large."""
+    out: dict[str, float] = {}
+    for name, w in zip(names, (1.0, -1.0, -1.0, 1.0)):
+        out[name] = out.get(name, 0.0) + w
+    return out
+
+
+def _with_sensitivity(res: dict, model: st.SeedModel, names: list[str]) -> dict:
+    gs, gl, bs, bl = (float(model.means[model.names.index(n)]) for n in names)
+    res["sensitivity"] = {"gn": gl - gs, "bn": bl - bs}
+    res["method"] = ("Interaction (gn_small − gn_large) − (bn_small − bn_large) = "
+                     "sensitivity_BN − sensitivity_GN, sensitivity = large − small batch "
+                     "(positive: GN is hurt less by the small batch); " + res["method"])
     return res
 
 
 def _public(res: dict, *keys: str) -> dict:
     keep = ("diff", "ci95", "p", "verdict", "method", "reason", "seeds", "sensitivity",
-            "n_images", "se", "df") + keys
+            "n_images", "se", "df", "model", "paired") + keys
     return {k: _finite(res[k]) if k != "sensitivity" else
             {n: _finite(v) for n, v in res[k].items()} for k in keep if k in res}
 
@@ -198,25 +257,45 @@ def primary_metric(summary: dict) -> str:
 
 def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
     """The statistics of a study (the summary.json contract; see the module notes)."""
-    stats = _Stats()
     seeds = {r.name: _seed_predictions(r) for r in runs}
+    stats = _Stats(seeds)
     out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
     metric = primary_metric(out)
+    out["model"] = _model_entry(stats, metric)
     metrics = COMPARED_METRICS + (TEST_METRICS if "test" in out["splits"] else ())
     design = roles.design
-    out["comparisons"] = _comparisons(design.pairs, seeds, stats, metrics)
+    sanity = frozenset(design.sanity or ())
+    out["comparisons"] = _comparisons(design.pairs, seeds, stats, metrics, sanity)
     out["interaction"] = _interaction(design, seeds, stats, metric)
     out["sanity"] = _sanity(design, seeds, stats, plan, metric)
-    out["families"] = _adjust_families(out, design.primary, metric,
-                                       design.primary != design.variant_pairs(), seeds, stats)
-    out["ranking"] = _ranking(design.ranked(), seeds, stats, metric)
+    split, key = metric.split("_", 1)
+    out["families"] = adjust_families(out, design.primary, metric,
+                                      design.primary != design.variant_pairs(),
+                                      stats.model(split, key))
+    out["ranking"] = _ranking(design.ranked(), seeds, stats, metric, out["comparisons"])
     return out
 
 
+def _model_entry(stats: _Stats, metric: str) -> dict | None:
+    """The primary metric's seed-variance model: its name, the prior's df d0 (None: the runs
+    look alike, pooled fully up to the cap) and the seed df it rests on."""
+    split, m = metric.split("_", 1)
+    model = stats.model(split, m)
+    if model is None:
+        return None
+    return {"name": st.MODEL_NAME, "metric": metric, "runs": model.names,
+            "prior_df": _finite(model.d0), "seed_df": model.df_prior,
+            "pooled_seed_sd": _finite(math.sqrt(model.s0sq)),
+            "seed_sd": {n: _finite(math.sqrt(v)) for n, v in zip(model.names, model.s2)},
+            "moderated_seed_sd": {n: _finite(math.sqrt(v))
+                                  for n, v in zip(model.names, model.s2_mod)}}
+
+
 def _comparisons(pairs: list[dict], seeds: dict[str, _Seeds], stats: _Stats,
-                 metrics: tuple[str, ...]) -> list[dict]:
-    """Every pair of the design on each metric (`differs_in` in words)."""
+                 metrics: tuple[str, ...], sanity: frozenset = frozenset()) -> list[dict]:
+    """Every pair of the design on every metric (`differs_in` in words); the sanity pair
+    (`sanity`) seed by seed, as its test."""
     out = []
     for pair in pairs:
         a, b = pair["a"], pair["b"]
@@ -224,7 +303,8 @@ def _comparisons(pairs: list[dict], seeds: dict[str, _Seeds], stats: _Stats,
             continue
         differs = ", ".join(pair.get("differs_in") or []) or "nothing"
         for metric in metrics:
-            res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
+            res = ((frozenset((a, b)) == sanity and _paired(a, b, stats, metric))
+                   or _contrast("compare", [a, b], stats, metric))
             out.append({"a": a, "b": b, "differs_in": differs, "metric": metric,
                         **_public(res)})
     return out
@@ -259,11 +339,12 @@ def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
     small, large = common[0], common[-1]
     names = {f"{g}_{end}": by_size[g][size] for g in (second, first)
              for end, size in (("small", small), ("large", large))}
-    res = _contrast("interaction", [seeds[n] for n in names.values()], stats, metric)
+    res = _contrast("interaction", list(names.values()), stats, metric)
     if "sensitivity" in res:  # the statistics name the groups gn (second) and bn (first)
         res["sensitivity"] = {second: res["sensitivity"]["gn"], first: res["sensitivity"]["bn"]}
     return {"metric": metric, "batch_sizes": [small, large], "runs": names,
-            "groups": [first, second], "labels": [_group_label(design, g) for g in (first, second)], **_public(res)}
+            "groups": [first, second],
+            "labels": [_group_label(design, g) for g in (first, second)], **_public(res)}
 
 
 def _group_label(design: Design, group: str) -> str:
@@ -283,7 +364,7 @@ def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
 
     a, b = design.sanity
     tol = float({**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}["metric"])
-    res = _contrast("compare", [seeds[a], seeds[b]], stats, metric)
+    res = _paired(a, b, stats, metric) or _contrast("compare", [a, b], stats, metric)
     public = {k: v for k, v in _public(res).items() if k != "verdict"}
     method = (f"Equivalence within ± {tol:g} by two one-sided tests (TOST) on the difference: "
               + res["method"])
@@ -292,65 +373,26 @@ def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
             "p": _finite(st.equivalence_p(res, tol)), "equivalence": st.equivalence(res, tol)}
 
 
-def _adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_plan: bool,
-                     seeds: dict[str, _Seeds], stats: _Stats) -> dict:
-    """Label every test primary or exploratory and adjust each family (see
-    resnorm.study.statistics.families); returns the families' description."""
-    keys = {frozenset(p) for p in pairs}
-    primary = [c for c in out["comparisons"]
-               if c["metric"] == metric and frozenset((c["a"], c["b"])) in keys]
-    exploratory = [c for c in out["comparisons"] if not any(c is p for p in primary)]
-    primary += [x for x in (out["sanity"], out["interaction"]) if x]
-    split, key = metric.split("_", 1)
-    runs = {n: g.by_split[split] for n, g in seeds.items() if split in g.by_split}
-    n_images = next((r[0].labels.size for r in runs.values()), 0)
-    st.adjust_primary(primary, [_weights(m) for m in primary], runs, key,
-                      **(stats.kwargs(split, n_images) if runs else {}))
-    st.adjust(exploratory, st.EXPLORATORY)
-    tested = [m for m in primary if m.get("p") is not None]
-    adjustment = tested[0]["adjustment"] if tested else None
-    questions = _questions(out, keys, metric, from_plan)
-    method = MAX_T_METHOD if adjustment == "max-T" else HOLM_METHOD
-    return {"alpha": st.ALPHA, "metric": metric,
-            "primary": {"size": len(tested), "questions": questions, "adjustment": adjustment,
-                        "method": method.format(m=len(tested), questions="; ".join(questions))},
-            "exploratory": {"size": sum(c.get("p") is not None for c in exploratory),
-                            "method": EXPLORATORY_METHOD}}
-
-
-def _questions(out: dict, keys: set[frozenset], metric: str, from_plan: bool) -> list[str]:
-    """The primary family's questions in words."""
-    runs = {name for pair in keys for name in pair}
-    pairs = (f"the plan's {len(keys)} primary pair(s)" if from_plan else
-             f"the {len(runs)} norm variants pairwise ({len(keys)} pairs)")
-    return ((["own BN vs PyTorch BN (an equivalence test)"] if out["sanity"] else [])
-            + [f"{pairs} on {metric_label(metric)}"]
-            + ([_interaction_question(out["interaction"])] if out["interaction"] else []))
-
-
-def _interaction_question(inter: dict) -> str:
-    first, second = inter["labels"]
-    return f"the batch-size interaction ({second} vs {first})"
-
-
-def _weights(member: dict) -> dict[str, float]:
-    """A test's contrast as {run: weight}: a − b, or the interaction's four runs."""
-    r = member.get("runs")
-    if r:  # the interaction: (second small − second large) − (first small − first large)
-        first, second = member["groups"]
-        terms = [(r[f"{second}_small"], 1.0), (r[f"{second}_large"], -1.0),
-                 (r[f"{first}_small"], -1.0), (r[f"{first}_large"], 1.0)]
-    else:
-        terms = [(member["a"], 1.0), (member["b"], -1.0)]
-    out: dict[str, float] = {}
-    for name, w in terms:
-        out[name] = out.get(name, 0.0) + w
-    return out
+def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
+    """a − b seed by seed when both were trained with the same seeds (else None)."""
+    split, m = metric.split("_", 1)
+    if not all(split in stats.seeds[n].by_split for n in (a, b)):
+        return None
+    sa, sb = stats.seeds[a].by_split[split], stats.seeds[b].by_split[split]
+    try:
+        fit = st.paired_fit(sa, sb, m, **stats.kwargs(split, sa[0].labels.size))
+    except ValueError:
+        return None
+    if fit is None:
+        return None
+    res = st.results(fit, [{"difference": 1.0}], m)[0]
+    res["method"] += " Paired by seed: every seed of the two runs shares its initialisation."
+    return res
 
 
 def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
-             metric: str) -> dict | None:
-    """P(best) and expected rank of `names` on `metric` (see
+             metric: str, comparisons: list[dict]) -> dict | None:
+    """The best set, P(best) and expected rank of `names` on `metric` (see
     resnorm.study.statistics.ranking); runs without predictions are left out, saying why."""
     split, m = metric.split("_", 1)
     usable = {n: seeds[n].by_split[split] for n in names
@@ -364,7 +406,11 @@ def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
         res = st.rank_runs(usable, m, **stats.kwargs(split, n_images))
     except ValueError as exc:  # e.g. runs evaluated on other validation sets
         return {"metric": metric, "reason": str(exc), "left_out": left_out}
-    return {**res, "metric": metric, "left_out": left_out}
+    simultaneous = {(c["a"], c["b"]): c.get("ci95_simultaneous") for c in comparisons
+                    if c["metric"] == metric and c.get("family") == "primary"}
+    return {**res, "metric": metric, "left_out": left_out,
+            "best_set": st.best_set(res["runs"], simultaneous),
+            "best_set_method": BEST_SET_METHOD}
 
 
 def write_summary(study: Path, summary: dict) -> Path:

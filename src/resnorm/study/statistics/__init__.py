@@ -9,22 +9,33 @@ Pure numpy + scipy.stats (no torch), so the report and any tool can use it cheap
   contrasts   a weighted sum of runs (a − b, the batch-size interaction) with a 95 % interval
               over seeds and images, its p and verdict; the equivalence test
   resampling  the two-level bootstrap of a study's runs (seeds, then images; paired)
-  families    step-down max-T and Holm (primary family), Benjamini–Hochberg (exploratory)
-              adjusted p-values, simultaneous intervals, adjusted verdicts
-  ranking     P(best) and expected rank per run from the two-level bootstrap
+  model       the study's seed-variance model: each run's seed variance moderated towards
+              the runs' pool (empirical Bayes), the shared image variance; contrasts' se,
+              df and correlation in closed form
+  joint       the model fitted to a study's predictions, its contrasts as results
+  families    step-down max-T (multivariate t on the model) and Holm (primary family),
+              Benjamini–Hochberg (exploratory) adjusted p-values, simultaneous intervals,
+              detectable effects, adjusted verdicts
+  ranking     the best set (Hsu's MCB from the simultaneous intervals); P(best) and
+              expected rank per run
   intervals   plain-sample intervals: a mean (t), a share (Wilson), a difference of means
               (Welch)
 """
 from resnorm.study.statistics.contrasts import (NOT_COMPUTABLE, compare, contrast, equivalence,
                                                 equivalence_p, interaction, summarize)
-from resnorm.study.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, PRIMARY,
-                                               adjust, adjust_primary, benjamini_hochberg,
-                                               correlation, holm, interval_at, max_t)
+from resnorm.study.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, POWER,
+                                               PRIMARY, adjust, benjamini_hochberg, holm,
+                                               interval_at, max_t)
 from resnorm.study.statistics.inputs import SeedPredictions
 from resnorm.study.statistics.intervals import t_interval, welch_difference, wilson_interval
 from resnorm.study.statistics.metrics import (DEFAULT_N_BOOT, METRICS, bootstrap_indices,
                                               metric_replicates, metric_value)
-from resnorm.study.statistics.ranking import BEST_THRESHOLD, best_or_tied, rank_runs
+from resnorm.study.statistics.joint import (adjust_model, fit_runs, paired_fit, results,
+                                            weight_matrix)
+from resnorm.study.statistics.model import (MODEL_NAME, SeedModel, contrast_correlation,
+                                            detectable_effect, fit_seed_model,
+                                            moments_from_correct)
+from resnorm.study.statistics.ranking import BEST_THRESHOLD, best_or_tied, best_set, rank_runs
 from resnorm.study.statistics.resampling import Resample, resample_runs
 
 __all__ = [
@@ -32,8 +43,10 @@ __all__ = [
     "NO_DIFFERENCE", "BEST_THRESHOLD",
     "SeedPredictions", "metric_value", "bootstrap_indices", "metric_replicates",
     "contrast", "compare", "interaction", "summarize", "equivalence", "equivalence_p",
-    "holm", "benjamini_hochberg", "interval_at", "correlation", "max_t", "adjust",
-    "adjust_primary",
+    "holm", "benjamini_hochberg", "interval_at", "max_t", "adjust", "POWER",
+    "MODEL_NAME", "SeedModel", "fit_seed_model", "moments_from_correct", "contrast_correlation",
+    "detectable_effect", "fit_runs", "paired_fit", "adjust_model", "results", "weight_matrix",
+    "best_set",
     "Resample", "resample_runs", "rank_runs", "best_or_tied",
     "t_interval", "wilson_interval", "welch_difference",
 ]

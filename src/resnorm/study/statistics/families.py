@@ -5,28 +5,25 @@ equal would show a few "a higher" verdicts by chance in every study. So the test
 
 - **primary**: the questions the study was run to answer (the assignment's: own BN vs PyTorch
   BN as an equivalence test, the six variants pairwise on the primary metric, the batch-size
-  interaction). Their p-values are adjusted by Holm's step-down method with its Bonferroni
-  bound at each step replaced by the exact bound for correlated tests: the step-down max-T
-  (minP) adjustment of Westfall & Young (1993), as multcomp does it for contrasts (Hothorn,
-  Bretz & Westfall 2008). The pairwise tests share runs (bn − gn and bn − ln both move with
-  bn's noise) and images, so they are correlated, and plain Holm, which allows for the worst
-  case, holds the family-wise error rate (the chance of even one false verdict in the
-  family) well below 5 %: 3.4 % for the demo's 17 tests against 4.6 % for max-T (2,000
-  simulated studies; tests/test_statistics_families.py). The correlation of the tests'
-  estimates comes from the two-level bootstrap of the runs (`resampling`); under the null
-  the p-values are modelled as those of correlated normal statistics (a Gaussian copula,
-  simulated). Holm's adjustment is kept beside it (``p_holm``) and used alone where no
-  correlation is given. Each member also gets a simultaneous 95 % interval from the same
-  bound (single-step max-T; Bonferroni's 1 − α/m with Holm): together the intervals hold
-  every member's target with probability >= 95 %, and one that excludes 0 implies that the
-  step-down test rejects.
+  interaction). They are tested jointly by the step-down max-T (minP) method of Westfall &
+  Young (1993), as multcomp does it for contrasts (Hothorn, Bretz & Westfall 2008): the
+  pairwise tests share runs (bn − gn and bn − ln both move with bn's noise), images and the
+  pooled seed variance, so they are correlated, and the critical value comes from the joint
+  null distribution of their statistics: a multivariate t with the correlation the study's
+  model gives (`model.contrast_correlation`) and one shared variance estimate (its df the
+  family's median). Holm's adjustment, which allows for any dependence, is kept beside it
+  (``p_holm``) and used alone where no correlation is given. Each member also gets a
+  simultaneous interval at the max-T level (Bonferroni's 1 − α/m with Holm) and the smallest
+  difference it would detect with 80 % power at that level (``mde_points``). The joint null
+  is an approximation (normal seed means, a shared χ² for the variance estimates); how
+  closely the family-wise rate holds is measured by simulation (tests/test_calibration.py).
 - **exploratory**: everything else (the second metric, recipe and batch-size pairs, pairs a
   plan adds). Benjamini–Hochberg adjusted p-values control the expected share of false
   verdicts among those stated (the false discovery rate) at 5 %.
 
-A member is a contrast result (see `contrasts`) with its raw ``p``; ``test`` says what the p
-tests: "difference" (H0: θ = 0; p two-sided) or "equivalence" (H0: |θ| >= ``tolerance``; p
-from TOST; in the copula it counts as a two-sided test of its estimate). `adjust` adds
+A member is a contrast result (see `contrasts`, `joint`) with its raw ``p``; ``test`` says what
+the p tests: "difference" (H0: θ = 0; p two-sided) or "equivalence" (H0: |θ| >= ``tolerance``;
+p from TOST; in the joint null it counts as a two-sided test of its estimate). `adjust` adds
 ``family``, ``p_adjusted`` with its ``adjustment`` ("max-T", "Holm" or "Benjamini-Hochberg";
 and ``p_holm``, ``ci95_simultaneous`` in the primary family) and replaces the verdict with the
 adjusted one, keeping the raw one beside it (``verdict_unadjusted`` /
@@ -35,18 +32,20 @@ the raw 95 % interval excludes 0, so no verdict rests on an unadjusted test alon
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import functools
+from typing import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from resnorm.study.statistics.contrasts import NOT_COMPUTABLE, equivalence
-from resnorm.study.statistics.resampling import Resample, resample_runs
+from resnorm.study.statistics.model import detectable_effect
 
-__all__ = ["ALPHA", "PRIMARY", "EXPLORATORY", "NO_DIFFERENCE", "holm", "benjamini_hochberg",
-           "interval_at", "correlation", "max_t", "adjust", "adjust_primary"]
+__all__ = ["ALPHA", "PRIMARY", "EXPLORATORY", "NO_DIFFERENCE", "POWER", "holm",
+           "benjamini_hochberg", "interval_at", "max_t", "adjust"]
 
 ALPHA = 0.05
+POWER = 0.8   # the power at which a family's detectable effect is stated
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 NO_DIFFERENCE = "no clear difference"
 N_SIM = 20000  # null draws for max-T: an adjusted p near 0.05 is known to about ± 0.0015
@@ -84,103 +83,107 @@ def interval_at(result: dict, level: float) -> list[float] | None:
         return None
     if se == 0:
         return [diff, diff]
-    q = 0.5 + level / 2
-    half = float(stats.t.ppf(q, result["df"]) if result.get("df") else stats.norm.ppf(q)) * se
+    half = _quantile(result.get("df"), (1 - level) / 2) * se
     return [diff - half, diff + half]
 
 
-def correlation(weights: Sequence[Mapping[str, float]], resample: Resample) -> np.ndarray:
-    """The correlation of contrast estimates Σ_r w_r · score_r over the replicates of the
-    two-level bootstrap (`weights`: one {run: w} per contrast). A contrast that does not vary
-    (identical predictions) gets correlation 0 with the others."""
-    column = {name: r for r, name in enumerate(resample.names)}
-    w = np.zeros((len(weights), len(column)))
-    for j, contrast in enumerate(weights):
-        for name, wr in contrast.items():
-            w[j, column[name]] = wr
-    theta = w @ resample.scores
-    theta = theta - theta.mean(axis=1, keepdims=True)
-    norm = np.sqrt(np.sum(theta**2, axis=1))
-    norm[norm < 1e-12] = np.inf
-    corr = (theta @ theta.T) / np.outer(norm, norm)
-    np.fill_diagonal(corr, 1.0)
-    return corr
+def _quantile(df: float | None, tail: float) -> float:
+    """The upper `tail` quantile of a t with `df` (the normal's for None)."""
+    return float(_t_isf(tail, df))
 
 
 def max_t(p: Sequence[float], corr: np.ndarray, alpha: float = ALPHA, n_sim: int = N_SIM,
-          rng: np.random.Generator | int | None = 0) -> tuple[list[float], float]:
+          rng: np.random.Generator | int | None = 0, df: float | None = None
+          ) -> tuple[list[float], float]:
     """Step-down max-T (minP) adjusted p-values for tests whose statistics are correlated as
-    `corr`, and the single-step critical p (a member's simultaneous interval is its
-    1 − p_crit interval). Under the null the statistics are simulated as |Z|, Z ~ N(0, corr),
-    and each p as the |z| with that two-sided normal p."""
+    `corr`, and the single-step critical p (a member's simultaneous interval is its estimate
+    ± the t quantile of that p × its se). Under the null the statistics are simulated as
+    |T|, T = Z / √W, Z ~ N(0, corr) and W ~ χ²_df / df shared by every test (one variance
+    estimate; W = 1 for df None: normal statistics), and each p as the two-sided p of that
+    |T| on the same t."""
     p = np.asarray(p, dtype=np.float64)
     m = p.size
     vals, vecs = np.linalg.eigh(corr)
     root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # corr = root @ root.T (rank <= runs)
-    # float32: 20,000 draws of a few dozen statistics, where the last digits do not matter
-    draws = np.random.default_rng(rng).standard_normal((n_sim, m), dtype=np.float32)
-    z = np.abs(draws @ root.T.astype(np.float32))
+    normal, gen = _null_normals(m, n_sim, rng)
+    # einsum, not BLAS: on a busy machine BLAS threads wait on each other for this small
+    # product (40 ms against 4)
+    z = np.abs(np.einsum("ij,jk->ik", root.astype(np.float32), normal))
+    if df:
+        z /= np.sqrt(gen.chisquare(df, size=n_sim) / df).astype(np.float32)
     order = np.argsort(p, kind="stable")
-    # step k tests the k-th smallest p against the largest null |z| of the hypotheses left
-    left_max = np.maximum.accumulate(z[:, order][:, ::-1], axis=1)[:, ::-1]
-    stepped = np.mean(left_max >= stats.norm.isf(p[order] / 2)[None, :], axis=0)
+    # step k tests the k-th smallest p against the largest null |t| of the hypotheses left
+    left_max = np.maximum.accumulate(z[order[::-1]], axis=0)[::-1]
+    stepped = np.mean(left_max >= _t_isf(p[order] / 2, df)[:, None], axis=1)
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(stepped)
-    p_crit = 2 * float(stats.norm.sf(np.quantile(left_max[:, 0], 1 - alpha)))
+    p_crit = 2 * _t_sf(float(np.quantile(left_max[0], 1 - alpha)), df)
     # never below the raw p (the simulation's noise could put the last step a hair under it)
     return np.maximum(adjusted, p).tolist(), p_crit
 
 
+def _null_normals(m: int, n_sim: int, rng: np.random.Generator | int | None
+                  ) -> tuple[np.ndarray, np.random.Generator]:
+    """(m, n_sim) standard normals (float32, tests along axis 0: 20,000 draws of a few dozen
+    statistics, where the last digits do not matter) and the generator for what follows.
+    A fixed integer seed gives the same draws every call: kept, not drawn again."""
+    if isinstance(rng, (int, np.integer)):
+        return _cached_normals(m, n_sim, int(rng)), np.random.default_rng([int(rng), 1])
+    gen = np.random.default_rng(rng)
+    return gen.standard_normal((m, n_sim), dtype=np.float32), gen
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_normals(m: int, n_sim: int, seed: int) -> np.ndarray:
+    normal = np.random.default_rng(seed).standard_normal((m, n_sim), dtype=np.float32)
+    normal.setflags(write=False)
+    return normal
+
+
+def _t_isf(q: np.ndarray | float, df: float | None) -> np.ndarray:
+    """The upper-q quantile of a t with `df` (normal for None); scipy.special, not the slower
+    scipy.stats wrappers: the calibration suite calls this for thousands of studies."""
+    q = np.asarray(q, dtype=np.float64)
+    t = -special.ndtri(q) if not df or not np.isfinite(df) else -special.stdtrit(df, q)
+    return np.where(q <= 0, np.inf, t)  # stdtrit(df, 0) is +inf, not −inf
+
+
+def _t_sf(x: float, df: float | None) -> float:
+    return float(special.ndtr(-x) if not df else special.stdtr(df, -x))
+
+
 def adjust(members: list[dict], family: str, alpha: float = ALPHA,
-           corr: np.ndarray | None = None) -> None:
+           corr: np.ndarray | None = None, df: float | None = None) -> None:
     """Adjust a family's p-values together, in place (see the module notes). Members without a
     p (not computable) are labelled but not counted. `corr`: the correlation of the tested
-    members' estimates, in order (primary family: max-T; without it, Holm)."""
+    members' estimates, in order, and `df` that of their shared variance estimate, as for
+    `max_t` (primary family: max-T; without `corr`, Holm)."""
     tested = [m for m in members if m.get("p") is not None]
     p = [m["p"] for m in tested]
     for m in members:
         m["family"] = family
         m.setdefault("p_adjusted", None)
     if family != PRIMARY:
-        adjusted, level, how = benjamini_hochberg(p), None, "Benjamini-Hochberg"
+        adjusted, p_crit, how = benjamini_hochberg(p), alpha, "Benjamini-Hochberg"
     elif corr is not None and tested:
-        adjusted, p_crit = max_t(p, corr, alpha)
-        # exact max-T is never above Holm; its simulation's noise could be, by a hair
-        adjusted = np.minimum(adjusted, holm(p)).tolist()
-        level, how = 1 - p_crit, "max-T"
+        adjusted, p_crit = max_t(p, corr, alpha, df=df)
+        how = "max-T"
     else:
-        adjusted, level, how = holm(p), 1 - alpha / max(len(tested), 1), "Holm"
+        adjusted, p_crit, how = holm(p), alpha / max(len(tested), 1), "Holm"
     for m, p_holm, p_adj in zip(tested, holm(p), adjusted):
         m["p_adjusted"], m["adjustment"] = p_adj, how
+        if m.get("se") is not None and m.get("verdict") != NOT_COMPUTABLE:
+            m["mde_points"] = 100 * float(detectable_effect(m["se"], m.get("df") or np.inf,
+                                                            p_crit, POWER))
         if family == PRIMARY:
             m["p_holm"] = p_holm
-            m["ci95_simultaneous"] = interval_at(m, level)
+            m["ci95_simultaneous"] = interval_at(m, 1 - p_crit)
         if m.get("test") == "equivalence":
             _decide_equivalence(m, family, alpha)
         else:
             m["verdict_unadjusted"] = m["verdict"]
             if p_adj >= alpha:
                 m["verdict"] = NO_DIFFERENCE
-
-
-def adjust_primary(members: list[dict], weights: Sequence[Mapping[str, float]],
-                   runs: Mapping[str, Sequence[Any]], metric: str = "acc", alpha: float = ALPHA,
-                   **resample: Any) -> None:
-    """Adjust the primary family in place: max-T with the correlation of its tested members'
-    estimates over the two-level bootstrap of `runs` (name -> seeds; `resample`: indices,
-    cache, rng as for `resampling.resample_runs`); Holm where there is no correlation to
-    have (fewer than two tests, runs on other validation sets). `weights`: one {run: w} per
-    member, the contrast it estimates."""
-    tested = [w for m, w in zip(members, weights) if m.get("p") is not None]
-    names = list(dict.fromkeys(n for w in tested for n in w))
-    corr = None
-    if len(tested) >= 2 and all(n in runs for n in names):
-        try:
-            corr = correlation(tested, resample_runs({n: runs[n] for n in names}, metric,
-                                                     **resample))
-        except ValueError:  # runs evaluated on other validation sets: no joint resample
-            corr = None
-    adjust(members, PRIMARY, alpha, corr)
 
 
 def _decide_equivalence(m: dict, family: str, alpha: float) -> None:
