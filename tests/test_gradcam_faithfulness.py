@@ -25,10 +25,10 @@ def learned(synth_cache, tmp_path_factory):
     train(dict(data=str(synth_cache.path), out=str(run), size=32, n=1, norm="bn", epochs=15,
                batch_size=16, lr=0.05, device="cpu"), progress=False, epoch_lines=False)
     loaded = load_run(run, device="cpu", data=synth_cache)
-    pred = loaded.predict("valid")
+    pred = loaded.predict("val")
     right = np.flatnonzero(pred["preds"].numpy() == pred["labels"].numpy())
     assert len(right) >= 12, "the model must be right often enough to explain"
-    val = synth_cache.splits["valid"]
+    val = synth_cache.splits["val"]
     images, labels = val.images[right], np.asarray(val.labels)[right]
     cams = compute_cams(loaded.model, images, labels, synth_cache.mean, synth_cache.std)
     return loaded.model, images, labels, cams, synth_cache
