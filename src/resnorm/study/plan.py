@@ -21,13 +21,14 @@ from typing import Any
 import yaml
 
 from resnorm.errors import UsageError
+from resnorm.study.tune_settings import TuneSettings, parse_tune
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
            "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
-             "seeds", "comparisons", "primary", "synthetic", "gradcam", "slurm", "defaults",
-             "runs")
+             "seeds", "comparisons", "primary", "synthetic", "gradcam", "slurm", "tune",
+             "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
 # How the learning rate follows the batch size B, relative to the plan's base batch size B0.
@@ -78,6 +79,7 @@ class Plan:
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
     primary: list[tuple[str, str]] = field(default_factory=list)  # the primary family's pairs
+    tune: TuneSettings | None = None  # the lr search before the final runs (study.tuning)
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -104,6 +106,7 @@ class Plan:
                 "primary": [list(c) for c in self.primary],
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam, "slurm": self.slurm,
+                **({"tune": self.tune.to_yaml_dict()} if self.tune else {}),
                 "defaults": self.defaults,
                 "runs": [{"name": r.name, **r.overrides} for r in self.runs]}
 
@@ -172,6 +175,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.gradcam = _sub_mapping(raw, "gradcam", GRADCAM_KEYS, source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
+    plan.tune = parse_tune(raw.get("tune"), [r.name for r in runs], source)
     return plan
 
 

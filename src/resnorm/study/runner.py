@@ -28,6 +28,7 @@ from resnorm.study.jobs import train_jobs
 from resnorm.study.plan import Plan, load_plan, parse_seeds, resolve_fields, train_default
 from resnorm.study.records import PLAN_FILE, STATE_FILE, read_state, trial_dir, write_state
 from resnorm.study.training import Job, Outcome, summary_line, train_locked
+from resnorm.study.tuning import TrialLog, apply_choices, tune_phase
 
 __all__ = ["run_study", "StudyResult", "StudyState", "prepare_data", "resolved_jobs",
            "torch_threads", "make_demo_data"]
@@ -128,25 +129,34 @@ def check_scored_data(todo: list[Job], say) -> None:
             say(f"warning: {note}")
 
 
-def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> list[Job]:
+def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path,
+                  lr_notes: dict[str, str] | None = None) -> list[Job]:
     """Each (run, seed) with its fully resolved TrainConfig, in plan order and then seed
-    order (checked now, so a bad plan fails before training)."""
-    from resnorm.train import resolve_config
-
+    order (checked now, so a bad plan fails before training). `lr_notes`: how the tuning
+    phase set a run's lr."""
     out = []
     for spec in plan.runs:
         fields, lr_note = resolve_fields(plan, spec)
-        run_data = caches.get(_data_key(fields), Path(data))
+        lr_note = (lr_notes or {}).get(spec.name, lr_note)
         for seed in plan.seeds_of(spec):
-            folder = trial_dir(study, spec.name, seed)
-            try:
-                cfg = resolve_config({**fields, "seed": seed, "data": str(run_data),
-                                      "name": spec.name, "out": str(folder)})
-            except UsageError as exc:
-                raise UsageError(f"plan run '{spec.name}': {exc}") from None
-            _check_unchanged(cfg, folder)
-            out.append(Job(spec, seed, cfg, lr_note))
+            out.append(make_job(spec, fields, seed, trial_dir(study, spec.name, seed),
+                                lr_note, data=data, caches=caches))
     return out
+
+
+def make_job(spec, fields: dict, seed: int, folder: Path, lr_note: str, *,
+             data: str | Path, caches: dict) -> Job:
+    """One job: the run's fields resolved into a TrainConfig training into `folder`."""
+    from resnorm.train import resolve_config
+
+    run_data = caches.get(_data_key(fields), Path(data))
+    try:
+        cfg = resolve_config({**fields, "seed": seed, "data": str(run_data),
+                              "name": spec.name, "out": str(folder)})
+    except UsageError as exc:
+        raise UsageError(f"plan run '{spec.name}': {exc}") from None
+    _check_unchanged(cfg, folder)
+    return Job(spec, seed, cfg, lr_note)
 
 
 def _check_unchanged(cfg, run_dir: Path) -> None:
@@ -201,7 +211,14 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
 
     with torch_threads(plan.threads):
         caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
-        todo = resolved_jobs(plan, data, caches, study)  # all checked before any training
+        # The lr search (plan's tune:), before the final jobs: they train at the chosen lrs.
+        def execute(trials: list[Job], say) -> list[Outcome]:  # (-> the executor's run)
+            return _train(trials, TrialLog(study), plan, progress, say, jobs=jobs,
+                          executor=executor, slurm={**(slurm or {}), "wait": True}, finish=None)
+
+        tuned_plan, lr_notes = apply_choices(plan, tune_phase(
+            plan, study, functools.partial(make_job, data=data, caches=caches), execute, say))
+        todo = resolved_jobs(tuned_plan, data, caches, study, lr_notes)  # checked before training
         check_scored_data(todo, say)
         (study / "runs").mkdir(parents=True, exist_ok=True)
         if info.is_main:
