@@ -94,7 +94,8 @@ def _trial_jobs(plan: Plan, study: Path, spec: RunSpec, grid: list[float], make_
     for lr in grid:
         trial = RunSpec(f"{spec.name}@lr={lr_text(lr)}", {**spec.overrides, "lr": lr})
         note = f"tuning trial: lr {lr_text(lr)} of the grid"
-        jobs[lr] = [make_job(trial, {**fields, "lr": lr, "epochs": epochs}, seed,
+        jobs[lr] = [make_job(trial, {**fields, "lr": lr, "epochs": epochs, "eval_test": False},
+                             seed,
                              trial_folder(study, spec.name, lr, seed), note) for seed in seeds]
     return jobs
 
