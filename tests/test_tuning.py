@@ -246,3 +246,20 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
     assert (first / "final.json").stat().st_mtime_ns == mtime
     assert read_choices(study)["bn"].chosen_lr in (0.02, 0.05)
     assert (study / "runs" / "bn" / "seed-0" / "final.json").exists()
+
+
+def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
+    """Through submitit's debug executor (no cluster needed): the trials go through the same
+    SLURM path as the final jobs, and the choice equals the local study's."""
+    from resnorm.study.runner import run_study
+
+    study, _, _ = tuned
+    torch.set_num_threads(1)
+    result = run_study(study.parent / "plan.yaml", tmp_path / "s", data=study.parent / "data",
+                       progress=False, gradcam=False, report=False, executor="slurm",
+                       slurm={"cluster": "debug", "poll_s": 0}, say=lambda *a: None)
+    assert [o.status for o in result.outcomes] == ["completed"] * 4
+    assert (tmp_path / "s" / "tuning" / "slurm").is_dir()  # the trials' task logs
+    local, remote = read_choices(study), read_choices(tmp_path / "s")
+    assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in local.items()} == \
+           {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in remote.items()}

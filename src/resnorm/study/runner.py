@@ -211,14 +211,7 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
 
     with torch_threads(plan.threads):
         caches = in_turn(info, lambda: prepare_data(data, plan, cache, progress))
-        # The lr search (plan's tune:), before the final jobs: they train at the chosen lrs.
-        def execute(trials: list[Job], say) -> list[Outcome]:  # (-> the executor's run)
-            return _train(trials, TrialLog(study), plan, progress, say, jobs=jobs,
-                          executor=executor, slurm={**(slurm or {}), "wait": True}, finish=None)
-
-        tuned_plan, lr_notes = apply_choices(plan, tune_phase(
-            plan, study, functools.partial(make_job, data=data, caches=caches), execute, say))
-        todo = resolved_jobs(tuned_plan, data, caches, study, lr_notes)  # checked before training
+        todo = _tuned_jobs(plan, study, data, caches, progress, say, jobs, executor, slurm)
         check_scored_data(todo, say)
         (study / "runs").mkdir(parents=True, exist_ok=True)
         if info.is_main:
@@ -237,6 +230,20 @@ def run_study(plan_path: str | Path, out: str | Path, *, data: str | Path | None
         if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
             return StudyResult(study, [], submitted=True)
         return finish(todo, outcomes, say=say)
+
+
+def _tuned_jobs(plan: Plan, study: Path, data, caches: dict, progress: bool, say,
+                jobs: int | str, executor: str, slurm: dict | None) -> list[Job]:
+    """The final jobs (all checked before training), after the lr search of the plan's
+    `tune:` (resnorm.study.tuning) when it has one: its trials train as the final jobs will,
+    and the chosen lrs go into the runs."""
+    def execute(trials: list[Job], say) -> list[Outcome]:  # (-> the executor's run)
+        return _train(trials, TrialLog(study), plan, progress, say, jobs=jobs,
+                      executor=executor, slurm={**(slurm or {}), "wait": True}, finish=None)
+
+    tuned_plan, lr_notes = apply_choices(plan, tune_phase(
+        plan, study, functools.partial(make_job, data=data, caches=caches), execute, say))
+    return resolved_jobs(tuned_plan, data, caches, study, lr_notes)
 
 
 def _train(todo: list[Job], state: "StudyState", plan: Plan, progress: bool, say, *,
