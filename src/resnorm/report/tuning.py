@@ -155,7 +155,8 @@ def section_tuning(study: Path, summary: dict, assets: Path) -> Section | None:
                 "Expected best val score when n of the grid's lrs are tried (Dodge et al. "
                 "2019, expected validation performance; unbiased estimator for drawing "
                 "without replacement, Tang et al. 2020). A diverged trial counts as 0."))
-    notes = _crossings(curves)
+    notes = _crossings(curves) or ["No two runs' expected-max curves cross: within this grid "
+                                   "their ranking does not depend on the tuning budget."]
     notes += [f"{name}: the chosen lr {lr_text(r.chosen_lr)} is the "
               f"{'lowest' if r.at_edge == 'low' else 'highest'} of its grid: the best lr may "
               "lie beyond it; widen the grid." for name, r in results.items() if r.at_edge]
@@ -163,8 +164,5 @@ def section_tuning(study: Path, summary: dict, assets: Path) -> Section | None:
               for name, r in results.items() if r.shared_with]
     notes += [f"{name}: no trial finished; its final runs used the untuned lr."
               for name, r in results.items() if r.chosen_lr is None]
-    if not notes:
-        notes = ["No two runs' expected-max curves cross, and no choice is at an end of its "
-                 "grid."]
     sec.add(Bullets(notes))
     return sec
