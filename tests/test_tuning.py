@@ -263,3 +263,14 @@ def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
     local, remote = read_choices(study), read_choices(tmp_path / "s")
     assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in local.items()} == \
            {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in remote.items()}
+
+
+def test_sharing_the_lr_of_an_untuned_run_is_refused():
+    from resnorm.study.tuning import tune_phase
+
+    with pytest.raises(UsageError, match="is tuned itself"):
+        parse_plan({"tune": {"lr": [0.1], "runs": ["a"], "share": {"a": "b"}}, "runs": RUNS})
+    plan = parse_plan({"tune": {"lr": [0.1], "runs": ["a"], "share": {"c": "b"}},
+                       "runs": RUNS + [{"name": "c", "norm": "ln"}]})
+    with pytest.raises(UsageError, match="'b' is not a tuned run"):
+        tune_phase(plan, None, None, None)

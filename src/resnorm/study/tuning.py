@@ -94,9 +94,9 @@ def _trial_jobs(plan: Plan, study: Path, spec: RunSpec, grid: list[float], make_
     for lr in grid:
         trial = RunSpec(f"{spec.name}@lr={lr_text(lr)}", {**spec.overrides, "lr": lr})
         note = f"tuning trial: lr {lr_text(lr)} of the grid"
-        jobs[lr] = [make_job(trial, {**fields, "lr": lr, "epochs": epochs, "eval_test": False},
-                             seed,
-                             trial_folder(study, spec.name, lr, seed), note) for seed in seeds]
+        trial_fields = {**fields, "lr": lr, "epochs": epochs, "eval_test": False}
+        jobs[lr] = [make_job(trial, trial_fields, seed, trial_folder(study, spec.name, lr, seed),
+                             note) for seed in seeds]
     return jobs
 
 
@@ -120,6 +120,10 @@ def tune_phase(plan: Plan, study: Path, make_job: Callable, execute: Callable,
         return {}
     _check_optuna()
     specs = tuned_runs(plan)
+    untuned = [v for v in plan.tune.share.values() if v not in {s.name for s in specs}]
+    if untuned:
+        raise UsageError(f"plan: tune.share: '{untuned[0]}' is not a tuned run: there is no "
+                         "chosen lr to share")
     grids = {s.name: grid_of(plan, s) for s in specs}
     jobs = {s.name: _trial_jobs(plan, study, s, grids[s.name][0], make_job) for s in specs}
     todo = [job for by_lr in jobs.values() for seed_jobs in by_lr.values() for job in seed_jobs]
