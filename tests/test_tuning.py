@@ -274,3 +274,26 @@ def test_sharing_the_lr_of_an_untuned_run_is_refused():
                        "runs": RUNS + [{"name": "c", "norm": "ln"}]})
     with pytest.raises(UsageError, match="'b' is not a tuned run"):
         tune_phase(plan, None, None, None)
+
+
+def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_path):
+    from resnorm.report.document import Bullets
+    from resnorm.report.tuning import section_tuning
+    from resnorm.study.tune_records import TuneResult, write_choices
+
+    # a: one great lr among poor ones; b: uniformly decent. With one trial b is ahead in
+    # expectation, with all five a is: the curves cross.
+    a = [GridPoint(lr, "ok", s, [s], 100) for lr, s in
+         zip((0.01, 0.03, 0.1, 0.3, 1.0), (0.1, 0.1, 0.1, 0.1, 0.9))]
+    b = [GridPoint(lr, "ok", s, [s], 100) for lr, s in
+         zip((0.01, 0.03, 0.1, 0.3, 1.0), (0.4, 0.5, 0.45, 0.4, 0.3))]
+    results = {"a": TuneResult("a", a, 1.0, "high", 0.1, "val_acc", 3),
+               "b": TuneResult("b", b, 0.03, None, 0.1, "val_acc", 3)}
+    write_choices(tmp_path, results, {"lr": [0.01, 0.03, 0.1, 0.3, 1.0]})
+    summary = {}
+    section = section_tuning(tmp_path, summary, tmp_path / "assets")
+    notes = " ".join(" ".join(b.items) for b in section.blocks if isinstance(b, Bullets))
+    assert "a and b: their expected-max curves cross" in notes
+    assert "a: the chosen lr 1 is the highest of its grid" in notes and "widen" in notes
+    assert summary["tuning"]["a"]["at_edge"] == "high"
+    assert summary["tuning"]["b"]["grid"][1] == {"lr": 0.03, "score": 0.5, "status": "ok"}

@@ -117,6 +117,7 @@ def choose(grid: list[GridPoint], default_lr: float) -> tuple[float | None, str 
 
 def write_choices(study: Path, results: dict[str, TuneResult], settings: dict) -> Path:
     path = Path(study) / TUNING_DIR / CHOICE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"settings": settings, "runs": {name: asdict(r) for name, r in results.items()}}
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
