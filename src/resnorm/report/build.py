@@ -17,7 +17,7 @@ from resnorm.report.render import render_html, render_markdown
 from resnorm.report.roles import data_manifest, find_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
-from resnorm.report.tuning import section_tuning
+from resnorm.report.tuning import section_tuning, tuning_summary
 from resnorm.study.plan import DEFAULT_TOLERANCE
 from resnorm.study.records import PLAN_FILE, collect_runs, read_state
 
@@ -46,7 +46,7 @@ def build_report(study: str | os.PathLike) -> Report:
     assets.mkdir(exist_ok=True)
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
-    roles = find_roles(runs)
+    roles = find_roles(runs, vary=("lr",) if tuning_summary(study) else ())  # tuned: own lrs
     summary = study_summary(runs, plan, roles)
 
     sanity_section, sanity = section_sanity(roles, tol, assets, summary)

@@ -58,18 +58,19 @@ class Roles:
     literal: list[tuple[RunRecord, RunRecord | None]]
 
 
-def find_roles(runs: list[RunRecord]) -> Roles:
+def find_roles(runs: list[RunRecord], vary: Iterable[str] = ()) -> Roles:
     """The comparisons the assignment asks for, found from run configs rather than names.
 
     - variants: the largest group of runs that differ only in their norm (one run per norm);
     - sanity: PyTorch BN and own BN among those variants (or any pair differing only in norm);
     - batch: BN and GN runs that differ from the variants only in batch size, lr, early stopping;
     - literal: runs with the literal recipe, each beside the variant with the same norm.
+    `vary`: settings the variants may differ in too (a tuned study's lr: each its own).
     """
     configured = [r for r in runs if r.config]
     groups: dict[tuple, list[RunRecord]] = {}
     for r in configured:
-        groups.setdefault(signature(r, ["norm"]), []).append(r)
+        groups.setdefault(signature(r, ["norm", *vary]), []).append(r)
     main_sig = max(groups, key=lambda s: len({norm_kind(r) for r in groups[s]}), default=None)
     variants: list[RunRecord] = []
     for r in groups.get(main_sig, []):
