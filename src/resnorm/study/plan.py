@@ -4,7 +4,8 @@ A plan has shared `defaults:` (any TrainConfig field) and a list of `runs:` (a `
 overrides); see configs/demo.yaml and docs/architecture.md. `seeds:` (a count K, or a list)
 trains every run once per seed; `comparisons:` names pairs of runs to compare beyond those the
 report finds itself; `primary:` names the pairs of the study's primary family (the report's
-default: the norm variants pairwise). `load_plan(path)` gives a `Plan`;
+default: the norm variants pairwise); `tune:` an lr search before the final runs
+(resnorm.study.tune_settings, resnorm.study.tuning). `load_plan(path)` gives a `Plan`;
 `resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
 applied across batch sizes;
 `plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
