@@ -26,7 +26,7 @@ def design_of(plan: dict):
     return plan_design(parse_plan(plan, "p.yaml"), "p.yaml")
 
 
-@pytest.mark.parametrize("name", ["demo", "birds-cpu", "assignment"])
+@pytest.mark.parametrize("name", ["demo", "birds-cpu", "birds-cpu-tuned", "assignment"])
 def test_shipped_plans_declare_the_design_the_assignment_would_derive(name):
     plan = load_plan(CONFIGS / f"{name}.yaml")
     assert plan.design is not None and set(plan.design) >= {"variants", "sanity", "batch"}

@@ -22,7 +22,7 @@ from resnorm.study import cli as study_cli
 from resnorm.study.options import StudyOptions
 from resnorm.study.plan import Plan
 from resnorm.study.runner import (held_elsewhere, prepare_study, study_plan, torch_threads,
-                                  train_study)
+                                  train_study, tune_study)
 from resnorm.study.state import StudyState
 from resnorm.study.training import Job, Outcome
 
@@ -49,7 +49,7 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
     them). Under torchrun every job trains on all processes; rank 0 alone writes."""
     plan = study_plan(plan_path, options)
     with torch_threads(plan.threads):
-        study = prepare_study(plan, out, options, say)
+        study = tune_study(prepare_study(plan, out, options, say))
         finish = functools.partial(finish_study, study.folder, plan, study.state,
                                    gradcam=study.options.gradcam, report=study.options.report,
                                    mlflow=study.options.mlflow)

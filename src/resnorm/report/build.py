@@ -18,6 +18,7 @@ from resnorm.report.roles import data_manifest, study_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
 from resnorm.study.manifest import Design, read_manifest
+from resnorm.report.tuning import section_tuning
 from resnorm.study.plan import DEFAULT_TOLERANCE
 from resnorm.study.records import PLAN_FILE, collect_runs, read_state
 
@@ -70,6 +71,7 @@ def build_report(study: str | os.PathLike) -> Report:
     sections = [
         section_setup(runs, data_manifest(runs), plan, summary),
         section_results(runs, summary, roles),
+        section_tuning(study, summary, assets),
         section_comparisons(summary, assets),
         section_curves(runs, roles, assets),
         sanity_section,
@@ -78,6 +80,7 @@ def build_report(study: str | os.PathLike) -> Report:
         gradcam_section,
         Section("Observations", [Bullets(observations(facts))]),
     ]
+    sections = [s for s in sections if s is not None]  # (no tuning section without tuning)
     finished = sum(r.final is not None for r in runs)
     subtitle = (f"{finished} of {len(runs)} runs finished · written "
                 f"{time.strftime('%Y-%m-%d %H:%M')} by resnorm {__version__}")

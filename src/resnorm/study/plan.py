@@ -4,7 +4,8 @@ A plan has shared `defaults:` (any TrainConfig field) and a list of `runs:` (a `
 overrides); see configs/demo.yaml and docs/architecture.md. `seeds:` (a count K, or a list)
 trains every run once per seed; `comparisons:` names pairs of runs to compare beyond those the
 report finds itself; `primary:` names the pairs of the study's primary family (the report's
-default: the norm variants pairwise). `load_plan(path)` gives a `Plan`;
+default: the norm variants pairwise); `tune:` an lr search before the final runs
+(resnorm.study.tune_settings, resnorm.study.tuning). `load_plan(path)` gives a `Plan`;
 `resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
 applied across batch sizes;
 `plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
@@ -22,6 +23,7 @@ import yaml
 
 from resnorm.errors import UsageError
 from resnorm.study.manifest import Design
+from resnorm.study.tune_settings import TuneSettings, parse_tune
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
            "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default",
@@ -29,6 +31,7 @@ __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
              "seeds", "comparisons", "design", "primary", "synthetic", "gradcam", "slurm",
+             "tune",
              "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
@@ -82,6 +85,7 @@ class Plan:
     # the plan's `design:` as declared (resnorm.study.design; None: the assignment's, derived)
     design: dict[str, Any] | None = None
     source: str = "plan"  # where it was read from, for messages
+    tune: TuneSettings | None = None  # the lr search before the final runs (study.tuning)
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -108,6 +112,7 @@ class Plan:
                 "design": _design_yaml(self.design),
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam, "slurm": self.slurm,
+                **({"tune": self.tune.to_yaml_dict()} if self.tune else {}),
                 "defaults": self.defaults,
                 "runs": [{"name": r.name, **r.overrides} for r in self.runs]}
 
@@ -178,6 +183,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     _check_gradcam_runs(plan.gradcam.get("runs", "best"), [r.name for r in plan.runs], source)
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
+    plan.tune = parse_tune(raw.get("tune"), [r.name for r in runs], source)
     return plan
 
 

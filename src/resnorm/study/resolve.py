@@ -6,33 +6,45 @@ from pathlib import Path
 
 from resnorm.errors import UsageError
 from resnorm.rundir import RunDir
-from resnorm.study.plan import Plan, resolve_fields
+from resnorm.study.plan import Plan, RunSpec, resolve_fields
 from resnorm.study.prepare import data_key
 from resnorm.study.records import trial_dir
 from resnorm.study.training import Job
 
-__all__ = ["resolved_jobs", "shard_of"]
+__all__ = ["resolved_jobs", "make_job", "shard_of"]
 
 
-def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path) -> list[Job]:
+def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path,
+                  lr_notes: dict[str, str] | None = None, check: bool = True) -> list[Job]:
     """Each (run, seed) with its fully resolved TrainConfig, in plan order and then seed
-    order (checked now, so a bad plan fails before training)."""
-    from resnorm.train import resolve_config
-
+    order (checked now, so a bad plan fails before training). `lr_notes`: how a tuning phase
+    set a run's lr (resnorm.study.tuning), over the plan's own note. check=False: do not
+    compare with what the folders hold (a plan to be tuned: its final lrs are not known)."""
     out = []
     for spec in plan.runs:
         fields, lr_note = resolve_fields(plan, spec)
-        run_data = caches.get(data_key(fields), Path(data))
+        lr_note = (lr_notes or {}).get(spec.name, lr_note)
         for seed in plan.seeds_of(spec):
-            folder = trial_dir(study, spec.name, seed)
-            try:
-                cfg = resolve_config({**fields, "seed": seed, "data": str(run_data),
-                                      "name": spec.name, "out": str(folder)})
-            except UsageError as exc:
-                raise UsageError(f"plan run '{spec.name}': {exc}") from None
-            check_unchanged(cfg, folder)
-            out.append(Job(spec, seed, cfg, lr_note))
+            out.append(make_job(spec, fields, seed, trial_dir(study, spec.name, seed), lr_note,
+                                data=data, caches=caches, check=check))
     return out
+
+
+def make_job(spec: RunSpec, fields: dict, seed: int, folder: Path, lr_note: str, *,
+             data: str | Path, caches: dict, check: bool = True) -> Job:
+    """One job: a run's resolved fields as a TrainConfig that trains into `folder` on the
+    data (or the cache prepared for its size), checked against what the folder holds."""
+    from resnorm.train import resolve_config
+
+    run_data = caches.get(data_key(fields), Path(data))
+    try:
+        cfg = resolve_config({**fields, "seed": seed, "data": str(run_data),
+                              "name": spec.name, "out": str(folder)})
+    except UsageError as exc:
+        raise UsageError(f"plan run '{spec.name}': {exc}") from None
+    if check:
+        check_unchanged(cfg, folder)
+    return Job(spec, seed, cfg, lr_note)
 
 
 def check_unchanged(cfg, run_dir: Path) -> None:

@@ -10,11 +10,14 @@ recorded and the study goes on; a full disk stops it (exit 4).
     study_plan      the plan, with the command line's --seeds and --keep-leaked
     prepare_study   options checked, the data prepared once, every job resolved and checked
                     before any trains, plan.yaml, study.json, this process's --shard
+    tune_study      the plan's lr search first (a `tune:` section), the final jobs at the
+                    chosen lrs
     train_study     the jobs, through one executor (resnorm.study.executors): study_executor
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,15 +32,15 @@ from resnorm.study.capacity import jobs_that_fit
 from resnorm.study.executors import Executor, make_executor
 from resnorm.study.manifest import MANIFEST_KEY, Design, Manifest
 from resnorm.study.options import StudyOptions
-from resnorm.study.plan import Plan, load_plan, parse_seeds, plan_design
+from resnorm.study.plan import Plan, load_plan, parse_seeds, plan_design, resolved_settings
 from resnorm.study.prepare import check_scored_data, make_demo_data, prepare_data
 from resnorm.study.records import PLAN_FILE
-from resnorm.study.resolve import resolved_jobs, shard_of
+from resnorm.study.resolve import make_job, resolved_jobs, shard_of
 from resnorm.study.slurm import LOG_DIR, slurm_settings
 from resnorm.study.state import OutcomeRecorder, StudyState
 from resnorm.study.training import Job, Outcome
 
-__all__ = ["PreparedStudy", "study_plan", "prepare_study", "train_study", "study_executor",
+__all__ = ["PreparedStudy", "study_plan", "prepare_study", "tune_study", "train_study", "study_executor",
            "held_elsewhere", "torch_threads"]
 
 
@@ -54,6 +57,7 @@ class PreparedStudy:
     todo: list[Job]        # the jobs this process trains (its --shard of them)
     say: Callable          # this process's console (silent on ranks other than 0)
     design: Design         # which runs answer which question (in study.json's manifest)
+    caches: dict = dataclasses.field(default_factory=dict)  # the data prepared per size
 
 
 def study_plan(plan_path: str | Path, options: StudyOptions) -> Plan:
@@ -94,7 +98,8 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     if options.executor == "slurm" and cache is None and not os.environ.get("RESNORM_CACHE"):
         cache = str(folder / "cache")  # where every node can read it: beside the runs
     caches = in_turn(info, lambda: prepare_data(data, plan, cache, options.progress))
-    jobs = resolved_jobs(plan, data, caches, folder)  # all checked before any training
+    # all checked before any training (a plan to be tuned: its folders once the lrs are chosen)
+    jobs = resolved_jobs(plan, data, caches, folder, check=plan.tune is None)
     check_scored_data(jobs, say)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     if info.is_main:
@@ -110,7 +115,47 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     if options.shard is not None:  # Grad-CAM and the report: an unsharded run's
         todo = shard_of(jobs, options.shard, say)
         options = dataclasses.replace(options, gradcam=False, report=False, mlflow=None)
-    return PreparedStudy(folder, plan, options, Path(data), state, jobs, todo, say, design)
+    return PreparedStudy(folder, plan, options, Path(data), state, jobs, todo, say, design,
+                         caches)
+
+
+def tune_study(study: PreparedStudy) -> PreparedStudy:
+    """The plan's lr search first when it has `tune:` (resnorm.study.tuning): its trials
+    through the study's executor (each outcome in study.json's "tuning"; a SLURM study
+    waits for them even with --no-wait: the final runs need their choice), then the study
+    with every final job at its chosen lr and the manifest rewritten with those configs."""
+    if study.plan.tune is None:
+        return study
+    from resnorm.study.tune_records import TUNING_DIR
+    from resnorm.study.tuning import apply_choices, tune_phase
+
+    waiting = dataclasses.replace(study, options=dataclasses.replace(
+        study.options, slurm={**study.options.slurm, "wait": True}))
+    recorder = OutcomeRecorder(study.state, "tuning")
+
+    def execute(trials: list[Job], say) -> list[Outcome]:
+        logs = study.folder / TUNING_DIR / LOG_DIR
+        return study_executor(waiting, recorder, trials, logs=logs).run(trials, say)
+
+    make = functools.partial(make_job, data=study.data, caches=study.caches)
+    results = tune_phase(study.plan, study.design, study.folder, make, execute, study.say)
+    plan, notes = apply_choices(study.plan, study.design, results)
+    jobs = resolved_jobs(plan, study.data, study.caches, study.folder, notes)
+    design = dataclasses.replace(study.design, pairs=tuned_pairs(study.design, plan))
+    study.state.set(MANIFEST_KEY, study_manifest(design, plan, jobs, study.folder).to_dict())
+    todo = jobs if study.options.shard is None else shard_of(jobs, study.options.shard,
+                                                              study.say)
+    return dataclasses.replace(study, plan=plan, jobs=jobs, todo=todo, design=design)
+
+
+def tuned_pairs(design: Design, plan: Plan) -> list[dict]:
+    """The design's compared pairs, each with what it differs in once the lrs are tuned (a
+    tuned pair differs in its lr too: each variant at its own best)."""
+    from resnorm.study.design import differences, experiment_fields
+
+    fields = {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
+    return [{**p, "differs_in": differences(fields[p["a"]], fields[p["b"]])}
+            for p in design.pairs]
 
 
 def study_manifest(design: Design, plan: Plan, jobs: list[Job], folder: Path) -> Manifest:
@@ -138,15 +183,16 @@ def train_study(study: PreparedStudy, finish: Callable | None = None) -> list[Ou
 
 
 def study_executor(study: PreparedStudy, recorder: OutcomeRecorder, todo: list[Job],
-                   finish: Callable | None = None) -> Executor:
+                   finish: Callable | None = None, logs: Path | None = None) -> Executor:
     """The executor the study's options name (--executor, --jobs: auto or K settled for the
     jobs of `todo` still to train), recording into `recorder`: for the plan's jobs, or for
-    other jobs of the study (a tuning phase's trials, recorded in a section of their own)."""
+    other jobs of the study (a tuning phase's trials, recorded in a section of their own).
+    `logs`: where a SLURM executor keeps its task logs (default STUDY/slurm)."""
     plan, options = study.plan, study.options
     if options.executor == "slurm":
         return make_executor("slurm", threads=plan.threads, recorder=recorder,
                              slurm_settings=slurm_settings(plan.slurm, options.slurm),
-                             folder=study.folder / LOG_DIR, finish=finish)
+                             folder=logs or study.folder / LOG_DIR, finish=finish)
     jobs = jobs_that_fit(todo, options.jobs, plan.threads, study.say)
     return make_executor("local", jobs=jobs, threads=plan.threads, progress=options.progress,
                          recorder=recorder)

@@ -64,6 +64,8 @@ HELP = {
                "processes' batches instead of each process's own",
     "keep_leaked": "keep val/test images that have an exact or near copy in train (left out of "
                    "every score and of choosing epochs by default; kept, scores are inflated)",
+    "eval_test": "score the test split at the end (an lr-tuning trial does not: it must "
+                 "choose without test)",
 }
 
 

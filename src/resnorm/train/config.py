@@ -78,6 +78,8 @@ class TrainConfig:
     num_classes: int | None = None   # None: from the data (a disagreeing value is an error)
     sync_bn: bool = False            # under torchrun: bn/bin/torch_bn statistics over all ranks
     keep_leaked: bool = False        # score val/test images that have a copy in train (inflated)
+    eval_test: bool = True           # score test at the end (false: an lr-tuning trial, which
+                                     # must choose without test)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))

@@ -32,6 +32,8 @@ def evaluate_best(files: RunDir, parts: TrainParts, data, cfg: TrainConfig,
     results, kept = {}, {}
     single = parts.info.world_size == 1
     for split in RESULT_SPLITS:
+        if split == "test" and not cfg.eval_test:  # a tuning trial: test stays unread
+            continue
         if split in data.splits and len(data.splits[split]):
             stream = make_stream(data, split, cfg, rt, training=False, info=parts.info)
             keep = {} if single else None
