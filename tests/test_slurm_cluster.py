@@ -150,3 +150,30 @@ def test_no_wait_submits_a_job_that_finishes_the_study(synth_root, tmp_path):
     state = json.loads((out / "study.json").read_text())["runs"]
     assert state["bn/seed-0"]["status"] == "completed"
     assert state["bn/seed-0"]["action"] == "trained"  # the task's own outcome, recorded later
+
+
+def test_a_tuned_study_waits_for_its_trials_then_submits_the_final_runs(synth_root, tmp_path):
+    """A plan with `tune:` and --no-wait: the command waits for the trials (SLURM tasks, their
+    logs in tuning/slurm), chooses, submits the final runs and returns; the job after the
+    array writes the report with its tuning section; the choice equals a local study's."""
+    from resnorm.study.tune_records import read_choices
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        **PLAN, "defaults": {**PLAN["defaults"], "epochs": 1},
+        "tune": {"lr": [0.02, 0.2], "epochs": 1, "last_epochs": 1, "default": False}}))
+    out = tmp_path / "tuned"
+    code, text, err = finish(study(synth_root, plan, out, "--no-wait"))
+    assert code == 0, err
+    assert "tune bn: lr" in text and "tune gn: lr" in text and "to run after array" in text
+    assert (out / "tuning" / "slurm").is_dir()
+    wait_until(lambda: (out / "report.html").exists(), 240, "the finishing job's report")
+    assert "Tuning: each run at its own learning rate" in (out / "report.md").read_text()
+
+    local = tmp_path / "local"
+    code, _, err = finish(study(synth_root, plan, local, "--no-report", executor="local"))
+    assert code == 0, err
+    remote, here = read_choices(out), read_choices(local)
+    assert set(remote) == {"bn", "gn"}
+    assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in remote.items()} == \
+           {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in here.items()}

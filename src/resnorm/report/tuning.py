@@ -160,7 +160,8 @@ def section_tuning(study: Path, summary: dict, assets: Path) -> Section | None:
     notes += [f"{name}: the chosen lr {lr_text(r.chosen_lr)} is the "
               f"{'lowest' if r.at_edge == 'low' else 'highest'} of its grid: the best lr may "
               "lie beyond it; widen the grid." for name, r in results.items() if r.at_edge]
-    notes += [f"{r.shared_with} trains at {name}'s chosen lr (tune.share)."
+    notes += [f"{r.shared_with} trains at {name}'s chosen lr (the sanity pair differs in the "
+              "norm alone; or the plan's tune.share)."
               for name, r in results.items() if r.shared_with]
     notes += [f"{name}: no trial finished; its final runs used the untuned lr."
               for name, r in results.items() if r.chosen_lr is None]

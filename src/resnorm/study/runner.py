@@ -130,7 +130,7 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
     from resnorm.study.tuning import apply_choices, tune_phase
 
     waiting = dataclasses.replace(study, options=dataclasses.replace(
-        study.options, slurm={**study.options.slurm, "wait": True}))
+        study.options, slurm={**(study.options.slurm or {}), "wait": True}))
     recorder = OutcomeRecorder(study.state, "tuning")
 
     def execute(trials: list[Job], say) -> list[Outcome]:
