@@ -144,7 +144,7 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
     design = dataclasses.replace(study.design, pairs=tuned_pairs(study.design, plan))
     study.state.set(MANIFEST_KEY, study_manifest(design, plan, jobs, study.folder).to_dict())
     todo = jobs if study.options.shard is None else shard_of(jobs, study.options.shard,
-                                                              study.say)
+                                                              _silent)  # (said before tuning)
     return dataclasses.replace(study, plan=plan, jobs=jobs, todo=todo, design=design)
 
 
