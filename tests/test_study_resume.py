@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
+from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.metrics import TIMING_COLUMNS
 
@@ -30,12 +29,6 @@ def rows(path):
         return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
 
 
-def _epochs_logged(run) -> int:
-    try:
-        return len((run / "metrics.csv").read_text().splitlines()) - 1
-    except OSError:
-        return 0
-
 
 def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
@@ -48,20 +41,8 @@ def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run = study / "runs" / "long" / "seed-0"
-    try:
-        # Kill the study as soon as the first run has checkpointed an epoch and logged it.
-        deadline = time.monotonic() + 300
-        while not ((run / "last.pt").exists() and _epochs_logged(run) >= 1):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    # Kill the study as soon as the first run has checkpointed an epoch and logged it.
+    kill_when(proc, lambda: ((run / "last.pt").exists() and epochs_logged(run) >= 1))
     assert not (run / "final.json").exists(), "the run finished before it could be killed"
     assert (tmp_path / "synth" / "SYNTHETIC.txt").exists()  # --synthetic generated the data
     done_before = rows(run / "metrics.csv")

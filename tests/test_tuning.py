@@ -8,15 +8,14 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
+from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.data import make_synthetic
 from resnorm.errors import UsageError
@@ -236,12 +235,6 @@ def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
         assert sorted(round(t.params["lr"], 6) for t in trials) == [0.02, 0.2, 1e6]
 
 
-def _epochs_logged(run) -> int:
-    try:
-        return len((run / "metrics.csv").read_text().splitlines()) - 1
-    except OSError:
-        return 0
-
 
 def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path, capsys):
     plan = dict(PLAN, tune={"lr": [0.02, 0.05], "epochs": 8, "default": False},
@@ -256,20 +249,9 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv],
                             env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:  # kill it once the first trial is done and the second has checkpointed an epoch
-        deadline = time.monotonic() + 300
-        while not ((first / "final.json").exists() and (second / "last.pt").exists()
-                   and _epochs_logged(second) >= 1):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    # kill it once the first trial is done and the second has checkpointed an epoch
+    kill_when(proc, lambda: ((first / "final.json").exists() and (second / "last.pt").exists()
+                             and epochs_logged(second) >= 1))
     assert not (second / "final.json").exists(), "the trial finished before the kill"
     assert not any((study / "runs").iterdir())  # killed in the tuning phase: no final run
     mtime = (first / "final.json").stat().st_mtime_ns

@@ -1,4 +1,6 @@
-"""Exceptions the command line turns into exit codes (see `resnorm.cli`)."""
+"""Exceptions the command line turns into exit codes (see `resnorm.cli`), and the check of a
+config section's keys that raises the usage one."""
+from typing import Any
 
 EXIT_USAGE = 2      # bad usage, invalid config, missing data: one line on stderr
 EXIT_DIVERGED = 3   # a training run hit a non-finite loss and stopped cleanly
@@ -22,3 +24,14 @@ class ResourceError(RuntimeError):
 class DiskFullError(ResourceError):
     """A write failed for lack of space (ENOSPC or a quota); the file it was replacing is
     intact."""
+
+
+def checked_mapping(value: Any, allowed: tuple[str, ...], where: str) -> dict:
+    """A config section (`where`: how a message names it) as a dict whose keys are all
+    `allowed`; anything else is a one-line UsageError naming the first unknown key."""
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a mapping ({', '.join(allowed)})")
+    bad = [k for k in value if k not in allowed]
+    if bad:
+        raise UsageError(f"{where}: unknown key '{bad[0]}' ({', '.join(allowed)})")
+    return dict(value)

@@ -92,12 +92,7 @@ def _plot_grid(results: dict[str, TuneResult], path: Path) -> Path:
                     markeredgecolor="k")
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="val score",
            title="Val score against lr (star: chosen; x at 0: diverged or failed)")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, ax, path)
 
 
 def _plot_budget(curves: dict[str, list[float]], path: Path) -> Path:
@@ -108,6 +103,11 @@ def _plot_budget(curves: dict[str, list[float]], path: Path) -> Path:
     ax.set(xlabel="trials (grid values drawn at random)", ylabel="expected best val score",
            title="Expected best val score against the tuning budget")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, ax, path)
+
+
+def _save(fig: Figure, ax, path: Path) -> Path:
+    """A tuning figure's common finish (scores as percentages, grid, legend), saved."""
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=2)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resnorm.errors import UsageError
+from resnorm.errors import UsageError, checked_mapping
 from resnorm.study.manifest import BatchMember, Design
 
 __all__ = ["DESIGN_KEYS", "ASSIGNMENT", "parse_design", "resolve_design", "experiment_fields",
@@ -57,11 +57,7 @@ def parse_design(value: Any, names: list[str], source: str) -> dict[str, Any] | 
     if value is None:
         return None
     where = f"{source}: design"
-    if not isinstance(value, dict):
-        raise UsageError(f"{where} must be a mapping ({', '.join(DESIGN_KEYS)})")
-    bad = [k for k in value if k not in DESIGN_KEYS]
-    if bad:
-        raise UsageError(f"{where}: unknown key '{bad[0]}' ({', '.join(DESIGN_KEYS)})")
+    value = checked_mapping(value, DESIGN_KEYS, where)
     out: dict[str, Any] = {}
     if "variants" in value:
         out["variants"] = _run_list(value["variants"], names, f"{where}.variants", 2)

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from resnorm.errors import UsageError
+from resnorm.errors import UsageError, checked_mapping
 from resnorm.study.manifest import Design
 from resnorm.study.tune_settings import TuneSettings, parse_tune
 
@@ -246,13 +246,7 @@ def _check_gradcam_runs(value: Any, names: list[str], source: str) -> None:
 
 
 def _sub_mapping(raw: dict, key: str, allowed: tuple[str, ...], source: str) -> dict:
-    value = raw.get(key) or {}
-    if not isinstance(value, dict):
-        raise UsageError(f"{source}: '{key}' must be a mapping ({', '.join(allowed)})")
-    bad = [k for k in value if k not in allowed]
-    if bad:
-        raise UsageError(f"{source}: {key}: unknown key '{bad[0]}' ({', '.join(allowed)})")
-    return dict(value)
+    return checked_mapping(raw.get(key) or {}, allowed, f"{source}: {key}")
 
 
 def _slurm_section(value: dict, where: str) -> dict:

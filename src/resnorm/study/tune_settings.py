@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from resnorm.errors import UsageError
+from resnorm.errors import UsageError, checked_mapping
 
 __all__ = ["TUNE_KEYS", "SCORES", "TuneSettings", "parse_tune"]
 
@@ -89,11 +89,7 @@ def parse_tune(raw: Any, names: list[str], source: str = "plan") -> TuneSettings
     if raw is None:
         return None
     where = f"{source}: tune"
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where} must be a mapping ({', '.join(TUNE_KEYS)})")
-    bad = [k for k in raw if k not in TUNE_KEYS]
-    if bad:
-        raise UsageError(f"{where}: unknown key '{bad[0]}' ({', '.join(TUNE_KEYS)})")
+    raw = checked_mapping(raw, TUNE_KEYS, where)
     if "lr" not in raw:
         raise UsageError(f"{where} needs 'lr', the grid of base learning rates")
     out = TuneSettings(lr=_grid(raw["lr"], f"{where}.lr"))
