@@ -192,6 +192,7 @@ def test_the_report_shows_the_tuning(tuned):
     study, _, _ = tuned
     report = (study / "report.md").read_text()
     assert "Tuning: each run at its own learning rate" in report
+    assert "Tuned: each variant and batch run at its own lr, chosen on val" in report
     assert (study / "report_assets" / "tuning_lr.png").stat().st_size > 0
     assert (study / "report_assets" / "tuning_budget.png").stat().st_size > 0
     full = json.loads((study / "summary.json").read_text())

@@ -33,7 +33,9 @@ def section_setup(runs, manifest, plan, summary: dict) -> Section:
     s.add(Sub("Machine and versions"))
     s.add(_machine_table(runs))
     s.add(Sub("Recipe per run"))
-    s.add(Para(f"Learning rate across batch sizes — {lr_rule_text(plan)}."))
+    tuned = " Tuned: each variant and batch run at its own lr, chosen on val (see Tuning)."
+    s.add(Para(f"Learning rate across batch sizes — {lr_rule_text(plan)}."
+               + (tuned if plan.get("tune") else "")))
     s.add(Table(["Run", "Norm", "n", "Batch", "Epochs", "Patience", "Recipe", "Optimizer", "lr",
                  "Schedule", "Weight decay", "Augment", "Seeds"],
                 [[r.name] + [val(r.config.get(k)) for k in
