@@ -27,7 +27,8 @@ from resnorm.study.tune_settings import TuneSettings, parse_tune
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
            "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default",
-           "resolved_settings", "plan_design"]
+           "resolved_settings", "plan_design", "lr_rule_factor",
+           "experiment_settings"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
              "seeds", "comparisons", "design", "primary", "synthetic", "gradcam", "slurm",
@@ -359,17 +360,22 @@ def resolve_fields(plan: Plan, spec: RunSpec) -> tuple[dict[str, Any], str]:
         recipe = fields.get("recipe", train_default("recipe"))
         base_lr = _recipe_lr(fields, plan.base_batch_size)
         source = f"{recipe} recipe at batch {plan.base_batch_size}"
-    from resnorm.distributed import launched_world_size
-
-    # under torchrun a step takes batch_size images on each process: the rule scales the lr
-    # with that global batch
-    batch = int(fields.get("batch_size", train_default("batch_size"))) * launched_world_size()
-    factor = LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
+    batch, factor = lr_rule_factor(plan, fields)
     fields["lr"] = float(base_lr) * factor
     note = f"{float(base_lr):g} ({source})"
     if factor != 1.0:
         note += f" x {factor:g} ({plan.lr_rule} rule, batch {batch})"
     return fields, note
+
+
+def lr_rule_factor(plan: Plan, fields: dict[str, Any]) -> tuple[int, float]:
+    """A run's global batch size and how the plan's lr rule scales a base lr to it (under
+    torchrun a step takes batch_size images on each process: the rule follows that global
+    batch)."""
+    from resnorm.distributed import launched_world_size
+
+    batch = int(fields.get("batch_size", train_default("batch_size"))) * launched_world_size()
+    return batch, LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
 
 
 def resolved_settings(plan: Plan, spec: RunSpec) -> dict[str, Any]:
@@ -389,11 +395,18 @@ def plan_design(plan: Plan, source: str | None = None) -> Design:
     """The plan's design (resnorm.study.design): as declared under `design:`, completed with
     the assignment's where it is silent, and checked against the runs' resolved settings."""
     from resnorm.norms import split_kind
-    from resnorm.study.design import experiment_fields, resolve_design
+    from resnorm.study.design import resolve_design
 
-    fields = {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
+    fields = experiment_settings(plan)
     kinds = {name: split_kind(str(f.get("norm")))[0] for name, f in fields.items()}
     return resolve_design(plan.design, fields, kinds, plan.comparisons, source or plan.source)
+
+
+def experiment_settings(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Each run's experiment settings (resnorm.study.design.experiment_fields), plan order."""
+    from resnorm.study.design import experiment_fields
+
+    return {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
 
 
 def train_default(name: str) -> Any:

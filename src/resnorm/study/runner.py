@@ -32,7 +32,8 @@ from resnorm.study.capacity import jobs_that_fit
 from resnorm.study.executors import Executor, make_executor
 from resnorm.study.manifest import MANIFEST_KEY, Design, Manifest
 from resnorm.study.options import StudyOptions
-from resnorm.study.plan import Plan, load_plan, parse_seeds, plan_design, resolved_settings
+from resnorm.study.plan import (Plan, experiment_settings, load_plan, parse_seeds,
+                                 plan_design)
 from resnorm.study.prepare import check_scored_data, make_demo_data, prepare_data
 from resnorm.study.records import PLAN_FILE
 from resnorm.study.resolve import make_job, resolved_jobs, shard_of
@@ -40,8 +41,8 @@ from resnorm.study.slurm import LOG_DIR, slurm_settings
 from resnorm.study.state import OutcomeRecorder, StudyState
 from resnorm.study.training import Job, Outcome
 
-__all__ = ["PreparedStudy", "study_plan", "prepare_study", "tune_study", "train_study", "study_executor",
-           "held_elsewhere", "torch_threads"]
+__all__ = ["PreparedStudy", "study_plan", "prepare_study", "tune_study", "train_study",
+           "study_executor", "held_elsewhere", "torch_threads"]
 
 
 @dataclass
@@ -151,9 +152,9 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
 def tuned_pairs(design: Design, plan: Plan) -> list[dict]:
     """The design's compared pairs, each with what it differs in once the lrs are tuned (a
     tuned pair differs in its lr too: each variant at its own best)."""
-    from resnorm.study.design import differences, experiment_fields
+    from resnorm.study.design import differences
 
-    fields = {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
+    fields = experiment_settings(plan)
     return [{**p, "differs_in": differences(fields[p["a"]], fields[p["b"]])}
             for p in design.pairs]
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from resnorm.errors import UsageError
 from resnorm.study.manifest import Design
-from resnorm.study.plan import LR_RULES, Plan, RunSpec, resolve_fields, train_default
+from resnorm.study.plan import Plan, RunSpec, lr_rule_factor, resolve_fields, train_default
 from resnorm.study.tune_records import (
     JOURNAL_FILE, TUNING_DIR, GridPoint, TuneResult, choose, lr_text, read_point,
     trial_folder, write_choices)
@@ -54,19 +54,11 @@ def shared_lrs(plan: Plan, design: Design) -> dict[str, str]:
     return {**share, **plan.tune.share}
 
 
-def _rule_factor(plan: Plan, fields: dict) -> float:
-    """How the plan's lr rule scales a base lr to this run's (global) batch size."""
-    from resnorm.distributed import launched_world_size
-
-    batch = int(fields.get("batch_size", train_default("batch_size"))) * launched_world_size()
-    return LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
-
-
 def grid_of(plan: Plan, spec: RunSpec) -> tuple[list[float], float]:
     """A run's lrs to try (the plan's base grid scaled by its lr rule, plus its untuned lr
     when `tune.default`), ascending, and its untuned lr."""
     fields, _ = resolve_fields(plan, spec)
-    factor, default = _rule_factor(plan, fields), float(fields["lr"])
+    factor, default = lr_rule_factor(plan, fields)[1], float(fields["lr"])
     values = [g * factor for g in plan.tune.lr] + ([default] if plan.tune.default else [])
     unique = {lr_text(v): float(lr_text(v)) for v in values}
     return sorted(unique.values()), default
@@ -119,8 +111,7 @@ def tune_phase(plan: Plan, design: Design, study: Path, make_job: Callable, exec
     say(f"tune: {len(specs)} run(s), {len(todo)} trials ({plan.tune.seeds} seed(s) per lr) "
         f"of {epochs} epochs; each run's lr chosen by {plan.tune.score} on val (median of "
         f"the last {plan.tune.last_epochs} epochs)")
-    _mirror(study, jobs, plan.tune)  # trials finished by an earlier, interrupted phase
-    _train_trials(todo, execute, say)
+    _train_trials(todo, execute, say)  # (finished ones skipped: the folders are the truth)
     results = _mirror(study, jobs, plan.tune)
     for spec in specs:
         results[spec.name].default_lr = grids[spec.name][1]
@@ -164,7 +155,8 @@ def apply_choices(plan: Plan, design: Design,
             continue
         fields, _ = resolve_fields(plan, spec)
         source_fields, _ = resolve_fields(plan, next(s for s in plan.runs if s.name == source))
-        lr = r.chosen_lr * _rule_factor(plan, fields) / _rule_factor(plan, source_fields)
+        scale = lr_rule_factor(plan, fields)[1] / lr_rule_factor(plan, source_fields)[1]
+        lr = r.chosen_lr * scale
         spec.overrides["lr"] = lr
         base = plan.base_batch_size
         notes[spec.name] = (
