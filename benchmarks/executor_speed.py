@@ -39,8 +39,8 @@ def setup(work: Path) -> Path:
 
 def jobs_in(study: Path, cache: Path, count: int) -> list:
     """`count` jobs (norms x seeds) of the tiny study, resolved into `study`."""
-    from resnorm.study.plan import parse_plan
-    from resnorm.study.resolve import resolved_jobs
+    from resnorm.study.plan.parse import parse_plan
+    from resnorm.study.execution.make_jobs import resolved_jobs
 
     plan = parse_plan({"threads": 1, "seeds": -(-count // len(NORMS)),
                        "defaults": {"size": 32, "n": 1, "epochs": 2, "batch_size": 16,
@@ -50,8 +50,8 @@ def jobs_in(study: Path, cache: Path, count: int) -> list:
 
 
 def run_pool(jobs: list, workers: int) -> list:
-    from resnorm.study.executors import make_executor
-    from resnorm.study.state import OutcomeRecorder
+    from resnorm.study.execution.executors import make_executor
+    from resnorm.study.execution.state import OutcomeRecorder
 
     executor = make_executor("pool", jobs=workers, threads=1, progress=False,
                              recorder=OutcomeRecorder(None))
@@ -63,7 +63,7 @@ def run_submitit(jobs: list, workers: int, folder: Path) -> list:
     a new job is submitted as one ends)."""
     import submitit
 
-    from resnorm.study.slurm import TrainTask
+    from resnorm.study.execution.slurm import TrainTask
 
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=60)
@@ -79,8 +79,8 @@ def run_submitit(jobs: list, workers: int, folder: Path) -> list:
 
 
 def run_inprocess(jobs: list) -> list:
-    from resnorm.study.executors import make_executor
-    from resnorm.study.state import OutcomeRecorder
+    from resnorm.study.execution.executors import make_executor
+    from resnorm.study.execution.state import OutcomeRecorder
 
     quiet = io.StringIO()  # each run's closing line, as in a log
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):

@@ -30,10 +30,10 @@ import pytest
 from scipy import optimize
 
 from calibration_sim import INTERACTION, RUNS, SIX, TOLERANCE, draw, expected_acc
-from resnorm.study.statistics import (SeedPredictions, adjust_model, best_set,
+from resnorm.statistics import (SeedPredictions, adjust_model, best_set,
                                       bootstrap_indices, equivalence_p, fit_runs,
                                       fit_seed_model, moments_from_correct, results)
-from resnorm.study.statistics.joint import fit_paired
+from resnorm.statistics.joint import fit_paired
 
 N_STUDIES = 2000
 BATCH = 250

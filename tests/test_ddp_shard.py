@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from resnorm import cli
-from resnorm.study import training
-from resnorm.study.training import Outcome
+from resnorm.study.execution import job as training
+from resnorm.study.execution.job import Outcome
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

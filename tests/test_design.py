@@ -15,8 +15,8 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.study.manifest import read_manifest
-from resnorm.study.plan import load_plan, parse_plan, plan_design
+from resnorm.study.plan.manifest import read_manifest
+from resnorm.study.plan.parse import load_plan, parse_plan, plan_design
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE = {"defaults": {"n": 1, "size": 32, "epochs": 1, "batch_size": 16}}

@@ -10,7 +10,7 @@ import torch
 
 from resnorm.gradcam.faithfulness import faithfulness, random_maps
 from resnorm.gradcam.maps import compute_cams
-from resnorm.study.statistics import t_interval
+from resnorm.statistics import t_interval
 from resnorm.train import load_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,7 +74,7 @@ def test_corner_mass_on_planted_black_corners(learned):
                                      (["bn", "hoopoe"], False), ("some", False), ([], False)])
 def test_a_plan_asks_for_galleries_of_best_all_or_named_runs(runs, ok):
     from resnorm.errors import UsageError
-    from resnorm.study.plan import parse_plan
+    from resnorm.study.plan.parse import parse_plan
 
     raw = {"gradcam": {"runs": runs}, "runs": [{"name": "bn", "norm": "bn"},
                                                {"name": "gn", "norm": "gn"}]}

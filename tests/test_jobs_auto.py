@@ -1,4 +1,4 @@
-"""`resnorm study --jobs auto` (resnorm.study.capacity): K from the GPU's free memory and SMs
+"""`resnorm study --jobs auto` (resnorm.study.execution.capacity): K from the GPU's free memory and SMs
 or from the CPU cores, and the up-front refusal of an explicit K that cannot fit. The GPUs
 are simulated: torch.cuda's functions are patched."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from resnorm.data.cache import CACHE_FORMAT, CACHE_VERSION, MANIFEST
 from resnorm.errors import UsageError
 from resnorm.model import ResNet
-from resnorm.study import capacity
-from resnorm.study.capacity import (CUDA_CONTEXT_BYTES, DeviceInfo, auto_jobs, check_jobs_fit,
+from resnorm.study.execution import capacity
+from resnorm.study.execution.capacity import (CUDA_CONTEXT_BYTES, DeviceInfo, auto_jobs, check_jobs_fit,
                                     dataset_bytes, estimate_peak_bytes, saved_activation_bytes)
 from resnorm.train.config import TrainConfig
 

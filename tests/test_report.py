@@ -393,7 +393,7 @@ def _check_families(summary: dict) -> None:
 
 def test_a_plan_names_its_own_primary_family(tmp_path):
     from resnorm.errors import UsageError
-    from resnorm.study.plan import parse_plan
+    from resnorm.study.plan.parse import parse_plan
 
     study = fake_study(tmp_path / "s", seeds=(0, 1, 2), spread=0.02)
     plan = yaml.safe_load((study / "plan.yaml").read_text())

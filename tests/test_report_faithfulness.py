@@ -9,7 +9,7 @@ import pytest
 
 from resnorm.report import write_report
 from resnorm.report.faithfulness import points_ci, share_ci
-from resnorm.study.statistics import t_interval
+from resnorm.statistics import t_interval
 
 from test_report import fake_gradcam, fake_study  # noqa: E402  (hand-made study, no training)
 

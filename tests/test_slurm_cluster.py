@@ -156,7 +156,7 @@ def test_a_tuned_study_waits_for_its_trials_then_submits_the_final_runs(synth_ro
     """A plan with `tune:` and --no-wait: the command waits for the trials (SLURM tasks, their
     logs in tuning/slurm), chooses, submits the final runs and returns; the job after the
     array writes the report with its tuning section; the choice equals a local study's."""
-    from resnorm.study.tune_records import read_choices
+    from resnorm.study.tuning.results import read_choices
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({

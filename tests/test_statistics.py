@@ -1,4 +1,4 @@
-"""resnorm.study.statistics: metrics, paired bootstrap replicates, contrasts and their verdicts.
+"""resnorm.statistics: metrics, paired bootstrap replicates, contrasts and their verdicts.
 
 The calibration tests simulate whole studies from a generative model in which every noise
 source of a real study is present: an image difficulty shared by all runs (paired images), a
@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from resnorm.study.statistics import (SeedPredictions, bootstrap_indices, compare, contrast,
+from resnorm.statistics import (SeedPredictions, bootstrap_indices, compare, contrast,
                                       equivalence, interaction, metric_replicates, metric_value,
                                       summarize)
 

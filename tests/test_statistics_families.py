@@ -1,4 +1,4 @@
-"""resnorm.study.statistics: families of tests (Holm, max-T, Benjamini–Hochberg), adjusted
+"""resnorm.statistics: families of tests (Holm, max-T, Benjamini–Hochberg), adjusted
 verdicts, the best set and the ranking (the family's calibration by simulation is
 tests/test_calibration.py).
 
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from resnorm.study.statistics import (EXPLORATORY, PRIMARY, SeedPredictions, adjust,
+from resnorm.statistics import (EXPLORATORY, PRIMARY, SeedPredictions, adjust,
                                       benjamini_hochberg, best_set, bootstrap_indices,
                                       equivalence_p, holm, max_t, rank_runs)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from resnorm.errors import ResourceError
-from resnorm.study import training
-from resnorm.study.executors import InProcessExecutor, make_executor
-from resnorm.study.jobs import PoolExecutor
-from resnorm.study.plan import parse_plan
-from resnorm.study.slurm import SlurmExecutor, SlurmSettings
-from resnorm.study.state import OutcomeRecorder, StudyState
-from resnorm.study.training import Job, Outcome
+from resnorm.study.execution import job as training
+from resnorm.study.execution.executors import InProcessExecutor, make_executor
+from resnorm.study.execution.pool import PoolExecutor
+from resnorm.study.plan.parse import parse_plan
+from resnorm.study.execution.slurm import SlurmExecutor, SlurmSettings
+from resnorm.study.execution.state import OutcomeRecorder, StudyState
+from resnorm.study.execution.job import Job, Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = parse_plan({"defaults": {"size": 32, "n": 1, "epochs": 1, "device": "cpu"},
@@ -69,7 +69,7 @@ def test_jobs_anywhere_are_recorded_once_in_the_section_asked_for(tmp_path, fake
 
 
 def test_a_busy_job_is_said_not_recorded_and_a_full_disk_stops(tmp_path, fake_training):
-    from resnorm.study.locks import run_lock
+    from resnorm.study.execution.locks import run_lock
 
     state = StudyState(tmp_path, PLAN, "data")
     held, full, never = (trial(tmp_path / n, n, 0.1) for n in ("held", "full", "never"))

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from resnorm import cli
-from resnorm.study import jobs as study_jobs
+from resnorm.study.execution import pool as study_jobs
 from resnorm.metrics import TIMING_COLUMNS
-from resnorm.study.state import OutcomeRecorder
-from resnorm.study.training import Job, Outcome
+from resnorm.study.execution.state import OutcomeRecorder
+from resnorm.study.execution.job import Job, Outcome
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

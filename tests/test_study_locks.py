@@ -1,4 +1,4 @@
-"""A lock per run folder (resnorm.study.locks): who holds it, takeover of dead holders' locks."""
+"""A lock per run folder (resnorm.study.execution.locks): who holds it, takeover of dead holders' locks."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,13 +12,13 @@ import threading
 
 import pytest
 
-from resnorm.study import locks
-from resnorm.study.locks import CLAIM_FILE, Holder, held_by, run_lock
+from resnorm.study.execution import locks
+from resnorm.study.execution.locks import CLAIM_FILE, Holder, held_by, run_lock
 
 # Takes RUN's lock, prints the outcome as one JSON line, holds it until stdin closes.
 HOLD = """
 import json, sys
-from resnorm.study.locks import run_lock
+from resnorm.study.execution.locks import run_lock
 with run_lock(sys.argv[1], heartbeat_s=None) as h:
     print(json.dumps(None if h is None else {"host": h.host, "pid": h.pid}), flush=True)
     sys.stdin.read()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from resnorm import cli
-from resnorm.study.locks import CLAIM_FILE
+from resnorm.study.execution.locks import CLAIM_FILE
 from run_results import run_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,7 +96,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(synth_cache, plan_file, tm
 
 def test_a_job_held_by_a_live_process_is_skipped_and_the_report_left_to_it(
         synth_cache, plan_file, tmp_path, capsys):
-    from resnorm.study.locks import run_lock
+    from resnorm.study.execution.locks import run_lock
 
     study = tmp_path / "s"
     folder = study / "runs" / "gn" / "seed-1"

@@ -20,12 +20,12 @@ import yaml
 
 from resnorm import cli
 from resnorm.errors import UsageError
-from resnorm.study import slurm, slurm_queue
+from resnorm.study.execution import slurm, slurm_queue
 from resnorm.pipeline import finish_study, run_study
-from resnorm.study.locks import CLAIM_FILE, held_by
-from resnorm.study.options import StudyOptions
-from resnorm.study.plan import parse_plan
-from resnorm.study.training import Job, Outcome
+from resnorm.study.execution.locks import CLAIM_FILE, held_by
+from resnorm.study.plan.options import StudyOptions
+from resnorm.study.plan.parse import parse_plan
+from resnorm.study.execution.job import Job, Outcome
 from run_results import run_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,7 +68,7 @@ def test_plan_slurm_section_is_checked():
 @pytest.mark.parametrize("value, minutes", [(90, 90), ("90", 90), ("1:30", 2), ("2:00:00", 120),
                                             ("1-12", 2160), ("2-03:04:05", 3065)])
 def test_time_limits_read_as_sbatch_reads_them(value, minutes):
-    from resnorm.study.plan import parse_time_limit
+    from resnorm.study.plan.parse import parse_time_limit
 
     assert parse_time_limit(value, "--time-limit") == minutes
 
@@ -177,10 +177,10 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
     """Tasks in processes of their own (result files, as on a cluster); then what the job
     after the array does under --no-wait, replayed: record every task's outcome, a task that
     left no result as failed, then Grad-CAM and the report."""
-    from resnorm.study.plan import load_plan
-    from resnorm.study.prepare import prepare_data
-    from resnorm.study.resolve import resolved_jobs
-    from resnorm.study.state import OutcomeRecorder, StudyState
+    from resnorm.study.plan.parse import load_plan
+    from resnorm.study.datasets import prepare_data
+    from resnorm.study.execution.make_jobs import resolved_jobs
+    from resnorm.study.execution.state import OutcomeRecorder, StudyState
 
     study = tmp_path / "study"
     result = run_study(plan_file, study, StudyOptions(
@@ -331,7 +331,7 @@ def test_claims_of_ended_slurm_tasks_are_removed_and_live_ones_respected(tmp_pat
 
 
 def test_a_slurm_task_names_its_job_in_its_claim(tmp_path, monkeypatch):
-    from resnorm.study.locks import run_lock
+    from resnorm.study.execution.locks import run_lock
 
     monkeypatch.setenv("SLURM_JOB_ID", "31")
     with run_lock(tmp_path / "run") as holder:

@@ -19,8 +19,8 @@ from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.data import make_synthetic
 from resnorm.errors import UsageError
-from resnorm.study.plan import parse_plan, plan_design
-from resnorm.study.tune_records import (
+from resnorm.study.plan.parse import parse_plan, plan_design
+from resnorm.study.tuning.results import (
     GridPoint, choose, curves_cross, expected_max, read_choices, robust_score)
 
 RUNS = [{"name": "a", "norm": "bn"}, {"name": "b", "norm": "gn"}]
@@ -162,7 +162,7 @@ def test_the_manifest_holds_the_tuned_configs_and_what_each_pair_differs_in(tune
 def test_the_design_names_the_tuned_runs_and_who_shares_an_lr():
     """Without tune.runs/share: the design's variants and batch runs are tuned, the sanity
     reference takes its candidate's lr, a literal-recipe run keeps its own."""
-    from resnorm.study.tuning import shared_lrs, tuned_runs
+    from resnorm.study.tuning.phase import shared_lrs, tuned_runs
 
     runs = [{"name": "torch_bn", "norm": "torch_bn"}, {"name": "bn", "norm": "bn"},
             {"name": "gn", "norm": "gn"}, {"name": "in", "norm": "in"},
@@ -224,7 +224,7 @@ def test_the_choice_ignores_test(tuned, tmp_path):
 def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
     import optuna
 
-    from resnorm.study.tuning import journal_storage
+    from resnorm.study.tuning.phase import journal_storage
 
     study, _, argv = tuned
     assert cli.main(argv + ["--no-report"]) == 0
@@ -271,7 +271,7 @@ def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
     """Through submitit's debug executor (no cluster needed): the trials go through the same
     SLURM path as the final jobs, and the choice equals the local study's."""
     from resnorm.pipeline import run_study
-    from resnorm.study.options import StudyOptions
+    from resnorm.study.plan.options import StudyOptions
 
     study, _, _ = tuned
     torch.set_num_threads(1)
@@ -287,7 +287,7 @@ def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
 
 
 def test_sharing_the_lr_of_an_untuned_run_is_refused():
-    from resnorm.study.tuning import tune_phase
+    from resnorm.study.tuning.phase import tune_phase
 
     with pytest.raises(UsageError, match="is tuned itself"):
         parse_plan({"tune": {"lr": [0.1], "runs": ["a"], "share": {"a": "b"}}, "runs": RUNS})
@@ -300,7 +300,7 @@ def test_sharing_the_lr_of_an_untuned_run_is_refused():
 def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_path):
     from resnorm.report.document import Bullets
     from resnorm.report.tuning import section_tuning
-    from resnorm.study.tune_records import TuneResult, write_choices
+    from resnorm.study.tuning.results import TuneResult, write_choices
 
     # a: one great lr among poor ones; b: uniformly decent. With one trial b is ahead in
     # expectation, with all five a is: the curves cross.

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from resnorm.errors import UsageError
 from resnorm.study import cli as study_cli
-from resnorm.study.options import StudyOptions
-from resnorm.study.plan import Plan
+from resnorm.study.plan.options import StudyOptions
+from resnorm.study.plan.parse import Plan
 from resnorm.study.runner import (held_elsewhere, prepare_study, study_plan, torch_threads,
                                   train_study, tune_study)
-from resnorm.study.state import StudyState
-from resnorm.study.training import Job, Outcome
+from resnorm.study.execution.state import StudyState
+from resnorm.study.execution.job import Job, Outcome
 
 __all__ = ["StudyResult", "run_study", "finish_study", "configure_parser", "run_cli"]
 

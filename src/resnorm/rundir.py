@@ -11,7 +11,7 @@ A run folder (`resnorm train --out RUN`, a study's STUDY/runs/<name>/seed-<s>/) 
     final.json        written last: its presence marks the run finished
     error.txt         a study's record of why the run failed (the traceback)
     train.log         a study's copy of the run's output when it trained in its own process
-    .lock, .lock.json a study process's lock on the folder (resnorm.study.locks)
+    .lock, .lock.json a study process's lock on the folder (resnorm.study.execution.locks)
 
 Every write is atomic (`resnorm.fileio`), only by the main process (under torchrun: rank 0),
 and a full disk becomes one `DiskFullError` line naming the file. `clear()` is what a fresh

@@ -1,7 +1,7 @@
 """A study exported to MLflow: one experiment, a parent run per plan run, a nested run per
 (run, seed), and a run holding the study's report.
 
-The run folders stay the source of truth; one process reads them (resnorm.study.records) and
+The run folders stay the source of truth; one process reads them (resnorm.study.execution.records) and
 writes the tracking store. MLflow's file store is deprecated and one SQLite file breaks under
 concurrent writers, so training never logs to MLflow itself.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import UsageError
-from resnorm.study.records import RunRecord, Trial, collect_runs, trial_label
+from resnorm.study.execution.records import RunRecord, Trial, collect_runs, trial_label
 
 __all__ = ["export_study", "default_uri", "ExportResult", "LABEL_TAG", "FINGERPRINT_TAG",
            "flat_params", "final_metrics"]

@@ -15,7 +15,7 @@ from resnorm.gradcam.gallery import ClassGallery, class_gallery, gallery_slug
 from resnorm.gradcam.maps import TOP_SHARE, pointing_game, val_boxes
 from resnorm.gradcam.select import PER_CLASS, choose_classes
 from resnorm.rundir import BEST_FILE, RunDir
-from resnorm.study.records import best_run, collect_runs, read_state, write_state
+from resnorm.study.execution.records import best_run, collect_runs, read_state, write_state
 from resnorm.train import load_run
 
 

@@ -17,10 +17,10 @@ from resnorm.report.render import render_html, render_markdown
 from resnorm.report.roles import data_manifest, study_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
-from resnorm.study.manifest import Design, read_manifest
+from resnorm.study.plan.manifest import Design, read_manifest
 from resnorm.report.tuning import section_tuning
-from resnorm.study.plan import DEFAULT_TOLERANCE
-from resnorm.study.records import PLAN_FILE, collect_runs, read_state
+from resnorm.study.plan.parse import DEFAULT_TOLERANCE
+from resnorm.study.execution.records import PLAN_FILE, collect_runs, read_state
 
 ASSETS = "report_assets"
 
@@ -43,7 +43,7 @@ def study_design(study: Path) -> Design:
         return manifest.design
     if not (study / PLAN_FILE).exists():  # run folders alone: no questions were declared
         return Design()
-    from resnorm.study.plan import load_plan, plan_design
+    from resnorm.study.plan.parse import load_plan, plan_design
 
     return plan_design(load_plan(study / PLAN_FILE))
 

@@ -18,7 +18,7 @@ from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_
                                    metric_label, num, p_value, pct, pts, secs, signed_pts, val)
 from resnorm.report.roles import Roles, group_labels, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD, primary_metric
-from resnorm.study.records import RunRecord
+from resnorm.study.execution.records import RunRecord
 
 CURVE_COLUMNS = ("train_loss", "train_acc", "train_micro_f1", "train_macro_f1",
                  "val_loss", "val_acc", "val_micro_f1", "val_macro_f1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from resnorm.report.document import Para, Sub, Table
 from resnorm.report.format import pct, signed_pts
-from resnorm.study.statistics import t_interval, welch_difference
+from resnorm.statistics import t_interval, welch_difference
 
 __all__ = ["faithfulness_blocks", "corner_blocks", "points_ci", "share_ci", "variants_of"]
 

@@ -1,6 +1,6 @@
 """The study's tests in families (summary.json `families`): which are primary (the sanity
 equivalence, the primary pairs on the primary metric, the batch-size interaction) and which
-exploratory, each family adjusted (resnorm.study.statistics.families, jointly on the study's
+exploratory, each family adjusted (resnorm.statistics.families, jointly on the study's
 model for the primary one), what each can detect, and the texts that say how it was done and
 how well it held in simulation (tests/test_calibration.py)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from resnorm.report.format import metric_label
-from resnorm.study import statistics as st
+from resnorm import statistics as st
 
 __all__ = ["adjust_families", "weights", "BEST_SET_METHOD"]
 
@@ -46,7 +46,7 @@ EXPLORATORY_METHOD = ("Exploratory (every other comparison: the second metric, t
 def adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_plan: bool,
                     model: st.SeedModel | None) -> dict:
     """Label every test primary or exploratory and adjust each family (see
-    resnorm.study.statistics.families); returns the families' description."""
+    resnorm.statistics.families); returns the families' description."""
     keys = {frozenset(p) for p in pairs}
     primary = [c for c in out["comparisons"]
                if c["metric"] == metric and frozenset((c["a"], c["b"])) in keys]

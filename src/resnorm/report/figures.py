@@ -11,7 +11,7 @@ from resnorm.norms import norm_info
 from resnorm.plots import mpl_text, plot_run_curves
 from resnorm.report.roles import norm_kind, seeds_mean_of
 from resnorm.rundir import CURVES_FILE, RunDir
-from resnorm.study.records import RunRecord
+from resnorm.study.execution.records import RunRecord
 
 
 def slug(name: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from resnorm.report.format import pct
-from resnorm.study.statistics import t_interval, wilson_interval
+from resnorm.statistics import t_interval, wilson_interval
 
 
 def proportion_ci(hits: int, total: int) -> str:

@@ -14,7 +14,7 @@ from resnorm.report.format import metric_label, num, pct, val
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import norm_kind
 from resnorm.rundir import BEST_FILE, RunDir
-from resnorm.study.records import RunRecord, read_state
+from resnorm.study.execution.records import RunRecord, read_state
 
 
 def bin_gates(run: RunRecord) -> list[dict]:

@@ -20,8 +20,8 @@ from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, prop
 from resnorm.report.roles import Roles, group_labels
 from resnorm.report.summary import primary_metric
 from resnorm.report.verdicts import best_sentence, detectable_text
-from resnorm.study.records import RunRecord, best_run
-from resnorm.study.statistics import welch_difference
+from resnorm.study.execution.records import RunRecord, best_run
+from resnorm.statistics import welch_difference
 
 
 @dataclass

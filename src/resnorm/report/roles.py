@@ -1,6 +1,6 @@
 """Reading the study's runs: which run plays which role in its design, and lookups in a run's
 records. The design itself is declared (or derived once) at plan time and read from the study
-manifest (resnorm.study.manifest); nothing here infers it from configs."""
+manifest (resnorm.study.plan.manifest); nothing here infers it from configs."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.norms import split_kind
-from resnorm.study.manifest import Design
-from resnorm.study.records import RunRecord
+from resnorm.study.plan.manifest import Design
+from resnorm.study.execution.records import RunRecord
 
 
 def norm_kind(run: RunRecord) -> str:

@@ -15,9 +15,9 @@ from resnorm.report.document import Block, Bold, Bullets, Img, Para, Section, Su
 from resnorm.report.figures import plot_overlay, run_curves
 from resnorm.report.format import ci_pct, lr_rule_text, num, pct, secs, val
 from resnorm.report.roles import Roles, nested, seeds_mean_of
-from resnorm.study.locks import held_by
-from resnorm.study.records import RunRecord, best_run
-from resnorm.study.statistics import t_interval
+from resnorm.study.execution.locks import held_by
+from resnorm.study.execution.records import RunRecord, best_run
+from resnorm.statistics import t_interval
 
 
 def section_setup(runs, manifest, plan, summary: dict) -> Section:

@@ -2,14 +2,14 @@
 sanity equivalence, their families with adjusted p-values, and the ranking of the variants, as
 one JSON-ready dict (STUDY/summary.json) that the report then states.
 
-Every number comes from resnorm.study.statistics on the per-image validation predictions of
+Every number comes from resnorm.statistics on the per-image validation predictions of
 each (run, seed) (RUN/seed-S/predictions.npz): the intervals count both the seeds and the
 finite validation set. Metric names are metrics.csv's (`val_acc`, `val_macro_f1`, ...), values
 are fractions. Nothing here raises on a degenerate study: a comparison that cannot be made
 (a run missing, diverged on every seed, without predictions) is listed with its `reason`.
 
 The comparisons rest on one seed-variance model per split and metric, fitted to every run
-with predictions (resnorm.study.statistics.model: each run's seed variance moderated towards
+with predictions (resnorm.statistics.model: each run's seed variance moderated towards
 the runs' pool; `model` names it with its df); the sanity pair, trained with the same seeds,
 is compared seed by seed. A diverged seed is a failure the statistics see: its best checkpoint
 before the divergence is scored with the others (what the recipe delivers), and a diverged
@@ -19,7 +19,7 @@ The runs each comparison uses come from the study's design (`roles.design`, read
 study manifest): its `pairs` are compared, its `primary` pairs, sanity pair and batch groups
 form the primary family, its ranked runs are ranked.
 
-Families (resnorm.study.statistics.families): the primary family holds the sanity
+Families (resnorm.statistics.families): the primary family holds the sanity
 equivalence, the design's primary pairs on the primary metric and the
 interaction, tested jointly by step-down max-T on the model (Holm where there is no model),
 each with `ci95_simultaneous` and `mde_points`; every other comparison is exploratory,
@@ -43,9 +43,9 @@ from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
 from resnorm.report.families import BEST_SET_METHOD, adjust_families
 from resnorm.report.roles import Roles
-from resnorm.study import statistics as st
-from resnorm.study.manifest import Design
-from resnorm.study.records import SUMMARY_FILE, RunRecord
+from resnorm import statistics as st
+from resnorm.study.plan.manifest import Design
+from resnorm.study.execution.records import SUMMARY_FILE, RunRecord
 
 __all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "TEST_METRICS",
            "METHOD", "primary_metric"]
@@ -360,7 +360,7 @@ def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
     (sanity_tolerance.metric). The family's adjustment decides `equivalence`."""
     if design.sanity is None or not all(n in seeds for n in design.sanity):
         return None
-    from resnorm.study.plan import DEFAULT_TOLERANCE
+    from resnorm.study.plan.parse import DEFAULT_TOLERANCE
 
     a, b = design.sanity
     tol = float({**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}["metric"])
@@ -393,7 +393,7 @@ def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
 def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
              metric: str, comparisons: list[dict]) -> dict | None:
     """The best set, P(best) and expected rank of `names` on `metric` (see
-    resnorm.study.statistics.ranking); runs without predictions are left out, saying why."""
+    resnorm.statistics.ranking); runs without predictions are left out, saying why."""
     split, m = metric.split("_", 1)
     usable = {n: seeds[n].by_split[split] for n in names
               if n in seeds and split in seeds[n].by_split}

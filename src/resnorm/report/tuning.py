@@ -1,6 +1,6 @@
 """The report's tuning section: each tuned run's val score against lr, the expected best val
 score against the number of trials (Dodge et al. 2019; Tang et al. 2020's estimator), and the
-untuned lr beside the chosen one. Reads STUDY/tuning through resnorm.study.tune_records;
+untuned lr beside the chosen one. Reads STUDY/tuning through resnorm.study.tuning.results;
 adds `tuning` to the summary (summary.json): {run: {grid: [{lr, score, status}], chosen_lr,
 at_edge, default_lr, score, last_epochs}}."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from resnorm.fileio import read_json
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bullets, Img, Para, Section, Table
 from resnorm.report.format import ci_pct
-from resnorm.study.statistics.intervals import wilson_interval
-from resnorm.study.tune_records import (
+from resnorm.statistics.intervals import wilson_interval
+from resnorm.study.tuning.results import (
     CHOICE_FILE, TUNING_DIR, GridPoint, TuneResult, curves_cross, expected_max, lr_text,
     read_choices)
 

@@ -1,22 +1,23 @@
 """The study: a plan of runs, trained and compared (Grad-CAM and the report read it; the
 whole `resnorm study` pipeline is resnorm.pipeline, on the floor above).
 
-plan (the YAML plan) | records (the study folder as data) | runner (prepare and train a plan's
-jobs) | executors (in-process, jobs: --jobs K, slurm: --executor slurm) | state (study.json,
-the outcome recorder) | training (one job) | cli (`resnorm study`'s flags) | statistics.
+Three rooms: plan/ (the plan, its design, the manifest, options, tune settings), execution/
+(executors, the pool, SLURM, locks, capacity, state, records) and tuning/ (the tune: phase);
+beside them runner (prepare, tune and train a plan's jobs), datasets (the data once per size)
+and cli (`resnorm study`'s flags). The statistics are their own package, resnorm.statistics.
 
-The names below import lazily: importing `resnorm.study.records` (as the report and Grad-CAM
+The names below import lazily: importing `resnorm.study.execution.records` (as the report and Grad-CAM
 do) must not pull the runner and training in with it.
 """
 from __future__ import annotations
 
 import importlib
 
-_LAZY = {"load_plan": "resnorm.study.plan",
-         "parse_plan": "resnorm.study.plan", "Plan": "resnorm.study.plan",
-         "RunSpec": "resnorm.study.plan", "resolve_fields": "resnorm.study.plan",
-         "collect_runs": "resnorm.study.records",
-         "RunRecord": "resnorm.study.records", "best_run": "resnorm.study.records"}
+_LAZY = {"load_plan": "resnorm.study.plan.parse",
+         "parse_plan": "resnorm.study.plan.parse", "Plan": "resnorm.study.plan.parse",
+         "RunSpec": "resnorm.study.plan.parse", "resolve_fields": "resnorm.study.plan.parse",
+         "collect_runs": "resnorm.study.execution.records",
+         "RunRecord": "resnorm.study.execution.records", "best_run": "resnorm.study.execution.records"}
 
 __all__ = list(_LAZY)
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from resnorm.errors import UsageError
-from resnorm.study.options import StudyOptions
+from resnorm.study.plan.options import StudyOptions
 
 __all__ = ["configure_parser", "study_options", "exit_status", "exit_on_sigterm"]
 
@@ -135,7 +135,7 @@ SLURM_FLAGS = {"partition": "--partition", "time": "--time-limit",
 
 def slurm_overrides(args: argparse.Namespace) -> dict:
     """The SLURM options given, as the plan's `slurm:` keys (checked: one-line UsageErrors)."""
-    from resnorm.study.plan import parse_time_limit
+    from resnorm.study.plan.parse import parse_time_limit
 
     given = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in SLURM_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}
@@ -161,7 +161,7 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 
 def _jobs_arg(text: str) -> int | str:
     """--jobs: a count (run_study refuses one below 1, in its own words) or "auto"
-    (resolved by run_study: resnorm.study.capacity)."""
+    (resolved by run_study: resnorm.study.execution.capacity)."""
     if text.strip().lower() == "auto":
         return "auto"
     try:

@@ -12,7 +12,7 @@ recorded and the study goes on; a full disk stops it (exit 4).
                     before any trains, plan.yaml, study.json, this process's --shard
     tune_study      the plan's lr search first (a `tune:` section), the final jobs at the
                     chosen lrs
-    train_study     the jobs, through one executor (resnorm.study.executors): study_executor
+    train_study     the jobs, through one executor (resnorm.study.execution.executors): study_executor
 """
 from __future__ import annotations
 
@@ -28,18 +28,18 @@ import yaml
 
 from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text
-from resnorm.study.capacity import jobs_that_fit
-from resnorm.study.executors import Executor, make_executor
-from resnorm.study.manifest import MANIFEST_KEY, Design, Manifest
-from resnorm.study.options import StudyOptions
-from resnorm.study.plan import (Plan, experiment_settings, load_plan, parse_seeds,
+from resnorm.study.execution.capacity import jobs_that_fit
+from resnorm.study.execution.executors import Executor, make_executor
+from resnorm.study.plan.manifest import MANIFEST_KEY, Design, Manifest
+from resnorm.study.plan.options import StudyOptions
+from resnorm.study.plan.parse import (Plan, experiment_settings, load_plan, parse_seeds,
                                  plan_design)
-from resnorm.study.prepare import check_scored_data, make_demo_data, prepare_data
-from resnorm.study.records import PLAN_FILE
-from resnorm.study.resolve import make_job, resolved_jobs, shard_of
-from resnorm.study.slurm import LOG_DIR, slurm_settings
-from resnorm.study.state import OutcomeRecorder, StudyState
-from resnorm.study.training import Job, Outcome
+from resnorm.study.datasets import check_scored_data, make_demo_data, prepare_data
+from resnorm.study.execution.records import PLAN_FILE
+from resnorm.study.execution.make_jobs import make_job, resolved_jobs, shard_of
+from resnorm.study.execution.slurm import LOG_DIR, slurm_settings
+from resnorm.study.execution.state import OutcomeRecorder, StudyState
+from resnorm.study.execution.job import Job, Outcome
 
 __all__ = ["PreparedStudy", "study_plan", "prepare_study", "tune_study", "train_study",
            "study_executor", "held_elsewhere", "torch_threads"]
@@ -121,14 +121,14 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
 
 
 def tune_study(study: PreparedStudy) -> PreparedStudy:
-    """The plan's lr search first when it has `tune:` (resnorm.study.tuning): its trials
+    """The plan's lr search first when it has `tune:` (resnorm.study.tuning.phase): its trials
     through the study's executor (each outcome in study.json's "tuning"; a SLURM study
     waits for them even with --no-wait: the final runs need their choice), then the study
     with every final job at its chosen lr and the manifest rewritten with those configs."""
     if study.plan.tune is None:
         return study
-    from resnorm.study.tune_records import TUNING_DIR
-    from resnorm.study.tuning import apply_choices, tune_phase
+    from resnorm.study.tuning.results import TUNING_DIR
+    from resnorm.study.tuning.phase import apply_choices, tune_phase
 
     waiting = dataclasses.replace(study, options=dataclasses.replace(
         study.options, slurm={**(study.options.slurm or {}), "wait": True}))
@@ -152,7 +152,7 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
 def tuned_pairs(design: Design, plan: Plan) -> list[dict]:
     """The design's compared pairs, each with what it differs in once the lrs are tuned (a
     tuned pair differs in its lr too: each variant at its own best)."""
-    from resnorm.study.design import differences
+    from resnorm.study.plan.design import differences
 
     fields = experiment_settings(plan)
     return [{**p, "differs_in": differences(fields[p["a"]], fields[p["b"]])}
@@ -202,7 +202,7 @@ def study_executor(study: PreparedStudy, recorder: OutcomeRecorder, todo: list[J
 def held_elsewhere(todo: list[Job], say) -> bool:
     """Whether other study processes still train jobs of this plan (their locks); if so, say
     which: the last process to finish writes Grad-CAM and the report."""
-    from resnorm.study.locks import held_by
+    from resnorm.study.execution.locks import held_by
 
     busy = [(job, held_by(job.dir)) for job in todo if not job.run.finished]
     busy = [(job, holder) for job, holder in busy if holder is not None]

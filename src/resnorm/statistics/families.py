@@ -38,8 +38,8 @@ from typing import Sequence
 import numpy as np
 from scipy import special, stats
 
-from resnorm.study.statistics.contrasts import NOT_COMPUTABLE, equivalence
-from resnorm.study.statistics.model import detectable_effect
+from resnorm.statistics.contrasts import NOT_COMPUTABLE, equivalence
+from resnorm.statistics.model import detectable_effect
 
 __all__ = ["ALPHA", "PRIMARY", "EXPLORATORY", "NO_DIFFERENCE", "POWER", "holm",
            "benjamini_hochberg", "interval_at", "max_t", "adjust"]

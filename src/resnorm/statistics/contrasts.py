@@ -78,9 +78,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from resnorm.study.statistics.inputs import (checked_indices, normalize_groups,
+from resnorm.statistics.inputs import (checked_indices, normalize_groups,
                                              paired_by_seed, run_scores, seed_arrays)
-from resnorm.study.statistics.metrics import (DEFAULT_N_BOOT, bootstrap_indices, check_metric,
+from resnorm.statistics.metrics import (DEFAULT_N_BOOT, bootstrap_indices, check_metric,
                                               metric_value)
 
 __all__ = ["NOT_COMPUTABLE", "contrast", "compare", "interaction", "summarize", "equivalence",

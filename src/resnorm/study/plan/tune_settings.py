@@ -6,7 +6,7 @@
       epochs: 8         # optional: shorter trials than the final runs
       score: val_acc    # a metrics.csv column of the val split
       last_epochs: 3    # the score is the median of the last epochs' values
-      runs: [bn, gn]    # optional: which runs are tuned (default: see resnorm.study.tuning)
+      runs: [bn, gn]    # optional: which runs are tuned (default: see resnorm.study.tuning.phase)
       share: {torch_bn: bn}  # optional: a run that takes another run's chosen lr
       default: true     # add each run's untuned lr to its grid (shown beside the choice)
 

@@ -5,7 +5,7 @@ overrides); see configs/demo.yaml and docs/architecture.md. `seeds:` (a count K,
 trains every run once per seed; `comparisons:` names pairs of runs to compare beyond those the
 report finds itself; `primary:` names the pairs of the study's primary family (the report's
 default: the norm variants pairwise); `tune:` an lr search before the final runs
-(resnorm.study.tune_settings, resnorm.study.tuning). `load_plan(path)` gives a `Plan`;
+(resnorm.study.plan.tune_settings, resnorm.study.tuning.phase). `load_plan(path)` gives a `Plan`;
 `resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
 applied across batch sizes;
 `plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from resnorm.errors import UsageError, checked_mapping
-from resnorm.study.manifest import Design
-from resnorm.study.tune_settings import TuneSettings, parse_tune
+from resnorm.study.plan.manifest import Design
+from resnorm.study.plan.tune_settings import TuneSettings, parse_tune
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
            "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default",
@@ -83,7 +83,7 @@ class Plan:
     seeds: int | list[int] = 1
     comparisons: list[tuple[str, str]] = field(default_factory=list)  # extra pairs to compare
     slurm: dict[str, Any] = field(default_factory=dict)  # SLURM_KEYS, checked (--executor slurm)
-    # the plan's `design:` as declared (resnorm.study.design; None: the assignment's, derived)
+    # the plan's `design:` as declared (resnorm.study.plan.design; None: the assignment's, derived)
     design: dict[str, Any] | None = None
     source: str = "plan"  # where it was read from, for messages
     tune: TuneSettings | None = None  # the lr search before the final runs (study.tuning)
@@ -190,7 +190,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
 
 def _design(raw: dict, names: list[str], source: str) -> dict[str, Any] | None:
     """`design:`; a plan written before it had `primary:` at the top, read as design.primary."""
-    from resnorm.study.design import parse_design
+    from resnorm.study.plan.design import parse_design
 
     value = raw.get("design")
     if raw.get("primary"):
@@ -392,10 +392,10 @@ def resolved_settings(plan: Plan, spec: RunSpec) -> dict[str, Any]:
 
 
 def plan_design(plan: Plan, source: str | None = None) -> Design:
-    """The plan's design (resnorm.study.design): as declared under `design:`, completed with
+    """The plan's design (resnorm.study.plan.design): as declared under `design:`, completed with
     the assignment's where it is silent, and checked against the runs' resolved settings."""
     from resnorm.norms import split_kind
-    from resnorm.study.design import resolve_design
+    from resnorm.study.plan.design import resolve_design
 
     fields = experiment_settings(plan)
     kinds = {name: split_kind(str(f.get("norm")))[0] for name, f in fields.items()}
@@ -403,8 +403,8 @@ def plan_design(plan: Plan, source: str | None = None) -> Design:
 
 
 def experiment_settings(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Each run's experiment settings (resnorm.study.design.experiment_fields), plan order."""
-    from resnorm.study.design import experiment_fields
+    """Each run's experiment settings (resnorm.study.plan.design.experiment_fields), plan order."""
+    from resnorm.study.plan.design import experiment_fields
 
     return {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
 

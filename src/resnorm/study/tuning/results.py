@@ -2,7 +2,7 @@
 
 Layout: STUDY/tuning/<run>/lr-<lr>/seed-<s>/ (one trial: an ordinary run folder),
 STUDY/tuning/tuning.json (what the phase chose, `write_choices`), STUDY/tuning/journal.log
-(the Optuna journal that mirrors the trials, resnorm.study.tuning).
+(the Optuna journal that mirrors the trials, resnorm.study.tuning.phase).
 
 Choosing is a function of train and val alone: a trial's score is read from its
 metrics.csv val column (the robust score: the median of the last epochs), never from its

@@ -13,7 +13,7 @@ submitit Checkpointables: at the time limit or on preemption (SIGUSR2 from SLURM
 requeues the task, and the requeued task resumes from last.pt. The lock stays the safety net:
 a requeued task that overlaps a lost original finds the run "busy" instead of training it twice.
 
-Task states come from `squeue` and each task's result file (resnorm.study.slurm_queue), not
+Task states come from `squeue` and each task's result file (resnorm.study.execution.slurm_queue), not
 from `sacct`: clusters without an accounting database have no sacct. `STUDY/slurm/` holds
 submitit's files and each task's log (`<array>_<task>_0_log.out/.err`); `STUDY/slurm/tasks.json`
 names the task of each job, so that re-running the command waits for tasks still queued
@@ -31,10 +31,10 @@ from typing import Any, Callable, Iterator
 
 from resnorm.errors import ResourceError, UsageError
 from resnorm.fileio import atomic_write_text, read_json
-from resnorm.study.locks import CLAIM_FILE, held_by
-from resnorm.study.plan import parse_time_limit
-from resnorm.study.slurm_queue import squeue_live, squeue_states, submitit_states
-from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
+from resnorm.study.execution.locks import CLAIM_FILE, held_by
+from resnorm.study.plan.parse import parse_time_limit
+from resnorm.study.execution.slurm_queue import squeue_live, squeue_states, submitit_states
+from resnorm.study.execution.job import Job, Outcome, busy, train_locked, train_one
 
 __all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
            "TrainTask", "FinishStudy"]
@@ -139,7 +139,7 @@ class FinishStudy:
 
 class SlurmExecutor:
     """Every job as a task of one SLURM array (the executor `--executor slurm` makes; see
-    resnorm.study.executors); each outcome recorded as its task ends. `finish`: what the job
+    resnorm.study.execution.executors); each outcome recorded as its task ends. `finish`: what the job
     after a --no-wait array runs (settings.wait False), a picklable callable."""
 
     def __init__(self, recorder, settings: SlurmSettings, folder: Path, threads: int | None,

@@ -4,7 +4,7 @@ up-front check of an explicit `--jobs K` on a GPU.
     auto_jobs(configs) -> (K, one line saying why)
     check_jobs_fit(configs, k) -> one line (or UsageError, one line: needed vs free)
 
-GPU (CUDA). Each job is its own process (study.jobs, "spawn") and holds on the GPU:
+GPU (CUDA). Each job is its own process (study.execution.pool, "spawn") and holds on the GPU:
 - a CUDA context: CUDA_CONTEXT_BYTES (about 0.5 GB; the driver's, not torch's allocator);
 - its model's peak memory, `estimate_peak_bytes(cfg)`: activations from the ResNet's shape,
   worked out below, times SAFETY;
@@ -33,7 +33,7 @@ H200 (132 SMs), 6 on an A100 (108), 2 on a T4 (40).
 
 CPU. K = min(cores // threads per job, jobs whose activations fit in the available host
 memory, the runs); threads per job: the plan's `threads`, else 1 (runs in separate
-processes scale across cores better than one run's intra-op threads; study.jobs then hands
+processes scale across cores better than one run's intra-op threads; study.execution.pool then hands
 cores // K threads to each job).
 
 The activation estimate. The network (resnorm.model) is a 3x3 conv stem with 16 filters at
@@ -306,7 +306,7 @@ def check_jobs_fit(configs: Sequence[Any], k: int,
 
 
 def jobs_that_fit(todo: Sequence[Any], jobs: int | str, threads: int | None, say) -> int:
-    """--jobs K settled for the jobs of `todo` (resnorm.study.training.Job) still to train:
+    """--jobs K settled for the jobs of `todo` (resnorm.study.execution.job.Job) still to train:
     auto: as many as the device (GPU memory and SMs, or CPU cores) holds, said in a line; a K
     that cannot fit on a GPU is refused up front, in one line."""
     pending = [job.cfg for job in todo if not job.run.finished]

@@ -19,20 +19,21 @@ from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json, read_yaml
 from resnorm.rundir import RunDir
+from resnorm.studydir import StudyDir
 
 __all__ = ["PLAN_FILE", "STATE_FILE", "SUMMARY_FILE", "OK_STATUSES", "Trial", "RunRecord",
            "trial_dir", "trial_label", "read_state", "write_state", "collect_runs", "best_run"]
 
-PLAN_FILE = "plan.yaml"        # the study's copy of its plan
-STATE_FILE = "study.json"      # per-(run, seed) outcome as the study saw it (failures, lr)
-SUMMARY_FILE = "summary.json"  # the statistics of the study (resnorm.report.summary)
+PLAN_FILE = StudyDir.PLAN        # the study's copy of its plan
+STATE_FILE = StudyDir.STATE      # per-(run, seed) outcome as the study saw it (failures, lr)
+SUMMARY_FILE = StudyDir.SUMMARY  # the statistics of the study (resnorm.report.summary)
 OK_STATUSES = ("completed", "early_stopped")
 _SEED_DIR = re.compile(r"^seed-(-?\d+)$")
 
 
 def trial_dir(study: Path, name: str, seed: int) -> Path:
     """Where (run `name`, `seed`) trains: STUDY/runs/<name>/seed-<seed>/."""
-    return Path(study) / "runs" / name / f"seed-{seed}"
+    return StudyDir(study).trial(name, seed)
 
 
 def trial_label(name: str, seed: int) -> str:

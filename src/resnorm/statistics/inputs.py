@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from resnorm.study.statistics.metrics import as_label_array, count_classes, replicates
+from resnorm.statistics.metrics import as_label_array, count_classes, replicates
 
 __all__ = ["SeedPredictions"]
 

@@ -4,7 +4,7 @@
 question) and every (run, seed) with its fully resolved config. The report, Grad-CAM and the
 statistics read the study through it and the run folders; nothing downstream re-derives the
 design from configs. This module holds the data model and its JSON form only: deriving and
-checking a design from a plan is `resnorm.study.design`.
+checking a design from a plan is `resnorm.study.plan.design`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.fileio import read_json
-from resnorm.study.records import STATE_FILE
+from resnorm.studydir import StudyDir
 
 __all__ = ["Design", "BatchMember", "Manifest", "MANIFEST_KEY", "MANIFEST_VERSION",
            "read_manifest"]
@@ -32,7 +32,7 @@ class BatchMember:
 
 @dataclass
 class Design:
-    """Which runs answer which of the study's questions (see resnorm.study.design).
+    """Which runs answer which of the study's questions (see resnorm.study.plan.design).
 
     variants:    the runs compared pairwise and ranked (one per norm, same recipe)
     sanity:      (reference, candidate): the equivalence check of two implementations
@@ -129,6 +129,6 @@ class Manifest:
 
 def read_manifest(study: str | Path) -> Manifest | None:
     """The manifest of a study folder, or None for a study written before manifests."""
-    state = read_json(Path(study) / STATE_FILE) or {}
+    state = read_json(StudyDir(study).state) or {}
     raw = state.get(MANIFEST_KEY)
     return Manifest.from_dict(raw) if isinstance(raw, dict) else None

@@ -14,7 +14,7 @@ from typing import Any
 
 from resnorm.errors import DivergedError, ResourceError
 from resnorm.rundir import RunDir
-from resnorm.study.records import trial_label
+from resnorm.study.execution.records import trial_label
 
 __all__ = ["Job", "Outcome", "busy", "train_one", "train_locked", "summary_line"]
 
@@ -23,7 +23,7 @@ __all__ = ["Job", "Outcome", "busy", "train_one", "train_locked", "summary_line"
 class Job:
     """One (run, seed) to train: the plan's run, the seed, its resolved TrainConfig."""
 
-    spec: Any              # resnorm.study.plan.RunSpec
+    spec: Any              # resnorm.study.plan.parse.RunSpec
     seed: int
     cfg: Any               # resnorm.train.TrainConfig (cfg.out is the folder)
     lr_note: str
@@ -62,7 +62,7 @@ def busy(label: str, holder) -> Outcome:
 
 
 def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = True) -> Outcome:
-    """`train_one` holding the run folder's lock (resnorm.study.locks), so that several study
+    """`train_one` holding the run folder's lock (resnorm.study.execution.locks), so that several study
     processes on one folder never train the same (run, seed) at once: when another process
     holds it, a "busy" outcome naming it. lock=False (under torchrun): no lock. A full disk
     (ResourceError) comes back as a fatal outcome: the study records it, then stops."""
@@ -70,7 +70,7 @@ def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = Tr
     try:
         if not lock or RunDir(run_dir).finished:  # finished: nothing to lock
             return train_one(cfg, run_dir, progress, label)
-        from resnorm.study.locks import run_lock
+        from resnorm.study.execution.locks import run_lock
 
         with run_lock(run_dir) as holder:
             if holder is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from resnorm.errors import UsageError, checked_mapping
-from resnorm.study.manifest import BatchMember, Design
+from resnorm.study.plan.manifest import BatchMember, Design
 
 __all__ = ["DESIGN_KEYS", "ASSIGNMENT", "parse_design", "resolve_design", "experiment_fields",
            "differences"]

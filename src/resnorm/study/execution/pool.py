@@ -1,5 +1,5 @@
 """Several jobs of a study at once (`resnorm study --jobs K`), in K worker processes: the
-pool executor (resnorm.study.executors)."""
+pool executor (resnorm.study.execution.executors)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +10,8 @@ from contextlib import closing
 from pathlib import Path
 
 from resnorm.rundir import LOG_FILE
-from resnorm.study.locks import held_by
-from resnorm.study.training import Job, Outcome, busy, train_locked, train_one
+from resnorm.study.execution.locks import held_by
+from resnorm.study.execution.job import Job, Outcome, busy, train_locked, train_one
 
 __all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 

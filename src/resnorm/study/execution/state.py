@@ -1,7 +1,7 @@
 """STUDY/study.json, the study's record of what it did, and the one place a job's outcome is
 written down (`OutcomeRecorder`), whichever executor trained the job.
 
-Each executor (resnorm.study.executors) hands every outcome to its recorder as it is known;
+Each executor (resnorm.study.execution.executors) hands every outcome to its recorder as it is known;
 the recorder writes the job's entry into study.json (status, action, seconds, error, lr,
 lr_note) under the file's lock, prints the job's summary line, and stops the study on a
 fatal outcome (a full disk) once it is recorded.
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import ResourceError
-from resnorm.study.plan import Plan
-from resnorm.study.records import STATE_FILE, read_state, write_state
-from resnorm.study.training import Job, Outcome, summary_line
+from resnorm.study.plan.parse import Plan
+from resnorm.study.execution.records import STATE_FILE, read_state, write_state
+from resnorm.study.execution.job import Job, Outcome, summary_line
 
 __all__ = ["StudyState", "OutcomeRecorder", "Tally"]
 

@@ -1,5 +1,5 @@
 """What SLURM's queue says about a study's tasks: `squeue`, not `sacct` (clusters without an
-accounting database have no sacct), and each task's result file (resnorm.study.slurm waits
+accounting database have no sacct), and each task's result file (resnorm.study.execution.slurm waits
 with these)."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import UsageError
-from resnorm.study.plan import Plan, train_default
+from resnorm.study.plan.parse import Plan, train_default
 
 __all__ = ["data_key", "prepare_data", "check_scored_data", "make_demo_data"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from resnorm.errors import UsageError
 from resnorm.rundir import RunDir
-from resnorm.study.plan import Plan, RunSpec, resolve_fields
-from resnorm.study.prepare import data_key
-from resnorm.study.records import trial_dir
-from resnorm.study.training import Job
+from resnorm.study.plan.parse import Plan, RunSpec, resolve_fields
+from resnorm.study.datasets import data_key
+from resnorm.study.execution.records import trial_dir
+from resnorm.study.execution.job import Job
 
 __all__ = ["resolved_jobs", "make_job", "shard_of"]
 
@@ -18,7 +18,7 @@ def resolved_jobs(plan: Plan, data: str | Path, caches: dict, study: Path,
                   lr_notes: dict[str, str] | None = None, check: bool = True) -> list[Job]:
     """Each (run, seed) with its fully resolved TrainConfig, in plan order and then seed
     order (checked now, so a bad plan fails before training). `lr_notes`: how a tuning phase
-    set a run's lr (resnorm.study.tuning), over the plan's own note. check=False: do not
+    set a run's lr (resnorm.study.tuning.phase), over the plan's own note. check=False: do not
     compare with what the folders hold (a plan to be tuned: its final lrs are not known)."""
     out = []
     for spec in plan.runs:

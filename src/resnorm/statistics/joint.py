@@ -16,11 +16,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import special
 
-from resnorm.study.statistics.families import PRIMARY, adjust
-from resnorm.study.statistics.inputs import (checked_indices, normalize_groups,
+from resnorm.statistics.families import PRIMARY, adjust
+from resnorm.statistics.inputs import (checked_indices, normalize_groups,
                                              paired_by_seed, run_scores)
-from resnorm.study.statistics.metrics import DEFAULT_N_BOOT, bootstrap_indices, check_metric
-from resnorm.study.statistics.model import (MODEL_NAME, ImageMoments, SeedModel, contrast_arrays,
+from resnorm.statistics.metrics import DEFAULT_N_BOOT, bootstrap_indices, check_metric
+from resnorm.statistics.model import (MODEL_NAME, ImageMoments, SeedModel, contrast_arrays,
                                             contrast_correlation, fit_seed_model,
                                             moments_from_replicates)
 

@@ -27,10 +27,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from resnorm.study.statistics.contrasts import seed_variance
-from resnorm.study.statistics.inputs import (checked_indices, normalize_groups,
+from resnorm.statistics.contrasts import seed_variance
+from resnorm.statistics.inputs import (checked_indices, normalize_groups,
                                              paired_by_seed, run_scores)
-from resnorm.study.statistics.metrics import DEFAULT_N_BOOT, bootstrap_indices, check_metric
+from resnorm.statistics.metrics import DEFAULT_N_BOOT, bootstrap_indices, check_metric
 
 __all__ = ["Resample", "resample_runs", "SEED_LEVELS"]
 

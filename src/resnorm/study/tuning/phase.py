@@ -1,7 +1,7 @@
 """The tuning phase: each tuned run trained at every lr of the plan's grid, its lr chosen on val.
 
 `tune_phase` runs before the study's final jobs are resolved. Each trial is an ordinary job
-(resnorm.study.training.Job) whose folder is STUDY/tuning/<run>/lr-<lr>/seed-<s>/, so a
+(resnorm.study.execution.job.Job) whose folder is STUDY/tuning/<run>/lr-<lr>/seed-<s>/, so a
 finished trial is skipped and an interrupted one resumes exactly as a study's runs do; the
 folders are the source of truth. One Optuna study per tuned run (storage: the journal file
 STUDY/tuning/journal.log, `JournalStorage(JournalFileBackend(path))`, safe for several
@@ -10,7 +10,7 @@ one trial, once, under a file lock, so a kill at any point and any number of re-
 no duplicates. No pruning: every grid value trains its full trial epochs (early pruning
 penalises slow starters such as IN and the no-norm variant).
 
-Choosing reads each trial's val column of metrics.csv only (resnorm.study.tune_records):
+Choosing reads each trial's val column of metrics.csv only (resnorm.study.tuning.results):
 test is never read before the final runs. `apply_choices` then writes the chosen lr into each
 tuned run, so the final runs are ordinary runs with an explicit lr.
 """
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 from resnorm.errors import UsageError
-from resnorm.study.manifest import Design
-from resnorm.study.plan import Plan, RunSpec, lr_rule_factor, resolve_fields, train_default
-from resnorm.study.tune_records import (
+from resnorm.study.plan.manifest import Design
+from resnorm.study.plan.parse import Plan, RunSpec, lr_rule_factor, resolve_fields, train_default
+from resnorm.study.tuning.results import (
     JOURNAL_FILE, TUNING_DIR, GridPoint, TuneResult, choose, lr_text, read_point,
     trial_folder, write_choices)
-from resnorm.study.tune_settings import TuneSettings
+from resnorm.study.plan.tune_settings import TuneSettings
 
 __all__ = ["tuned_runs", "shared_lrs", "tune_phase", "apply_choices", "grid_of", "choice_line"]
 

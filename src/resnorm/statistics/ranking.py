@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from resnorm.study.statistics.metrics import DEFAULT_N_BOOT
-from resnorm.study.statistics.resampling import resample_runs
+from resnorm.statistics.metrics import DEFAULT_N_BOOT
+from resnorm.statistics.resampling import resample_runs
 
 __all__ = ["BEST_THRESHOLD", "rank_runs", "best_or_tied", "best_set"]
 

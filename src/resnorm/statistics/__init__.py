@@ -21,22 +21,22 @@ Pure numpy + scipy.stats (no torch), so the report and any tool can use it cheap
   intervals   plain-sample intervals: a mean (t), a share (Wilson), a difference of means
               (Welch)
 """
-from resnorm.study.statistics.contrasts import (NOT_COMPUTABLE, compare, contrast, equivalence,
+from resnorm.statistics.contrasts import (NOT_COMPUTABLE, compare, contrast, equivalence,
                                                 equivalence_p, interaction, summarize)
-from resnorm.study.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, POWER,
+from resnorm.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, POWER,
                                                PRIMARY, adjust, benjamini_hochberg, holm,
                                                interval_at, max_t)
-from resnorm.study.statistics.inputs import SeedPredictions
-from resnorm.study.statistics.intervals import t_interval, welch_difference, wilson_interval
-from resnorm.study.statistics.metrics import (DEFAULT_N_BOOT, METRICS, bootstrap_indices,
+from resnorm.statistics.inputs import SeedPredictions
+from resnorm.statistics.intervals import t_interval, welch_difference, wilson_interval
+from resnorm.statistics.metrics import (DEFAULT_N_BOOT, METRICS, bootstrap_indices,
                                               metric_replicates, metric_value)
-from resnorm.study.statistics.joint import (adjust_model, fit_runs, paired_fit, results,
+from resnorm.statistics.joint import (adjust_model, fit_runs, paired_fit, results,
                                             weight_matrix)
-from resnorm.study.statistics.model import (MODEL_NAME, SeedModel, contrast_correlation,
+from resnorm.statistics.model import (MODEL_NAME, SeedModel, contrast_correlation,
                                             detectable_effect, fit_seed_model,
                                             moments_from_correct)
-from resnorm.study.statistics.ranking import BEST_THRESHOLD, best_or_tied, best_set, rank_runs
-from resnorm.study.statistics.resampling import Resample, resample_runs
+from resnorm.statistics.ranking import BEST_THRESHOLD, best_or_tied, best_set, rank_runs
+from resnorm.statistics.resampling import Resample, resample_runs
 
 __all__ = [
     "METRICS", "DEFAULT_N_BOOT", "NOT_COMPUTABLE", "ALPHA", "PRIMARY", "EXPLORATORY",

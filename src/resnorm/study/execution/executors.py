@@ -2,12 +2,12 @@
 
     in-process   one job after another in this process (--jobs 1; under torchrun every rank
                  trains each job together)                          InProcessExecutor, here
-    pool         up to K jobs at once, each in a worker process (--jobs K)   resnorm.study.jobs
-    slurm        one SLURM array task per job (--executor slurm, submitit)   resnorm.study.slurm
+    pool         up to K jobs at once, each in a worker process (--jobs K)   resnorm.study.execution.pool
+    slurm        one SLURM array task per job (--executor slurm, submitit)   resnorm.study.execution.slurm
 
 Every executor trains a job with the same `train_locked` (skip a finished job, resume from
 last.pt, the folder's lock held meanwhile) and hands each outcome, as it is known, to the one
-`OutcomeRecorder` (resnorm.study.state), which writes study.json and the job's line. `run`
+`OutcomeRecorder` (resnorm.study.execution.state), which writes study.json and the job's line. `run`
 returns the outcomes in job order. Jobs may live anywhere (their folder is `job.cfg.out`):
 the plan's under STUDY/runs/, a tuning phase's trials elsewhere.
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol
 
-from resnorm.study.jobs import PoolExecutor
-from resnorm.study.slurm import SlurmExecutor, SlurmSettings
-from resnorm.study.state import OutcomeRecorder
-from resnorm.study.training import Job, Outcome, train_locked
+from resnorm.study.execution.pool import PoolExecutor
+from resnorm.study.execution.slurm import SlurmExecutor, SlurmSettings
+from resnorm.study.execution.state import OutcomeRecorder
+from resnorm.study.execution.job import Job, Outcome, train_locked
 
 __all__ = ["Executor", "InProcessExecutor", "KINDS", "make_executor"]
 
