@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from calibration_sim import (draw, RUNS, SIX, TOLERANCE, expected_acc)
-from resnorm.statistics import (SeedPredictions, adjust_primary, bootstrap_indices,
+from resnorm.study.statistics import (SeedPredictions, adjust_primary, bootstrap_indices,
                                       compare, equivalence_p, interaction, rank_runs)
 
 def study_preds(correct):
