@@ -40,13 +40,14 @@ def setup(work: Path) -> Path:
 def jobs_in(study: Path, cache: Path, count: int) -> list:
     """`count` jobs (norms x seeds) of the tiny study, resolved into `study`."""
     from resnorm.study.plan.parse import parse_plan
+    from resnorm.study.plan.resolve import resolve_runs
     from resnorm.study.execution.make_jobs import resolved_jobs
 
     plan = parse_plan({"threads": 1, "seeds": -(-count // len(NORMS)),
                        "defaults": {"size": 32, "n": 1, "epochs": 2, "batch_size": 16,
                                     "device": "cpu"},
                        "runs": [{"name": norm, "norm": norm} for norm in NORMS]})
-    return resolved_jobs(plan, cache, {}, study)[:count]
+    return resolved_jobs(resolve_runs(plan).values(), cache, {}, study)[:count]
 
 
 def run_pool(jobs: list, workers: int) -> list:

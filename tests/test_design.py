@@ -16,7 +16,13 @@ import yaml
 from resnorm import cli
 from resnorm.errors import UsageError
 from resnorm.study.plan.manifest import read_manifest
-from resnorm.study.plan.parse import load_plan, parse_plan, plan_design
+from resnorm.study.plan.parse import load_plan, parse_plan
+from resnorm.study.plan.resolve import plan_design as design_from, resolve_runs
+
+
+def plan_design(plan, source=None):
+    """The plan's design from its runs resolved once (as `resnorm study` derives it)."""
+    return design_from(plan, resolve_runs(plan), source)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE = {"defaults": {"n": 1, "size": 32, "epochs": 1, "batch_size": 16}}

@@ -16,7 +16,7 @@ import yaml
 from resnorm import cli
 from resnorm.data import make_synthetic
 from resnorm.errors import UsageError
-from resnorm.study import RunSpec, load_plan, parse_plan, resolve_fields
+from resnorm.study import RunSpec, load_plan, parse_plan, resolve_runs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +73,10 @@ def test_bad_plan_exits_2_with_one_line_before_anything_runs(tmp_path, capsys):
 def test_lr_rule_scales_runs_without_their_own_lr():
     plan = parse_plan({"lr_rule": "linear", "base_batch_size": 32,
                        "defaults": {"n": 1, "batch_size": 32}, "runs": [{"name": "x"}]})
-    lr = lambda **o: resolve_fields(plan, RunSpec("r", o))[0]["lr"]  # noqa: E731
+
+    def lr(**overrides):
+        plan.runs = [RunSpec("r", overrides)]
+        return resolve_runs(plan)["r"].lr
     # the default recipe's lr at batch 32 is the base: 0.1 x 32 / 128
     assert lr() == pytest.approx(0.025)
     assert lr(batch_size=8) == pytest.approx(0.025 / 4)
@@ -86,6 +89,10 @@ def test_lr_rule_scales_runs_without_their_own_lr():
     assert lr(batch_size=128) == pytest.approx(0.4)
     plan.lr_rule = "none"
     assert lr(batch_size=128) == pytest.approx(0.2)
+    plan.lr_rule, plan.defaults = "linear", {"n": 1}
+    run = (lr(batch_size=8), resolve_runs(plan)["r"])
+    assert run[1].lr_rule == "linear" and run[1].batch == 8 and not run[1].tuned
+    assert run[1].config["lr"] == run[0] and run[1].config["weight_decay"] == 5e-4
     assert "linear" in parse_plan({**VALID, "lr_rule": "linear"}).lr_rule_text()
 
 

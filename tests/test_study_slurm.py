@@ -181,6 +181,7 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
     from resnorm.study.datasets import prepare_data
     from resnorm.study.execution.make_jobs import resolved_jobs
     from resnorm.study.execution.state import OutcomeRecorder, StudyState
+    from resnorm.study.plan.resolve import resolve_runs
 
     study = tmp_path / "study"
     result = run_study(plan_file, study, StudyOptions(
@@ -193,8 +194,10 @@ def test_local_executor_tasks_and_the_job_that_finishes_a_no_wait_study(
 
     (study / "study.json").unlink()
     plan = load_plan(plan_file)
-    todo = resolved_jobs(plan, synth_root, prepare_data(synth_root, plan, str(study / "cache"),
-                                                        False), study)
+    runs = resolve_runs(plan)
+    caches = prepare_data(synth_root, [r.config for r in runs.values()], str(study / "cache"),
+                          False)
+    todo = resolved_jobs(runs.values(), synth_root, caches, study)
     state = StudyState(study, plan, str(synth_root))
     finish = functools.partial(finish_study, study, plan, state, gradcam=False, report=True)
     tasks["gn/seed-0"] = "999999"  # a task that ended without a result (cancelled, say)

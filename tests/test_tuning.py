@@ -1,6 +1,7 @@
-"""The lr tuning phase (a plan's `tune:`): the plan section, the expected-max estimator, and a
-toy tuned study end to end: the choice ignores test, a diverged trial is never chosen, a
-killed phase resumes without re-training finished trials, the report shows the tuning."""
+"""The tuning phase (a plan's `tune:`): the plan section, the expected-max estimator, and a
+toy tuned study end to end: Optuna's sampler draws the trials, the choice ignores test, a
+diverged trial is never chosen, a killed phase resumes without re-training finished trials,
+the report shows the tuning. tests/test_tuning_engine.py: the sampled space, choice noise."""
 from __future__ import annotations
 
 import itertools
@@ -19,9 +20,10 @@ from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.data import make_synthetic
 from resnorm.errors import UsageError
-from resnorm.study.plan.parse import parse_plan, plan_design
+from resnorm.study.plan.parse import parse_plan
+from resnorm.study.plan.resolve import plan_design, resolve_runs
 from resnorm.study.tuning.results import (
-    GridPoint, choose, curves_cross, expected_max, read_choices, robust_score)
+    TrialPoint, curves_cross, edges_of, expected_max, read_choices, robust_score)
 
 RUNS = [{"name": "a", "norm": "bn"}, {"name": "b", "norm": "gn"}]
 
@@ -32,6 +34,12 @@ RUNS = [{"name": "a", "norm": "bn"}, {"name": "b", "norm": "gn"}]
     ({"lr": [0.1, 0]}, "0 is not a positive learning rate"),
     ({"lr": []}, "non-empty list"),
     ({"seeds": 1}, "needs 'lr'"),
+    ({"space": {"lr": [0.01, 1.0]}}, "needs 'trials'"),
+    ({"space": {"lr": [0, 1.0, "log"]}, "trials": 4}, "low > 0 on a log scale"),
+    ({"space": {"momentum": [0.5, 0.9]}, "trials": 4}, "'momentum' cannot be tuned"),
+    ({"lr": [0.1], "space": {"lr": [0.01, 1.0]}, "trials": 4}, "not both"),
+    ({"lr": [0.1], "trials": 4}, "trials goes with space"),
+    ({"lr": [0.1], "weight_decay": [-1e-4]}, "not a weight decay >= 0"),
     ({"lr": [0.1], "score": "test_acc"}, "never on test"),
     ({"lr": [0.1], "last_epochs": 0}, "last_epochs must be a positive integer"),
     ({"lr": [0.1], "runs": ["zz"]}, "runs of the plan"),
@@ -71,13 +79,14 @@ def test_robust_score_is_the_median_of_the_last_epochs():
     assert robust_score([{"val_acc": float("nan")}], "val_acc", 3) is None
 
 
-def test_choose_skips_diverged_and_flags_the_grid_edges():
-    grid = [GridPoint(0.01, "ok", 0.4), GridPoint(0.1, "ok", 0.5),
-            GridPoint(1.0, "diverged", None)]
-    assert choose(grid, 0.1) == (0.1, None)
-    grid = [GridPoint(0.01, "ok", 0.6), GridPoint(0.1, "ok", 0.5)]
-    assert choose(grid, 0.1) == (0.01, "low")
-    assert choose([GridPoint(0.1, "failed", None)], 0.1) == (None, None)
+def test_edges_flag_a_choice_at_the_end_of_what_was_tried():
+    grid = [TrialPoint(0.01, "ok", 0.4), TrialPoint(0.1, "ok", 0.5),
+            TrialPoint(1.0, "diverged", None)]
+    assert edges_of(grid, grid[1]) == {}  # the diverged 1.0 was tried: 0.1 is inside
+    assert edges_of(grid, grid[0]) == {"lr": "low"}
+    points = [TrialPoint(0.01, "ok", 0.4, weight_decay=1e-4),
+              TrialPoint(0.1, "ok", 0.5, weight_decay=1e-3)]
+    assert edges_of(points, points[1]) == {"lr": "high", "weight_decay": "high"}
 
 
 # --- a toy tuned study ------------------------------------------------------------------------
@@ -133,8 +142,8 @@ def test_toy_tuned_study_chooses_on_val_and_trains_the_final_runs_at_it(tuned):
     choices = read_choices(study)
     assert set(choices) == {"bn", "nn"}  # the literal recipe and the sharing run are not tuned
     for name, r in choices.items():
-        assert [p.lr for p in r.grid] == [0.02, 0.2, 1e6]
-        assert r.chosen_lr in (0.02, 0.2)
+        assert sorted(p.lr for p in r.trials) == [0.02, 0.2, 1e6]  # GridSampler: each once
+        assert r.chosen_lr in (0.02, 0.2) and r.sampler == "grid"
         final = yaml.safe_load((study / "runs" / name / "seed-0" / "config.yaml").read_text())
         assert final["lr"] == r.chosen_lr and final["epochs"] == 2
     shared = yaml.safe_load((study / "runs" / "torch_bn" / "seed-0" / "config.yaml").read_text())
@@ -145,12 +154,31 @@ def test_toy_tuned_study_chooses_on_val_and_trains_the_final_runs_at_it(tuned):
     assert notes["bn/seed-0"]["lr_note"].startswith("tuned: ")
 
 
+def test_the_choice_is_the_optuna_studys_best_trial(tuned):
+    import optuna
+
+    from resnorm.study.tuning.engine import journal_storage
+
+    study, _, _ = tuned
+    for name, r in read_choices(study).items():
+        ostudy = optuna.load_study(study_name=name, storage=journal_storage(study))
+        # its best trial, or one scoring exactly as well nearer the untuned lr
+        assert r.point(r.chosen).score == ostudy.best_trial.value
+        states = {t.number: t.state.name for t in ostudy.trials}
+        assert states == {p.number: "COMPLETE" if p.status == "ok" else "FAIL"
+                          for p in r.trials}
+
+
 def test_the_manifest_holds_the_tuned_configs_and_what_each_pair_differs_in(tuned):
     study, _, _ = tuned
     manifest = json.loads((study / "study.json").read_text())["manifest"]
     chosen = read_choices(study)
-    assert manifest["runs"]["bn"]["config"]["lr"] == chosen["bn"].chosen_lr
-    assert manifest["runs"]["bn"]["lr_note"].startswith("tuned: ")
+    bn = manifest["runs"]["bn"]
+    assert bn["config"]["lr"] == bn["lr"] == chosen["bn"].chosen_lr
+    assert bn["lr_note"].startswith("tuned: ") and bn["tuned"] and bn["batch"] == 8
+    assert bn["trial"]["number"] == chosen["bn"].chosen and bn["lr_rule"] == "linear"
+    assert manifest["runs"]["torch_bn"]["trial"]["run"] == "bn"  # the sanity pair shares it
+    assert not manifest["runs"]["lit"]["tuned"]
     assert manifest["design"]["sanity"] == ["torch_bn", "bn"]
     pairs = {(p["a"], p["b"]): p["differs_in"] for p in manifest["design"]["pairs"]}
     assert pairs[("torch_bn", "bn")] == ["norm"]  # the reference takes its candidate's lr
@@ -170,19 +198,21 @@ def test_the_design_names_the_tuned_runs_and_who_shares_an_lr():
             {"name": "gn_b8", "norm": "gn", "batch_size": 8},
             {"name": "lit", "norm": "torch_bn", "recipe": "literal"}]
     plan = parse_plan({"tune": {"lr": [0.01, 0.1]}, "lr_rule": "linear", "runs": runs})
-    design = plan_design(plan)
-    assert [s.name for s in tuned_runs(plan, design)] == ["bn", "gn", "in", "bn_b8", "gn_b8"]
+    design = plan_design(plan, resolve_runs(plan))
+    assert tuned_runs(plan, design) == ["bn", "gn", "in", "bn_b8", "gn_b8"]
     assert shared_lrs(plan, design) == {"torch_bn": "bn"}
     plan = parse_plan({"tune": {"lr": [0.1], "runs": ["gn"]}, "runs": runs})
-    assert [s.name for s in tuned_runs(plan, plan_design(plan))] == ["gn"]
-    assert shared_lrs(plan, plan_design(plan)) == {}  # bn is not tuned: nothing to share
+    design = plan_design(plan, resolve_runs(plan))
+    assert tuned_runs(plan, design) == ["gn"]
+    assert shared_lrs(plan, design) == {}  # bn is not tuned: nothing to share
 
 
 def test_a_diverged_trial_is_recorded_and_never_chosen(tuned):
     study, _, _ = tuned
     nn = read_choices(study)["nn"]
-    assert nn.grid[-1].status == "diverged" and nn.grid[-1].score is None
-    assert nn.chosen_lr != 1e6
+    huge = next(p for p in nn.trials if p.lr == 1e6)
+    assert huge.status == "diverged" and huge.score is None
+    assert nn.chosen_lr != 1e6 and nn.chosen != huge.number
     final = json.loads((study / "tuning" / "nn" / "lr-1e+06" / "seed-0" / "final.json")
                        .read_text())
     assert final["status"] == "diverged"
@@ -201,8 +231,12 @@ def test_the_report_shows_the_tuning(tuned):
     summary = full["tuning"]
     assert set(summary) == {"bn", "nn"}
     for entry in summary.values():
-        assert {"grid", "chosen_lr", "at_edge"} <= set(entry)
-        assert [g["status"] for g in entry["grid"]][:2] == ["ok", "ok"]
+        assert {"trials", "chosen", "chosen_lr", "at_edge", "choice_noise"} <= set(entry)
+        assert sorted((g["lr"], g["status"]) for g in entry["trials"])[:2] == \
+            [(0.02, "ok"), (0.2, "ok")]
+        noise = entry["choice_noise"]  # two finished trials to choose between
+        assert sum(s["share"] for s in noise["shares"]) == pytest.approx(1.0)
+        assert noise["unstable"] == (noise["chosen_share"] < 0.7)
 
 
 def test_the_choice_ignores_test(tuned, tmp_path):
@@ -210,8 +244,8 @@ def test_the_choice_ignores_test(tuned, tmp_path):
     shuffled, code, _ = _study(tmp_path, shuffle_test=True, report=False)
     assert code == 0
     a, b = read_choices(study), read_choices(shuffled)
-    assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in a.items()} == \
-           {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in b.items()}
+    assert {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in a.items()} == \
+           {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in b.items()}
     # the trials did not even score test; the final runs did, and the shuffle reached them
     trial = json.loads((shuffled / "tuning" / "bn" / "lr-0.02" / "seed-0" / "final.json")
                        .read_text())
@@ -224,7 +258,7 @@ def test_the_choice_ignores_test(tuned, tmp_path):
 def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
     import optuna
 
-    from resnorm.study.tuning.phase import journal_storage
+    from resnorm.study.tuning.engine import journal_storage
 
     study, _, argv = tuned
     assert cli.main(argv + ["--no-report"]) == 0
@@ -234,6 +268,7 @@ def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
     for name in ("bn", "nn"):
         trials = optuna.load_study(study_name=name, storage=storage).trials
         assert sorted(round(t.params["lr"], 6) for t in trials) == [0.02, 0.2, 1e6]
+        assert all(t.state.is_finished() for t in trials)
 
 
 
@@ -246,13 +281,18 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
     argv = ["study", "--data", str(root), "--plan", str(tmp_path / "plan.yaml"), "--out",
             str(study), "--cache", str(tmp_path / "cache"), "--quiet", "--no-gradcam",
             "--no-report"]
-    first, second = (study / "tuning" / "bn" / f"lr-{lr}" / "seed-0" for lr in (0.02, 0.05))
+    folders = [study / "tuning" / "bn" / f"lr-{lr}" / "seed-0" for lr in (0.02, 0.05)]
     proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv],
                             env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def one_done_other_started(a, b):  # (the sampler decides which trial trains first)
+        return (a / "final.json").exists() and (b / "last.pt").exists() and epochs_logged(b) >= 1
+
     # kill it once the first trial is done and the second has checkpointed an epoch
-    kill_when(proc, lambda: ((first / "final.json").exists() and (second / "last.pt").exists()
-                             and epochs_logged(second) >= 1))
+    kill_when(proc, lambda: one_done_other_started(*folders)
+              or one_done_other_started(*folders[::-1]))
+    first, second = folders if (folders[0] / "final.json").exists() else folders[::-1]
     assert not (second / "final.json").exists(), "the trial finished before the kill"
     assert not any((study / "runs").iterdir())  # killed in the tuning phase: no final run
     mtime = (first / "final.json").stat().st_mtime_ns
@@ -260,8 +300,9 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
     torch.set_num_threads(1)
     assert cli.main(argv) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    assert "bn@lr=0.02/seed-0" in lines[0] and "(already done)" in lines[0]
-    assert "bn@lr=0.05/seed-0" in lines[1] and "resumed in" in lines[1]
+    name = {f: f"bn@lr={f.parent.name[3:]}/seed-0" for f in folders}
+    assert name[first] in lines[0] and "(already done)" in lines[0]
+    assert name[second] in lines[1] and "resumed in" in lines[1]
     assert (first / "final.json").stat().st_mtime_ns == mtime
     assert read_choices(study)["bn"].chosen_lr in (0.02, 0.05)
     assert (study / "runs" / "bn" / "seed-0" / "final.json").exists()
@@ -282,8 +323,8 @@ def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
     assert [o.status for o in result.outcomes] == ["completed"] * 4
     assert (tmp_path / "s" / "tuning" / "slurm").is_dir()  # the trials' task logs
     local, remote = read_choices(study), read_choices(tmp_path / "s")
-    assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in local.items()} == \
-           {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in remote.items()}
+    assert {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in local.items()} == \
+           {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in remote.items()}
 
 
 def test_sharing_the_lr_of_an_untuned_run_is_refused():
@@ -293,8 +334,9 @@ def test_sharing_the_lr_of_an_untuned_run_is_refused():
         parse_plan({"tune": {"lr": [0.1], "runs": ["a"], "share": {"a": "b"}}, "runs": RUNS})
     plan = parse_plan({"tune": {"lr": [0.1], "runs": ["a"], "share": {"c": "b"}},
                        "runs": RUNS + [{"name": "c", "norm": "ln"}]})
+    runs = resolve_runs(plan)
     with pytest.raises(UsageError, match="'b' is not a tuned run"):
-        tune_phase(plan, plan_design(plan), None, None, None)
+        tune_phase(plan, runs, plan_design(plan, runs), None, None, None)
 
 
 def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_path):
@@ -304,9 +346,9 @@ def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_
 
     # a: one great lr among poor ones; b: uniformly decent. With one trial b is ahead in
     # expectation, with all five a is: the curves cross.
-    a = [GridPoint(lr, "ok", s, [s], 100) for lr, s in
+    a = [TrialPoint(lr, "ok", s, [s], 100) for lr, s in
          zip((0.01, 0.03, 0.1, 0.3, 1.0), (0.1, 0.1, 0.1, 0.1, 0.9))]
-    b = [GridPoint(lr, "ok", s, [s], 100) for lr, s in
+    b = [TrialPoint(lr, "ok", s, [s], 100) for lr, s in
          zip((0.01, 0.03, 0.1, 0.3, 1.0), (0.4, 0.5, 0.45, 0.4, 0.3))]
     results = {"a": TuneResult("a", a, 1.0, "high", 0.1, "val_acc", 3),
                "b": TuneResult("b", b, 0.03, None, 0.1, "val_acc", 3)}
@@ -315,6 +357,9 @@ def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_
     section = section_tuning(tmp_path, summary, tmp_path / "assets")
     notes = " ".join(" ".join(b.items) for b in section.blocks if isinstance(b, Bullets))
     assert "a and b: their expected-max curves cross" in notes
-    assert "a: the chosen lr 1 is the highest of its grid" in notes and "widen" in notes
+    assert "a: the chosen lr 1 is the highest tried" in notes and "widen" in notes
     assert summary["tuning"]["a"]["at_edge"] == "high"
-    assert summary["tuning"]["b"]["grid"][1] == {"lr": 0.03, "score": 0.5, "status": "ok"}
+    assert {k: summary["tuning"]["b"]["trials"][1][k] for k in ("lr", "score", "status")} == \
+        {"lr": 0.03, "score": 0.5, "status": "ok"}
+    # no trial folders: the choice noise says why it is missing
+    assert "predictions" in summary["tuning"]["b"]["choice_noise"]["reason"]

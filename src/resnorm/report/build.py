@@ -43,9 +43,11 @@ def study_design(study: Path) -> Design:
         return manifest.design
     if not (study / PLAN_FILE).exists():  # run folders alone: no questions were declared
         return Design()
-    from resnorm.study.plan.parse import load_plan, plan_design
+    from resnorm.study.plan.parse import load_plan
+    from resnorm.study.plan.resolve import plan_design, resolve_runs
 
-    return plan_design(load_plan(study / PLAN_FILE))
+    plan = load_plan(study / PLAN_FILE)
+    return plan_design(plan, resolve_runs(plan))
 
 
 def build_report(study: str | os.PathLike) -> Report:

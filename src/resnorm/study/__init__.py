@@ -15,7 +15,7 @@ import importlib
 
 _LAZY = {"load_plan": "resnorm.study.plan.parse",
          "parse_plan": "resnorm.study.plan.parse", "Plan": "resnorm.study.plan.parse",
-         "RunSpec": "resnorm.study.plan.parse", "resolve_fields": "resnorm.study.plan.parse",
+         "RunSpec": "resnorm.study.plan.parse", "resolve_runs": "resnorm.study.plan.resolve",
          "collect_runs": "resnorm.study.execution.records",
          "RunRecord": "resnorm.study.execution.records", "best_run": "resnorm.study.execution.records"}
 

@@ -17,15 +17,16 @@ def data_key(fields: dict[str, Any]) -> tuple[int, str]:
             str(fields.get("resize", train_default("resize"))))
 
 
-def prepare_data(data: str | Path, plan: Plan, cache: str | None, progress: bool
-                 ) -> dict[tuple[int, str], Path]:
-    """Decode the dataset once per distinct (size, resize) of the plan's runs; return the caches."""
+def prepare_data(data: str | Path, configs: list[dict[str, Any]], cache: str | None,
+                 progress: bool) -> dict[tuple[int, str], Path]:
+    """Decode the dataset once per distinct (size, resize) of the runs' resolved `configs`;
+    return the caches."""
     from resnorm.data import prepare
     from resnorm.data.cache import default_cache_dir, read_manifest
 
     wanted = []
-    for spec in plan.runs:
-        key = data_key({**plan.defaults, **spec.overrides})
+    for config in configs:
+        key = data_key(config)
         if key not in wanted:
             wanted.append(key)
     manifest = read_manifest(Path(data))

@@ -30,10 +30,10 @@ from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text
 from resnorm.study.execution.capacity import jobs_that_fit
 from resnorm.study.execution.executors import Executor, make_executor
-from resnorm.study.plan.manifest import MANIFEST_KEY, Design, Manifest
+from resnorm.study.plan.manifest import MANIFEST_KEY, Design, Manifest, ResolvedRun
 from resnorm.study.plan.options import StudyOptions
-from resnorm.study.plan.parse import (Plan, experiment_settings, load_plan, parse_seeds,
-                                 plan_design)
+from resnorm.study.plan.parse import Plan, load_plan, parse_seeds
+from resnorm.study.plan.resolve import experiment_settings, plan_design, resolve_runs
 from resnorm.study.datasets import check_scored_data, make_demo_data, prepare_data
 from resnorm.study.execution.records import PLAN_FILE
 from resnorm.study.execution.make_jobs import make_job, resolved_jobs, shard_of
@@ -58,6 +58,7 @@ class PreparedStudy:
     todo: list[Job]        # the jobs this process trains (its --shard of them)
     say: Callable          # this process's console (silent on ranks other than 0)
     design: Design         # which runs answer which question (in study.json's manifest)
+    runs: dict[str, ResolvedRun]  # each run resolved once (after tuning: at its choice)
     caches: dict = dataclasses.field(default_factory=dict)  # the data prepared per size
 
 
@@ -81,7 +82,12 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     from resnorm.train import device_type
 
     folder, options = Path(out), options.checked()
-    design = plan_design(plan)  # a bad design fails before any data is read
+    if plan.tune is not None:  # a plan to tune without Optuna: refused before anything runs
+        from resnorm.study.tuning.engine import require_optuna
+
+        require_optuna()
+    runs = resolve_runs(plan)  # each run resolved once: every later step reads these records
+    design = plan_design(plan, runs)  # a bad design fails before any data is read
     info = DistInfo()
     if launched_world_size() > 1:
         info = init_from_env(device_type(str(plan.defaults.get("device", "auto"))))
@@ -98,9 +104,10 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     cache = options.cache
     if options.executor == "slurm" and cache is None and not os.environ.get("RESNORM_CACHE"):
         cache = str(folder / "cache")  # where every node can read it: beside the runs
-    caches = in_turn(info, lambda: prepare_data(data, plan, cache, options.progress))
+    configs = [run.config for run in runs.values()]
+    caches = in_turn(info, lambda: prepare_data(data, configs, cache, options.progress))
     # all checked before any training (a plan to be tuned: its folders once the lrs are chosen)
-    jobs = resolved_jobs(plan, data, caches, folder, check=plan.tune is None)
+    jobs = resolved_jobs(runs.values(), data, caches, folder, check=plan.tune is None)
     check_scored_data(jobs, say)
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     if info.is_main:
@@ -108,7 +115,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
                           yaml.safe_dump(plan.to_yaml_dict(), sort_keys=False))
     state = StudyState(folder, plan, str(data), write=info.is_main)
     # every job resolved, nothing trained yet: the study as declared, for whoever reads it
-    state.set(MANIFEST_KEY, study_manifest(design, plan, jobs, folder).to_dict())
+    state.set(MANIFEST_KEY, study_manifest(design, runs, jobs, folder).to_dict())
     seeds_text = ", ".join(map(str, plan.seeds_of(plan.runs[0])))
     say(f"study {folder}: {len(plan.runs)} runs x {len(jobs) // len(plan.runs)} seed(s) "
         f"({seeds_text}) = {len(jobs)} jobs; lr across batch sizes: {plan.lr_rule_text()}")
@@ -117,7 +124,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
         todo = shard_of(jobs, options.shard, say)
         options = dataclasses.replace(options, gradcam=False, report=False, mlflow=None)
     return PreparedStudy(folder, plan, options, Path(data), state, jobs, todo, say, design,
-                         caches)
+                         runs, caches)
 
 
 def tune_study(study: PreparedStudy) -> PreparedStudy:
@@ -139,40 +146,36 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
         return study_executor(waiting, recorder, trials, logs=logs).run(trials, say)
 
     make = functools.partial(make_job, data=study.data, caches=study.caches)
-    results = tune_phase(study.plan, study.design, study.folder, make, execute, study.say)
-    plan, notes = apply_choices(study.plan, study.design, results)
-    jobs = resolved_jobs(plan, study.data, study.caches, study.folder, notes)
-    design = dataclasses.replace(study.design, pairs=tuned_pairs(study.design, plan))
-    study.state.set(MANIFEST_KEY, study_manifest(design, plan, jobs, study.folder).to_dict())
+    results = tune_phase(study.plan, study.runs, study.design, study.folder, make, execute,
+                         study.say)
+    runs = apply_choices(study.plan, study.runs, study.design, results)
+    jobs = resolved_jobs(runs.values(), study.data, study.caches, study.folder)
+    design = dataclasses.replace(study.design, pairs=tuned_pairs(study.design, runs))
+    study.state.set(MANIFEST_KEY, study_manifest(design, runs, jobs, study.folder).to_dict())
     todo = jobs if study.options.shard is None else shard_of(jobs, study.options.shard,
                                                               _silent)  # (said before tuning)
-    return dataclasses.replace(study, plan=plan, jobs=jobs, todo=todo, design=design)
+    return dataclasses.replace(study, runs=runs, jobs=jobs, todo=todo, design=design)
 
 
-def tuned_pairs(design: Design, plan: Plan) -> list[dict]:
+def tuned_pairs(design: Design, runs: dict[str, ResolvedRun]) -> list[dict]:
     """The design's compared pairs, each with what it differs in once the lrs are tuned (a
     tuned pair differs in its lr too: each variant at its own best)."""
     from resnorm.study.plan.design import differences
 
-    fields = experiment_settings(plan)
+    fields = experiment_settings(runs)
     return [{**p, "differs_in": differences(fields[p["a"]], fields[p["b"]])}
             for p in design.pairs]
 
 
-def study_manifest(design: Design, plan: Plan, jobs: list[Job], folder: Path) -> Manifest:
-    """The study as declared before training: the design, each run's resolved settings and
+def study_manifest(design: Design, runs: dict[str, ResolvedRun], jobs: list[Job],
+                   folder: Path) -> Manifest:
+    """The study as declared before training: the design, each run's resolved record and
     roles, each (run, seed) with its complete config (STUDY/study.json `manifest`)."""
-    runs: dict[str, dict] = {}
-    entries: dict[str, dict] = {}
-    for job in jobs:
-        config = dataclasses.asdict(job.cfg)
-        runs.setdefault(job.spec.name, {
-            "config": {k: v for k, v in config.items() if k not in ("seed", "out", "data")},
-            "seeds": plan.seeds_of(job.spec), "roles": design.roles_of(job.spec.name),
-            "lr_note": job.lr_note})
-        entries[job.label] = {"run": job.spec.name, "seed": job.seed,
-                              "dir": os.path.relpath(job.dir, folder), "config": config}
-    return Manifest(design, runs, entries)
+    entries = {job.label: {"run": job.spec.name, "seed": job.seed,
+                           "dir": os.path.relpath(job.dir, folder),
+                           "config": dataclasses.asdict(job.cfg)} for job in jobs}
+    return Manifest(design, {name: {**run.to_dict(), "roles": design.roles_of(name)}
+                             for name, run in runs.items()}, entries)
 
 
 def train_study(study: PreparedStudy, finish: Callable | None = None) -> list[Outcome] | None:

@@ -17,9 +17,10 @@ import typing
 from dataclasses import fields
 
 from resnorm.distributed import is_main_process
-from resnorm.train.config import (ADAPTIVE_DEFAULTS, CHOICES, DEFAULT_LR_PER_128, FIELD_NAMES,
+from resnorm.train.config import (ADAPTIVE_DEFAULTS, CHOICES, FIELD_NAMES,
                                   FIELD_TYPES, RECIPES, TrainConfig, config_from_dict,
                                   load_config_file)
+from resnorm.train.lr_rule import DEFAULT_RECIPE_LR, DEFAULT_RECIPE_RULE
 from resnorm.train.run import train
 
 # What each flag means; defaults are appended from TrainConfig and RECIPES (defined once).
@@ -72,7 +73,8 @@ HELP = {
 def _default_text(name: str) -> str:
     """The default of a field as --help shows it (from the recipes for recipe fields)."""
     if name == "lr":
-        return (f"default recipe: {DEFAULT_LR_PER_128:g} x batch_size/128 for sgd, "
+        return (f"default recipe: {DEFAULT_RECIPE_LR:g} x batch_size/"
+                f"{DEFAULT_RECIPE_RULE.base_batch} for sgd, "
                 f"{ADAPTIVE_DEFAULTS['adam']['lr']:g} for adam/adamw; "
                 f"literal: {RECIPES['literal']['lr']:g}")
     if name in RECIPES["default"]:
@@ -83,7 +85,8 @@ def _default_text(name: str) -> str:
 
 def _recipe_text(recipe: str) -> str:
     r = RECIPES[recipe]
-    lr = f"lr {r['lr']:g}" if "lr" in r else f"lr {DEFAULT_LR_PER_128:g} x batch_size/128"
+    lr = (f"lr {r['lr']:g}" if "lr" in r else
+          f"lr {DEFAULT_RECIPE_LR:g} x batch_size/{DEFAULT_RECIPE_RULE.base_batch}")
     warmup = f"{r['warmup_epochs']:g}-epoch warm-up + " if r["warmup_epochs"] else "no warm-up, "
     return (f"{r['optimizer'].upper()} {lr}, momentum {r['momentum']:g}"
             f"{', Nesterov' if r['nesterov'] else ''}, weight decay {r['weight_decay']:g},\n"

@@ -39,6 +39,7 @@ import yaml
 from resnorm.distributed import launched_world_size
 from resnorm.errors import UsageError
 from resnorm.model import STAGE_WIDTHS
+from resnorm.train.lr_rule import DEFAULT_RECIPE_LR, DEFAULT_RECIPE_RULE
 from resnorm.norms import get_norm, norm_factory
 
 @dataclass
@@ -108,8 +109,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "literal": dict(optimizer="sgd", lr=1e-4, momentum=0.9, nesterov=False, weight_decay=0.0,
                     schedule="cosine", warmup_epochs=0.0, augment=False),
 }
-# The default recipe's lr and weight decay per optimizer (SGD: lr scaled with the batch size).
-DEFAULT_LR_PER_128 = 0.1
+# The default recipe's lr and weight decay per adaptive optimizer (SGD: DEFAULT_RECIPE_LR,
+# scaled with the batch size by DEFAULT_RECIPE_RULE, resnorm.train.lr_rule).
 ADAPTIVE_DEFAULTS = {"adam": dict(lr=1e-3, weight_decay=0.0),
                      "adamw": dict(lr=1e-3, weight_decay=0.05)}
 
@@ -240,7 +241,8 @@ def _fill_recipe(cfg: TrainConfig, world_size: int = 1) -> TrainConfig:
     optimizer = cfg.optimizer or preset["optimizer"]
     if cfg.recipe == "default":
         if optimizer == "sgd":  # DDP averages gradients: the step is the global batch's
-            preset["lr"] = DEFAULT_LR_PER_128 * cfg.batch_size * world_size / 128
+            preset["lr"] = DEFAULT_RECIPE_RULE.scale(DEFAULT_RECIPE_LR,
+                                                     cfg.batch_size * world_size)
         else:
             preset.update(ADAPTIVE_DEFAULTS[optimizer])
     if optimizer != "sgd":  # momentum and Nesterov are SGD settings

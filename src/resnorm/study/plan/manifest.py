@@ -1,7 +1,9 @@
 """The study manifest: what a study is, declared before any training, in STUDY/study.json.
 
-`resnorm study` writes it once the plan is resolved: the design (which runs answer which
-question) and every (run, seed) with its fully resolved config. The report, Grad-CAM and the
+`resnorm study` writes it once the plan is resolved, and again after a tuning phase: the
+design (which runs answer which question), each run's one resolved record (`ResolvedRun`: its
+complete training config, its lr and the rule that produced it, its global batch, whether the
+lr was tuned and from which trial) and every (run, seed) with its complete config. The report, Grad-CAM and the
 statistics read the study through it and the run folders; nothing downstream re-derives the
 design from configs. This module holds the data model and its JSON form only: deriving and
 checking a design from a plan is `resnorm.study.plan.design`.
@@ -15,11 +17,54 @@ from typing import Any
 from resnorm.fileio import read_json
 from resnorm.studydir import StudyDir
 
-__all__ = ["Design", "BatchMember", "Manifest", "MANIFEST_KEY", "MANIFEST_VERSION",
-           "read_manifest"]
+__all__ = ["Design", "BatchMember", "Manifest", "ResolvedRun", "MANIFEST_KEY",
+           "MANIFEST_VERSION", "read_manifest"]
 
 MANIFEST_KEY = "manifest"   # study.json's key holding it
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2        # 2: each run's entry is a ResolvedRun (lr, lr_rule, batch, tuned)
+
+
+@dataclass
+class ResolvedRun:
+    """One run as the study resolved it, once (resnorm.study.plan.resolve), and again after
+    tuning (resnorm.study.tuning.phase): what design, tuning, capacity, the executors, the
+    report and the export read instead of resolving the plan again.
+
+    config:  the run's complete TrainConfig fields, recipe filled in (without seed, out, data,
+             which differ per job)
+    lr:      the lr it trains at; lr_note says how it was set, in words
+    lr_rule: the plan's rule that scaled the base lr to the run's batch (linear | sqrt | none),
+             or None for a run that sets its own lr
+    batch:   the global batch size (batch_size x processes under torchrun)
+    tuned:   whether a tuning phase chose lr (and weight decay); trial: which trial, as
+             {"run": the tuned run whose search chose it, "number": its Optuna trial number,
+             "params": the sampler's values, "dir": its folder relative to the study}
+    """
+
+    name: str
+    config: dict[str, Any]
+    seeds: list[int]
+    lr: float
+    lr_note: str
+    lr_rule: str | None
+    batch: int
+    tuned: bool = False
+    trial: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict:
+        return {"config": dict(self.config), "seeds": list(self.seeds), "lr": self.lr,
+                "lr_note": self.lr_note, "lr_rule": self.lr_rule, "batch": self.batch,
+                "tuned": self.tuned, "trial": self.trial}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "ResolvedRun":
+        """A manifest's run entry (a version-1 manifest has config, seeds and lr_note only:
+        lr and batch are read from its config, which is all that version knew)."""
+        config = dict(d.get("config") or {})
+        return cls(name, config, [int(s) for s in d.get("seeds") or []],
+                   float(d.get("lr", config.get("lr") or 0.0)), str(d.get("lr_note") or ""),
+                   d.get("lr_rule"), int(d.get("batch", config.get("batch_size") or 0)),
+                   bool(d.get("tuned", False)), d.get("trial"))
 
 
 @dataclass(frozen=True)
@@ -102,8 +147,8 @@ class Design:
 class Manifest:
     """The study as declared: its design, and per run its seeds and resolved settings.
 
-    runs: name -> {"config": the run's resolved TrainConfig fields (without seed, out and
-    data, which differ per job), "seeds": [...], "roles": [...], "lr_note": how lr was set};
+    runs: name -> its ResolvedRun as a dict (config, seeds, lr, lr_note, lr_rule, batch,
+    tuned, trial) and its "roles" in the design;
     jobs: "<run>/seed-<s>" -> {"run", "seed", "dir" (relative to the study), "config" (the
     job's complete resolved TrainConfig)}.
     """
@@ -116,6 +161,10 @@ class Manifest:
     def config(self, run: str) -> dict[str, Any]:
         """A run's resolved settings as the plan declared them ({} for a run not in it)."""
         return dict((self.runs.get(run) or {}).get("config") or {})
+
+    def resolved(self) -> dict[str, ResolvedRun]:
+        """Every run's resolved record, in plan order."""
+        return {name: ResolvedRun.from_dict(name, entry) for name, entry in self.runs.items()}
 
     def to_dict(self) -> dict:
         return {"version": self.version, "design": self.design.to_dict(), "runs": self.runs,

@@ -6,14 +6,12 @@ trains every run once per seed; `comparisons:` names pairs of runs to compare be
 report finds itself; `primary:` names the pairs of the study's primary family (the report's
 default: the norm variants pairwise); `tune:` an lr search before the final runs
 (resnorm.study.plan.tune_settings, resnorm.study.tuning.phase). `load_plan(path)` gives a `Plan`;
-`resolve_fields(plan, spec)` gives one run's TrainConfig fields, with the plan's lr rule
-applied across batch sizes;
-`plan.seeds_of(spec)` its seeds. Every problem is a one-line UsageError.
+each run is resolved once from it (resnorm.study.plan.resolve); `plan.seeds_of(spec)` gives
+a run's seeds. Every problem is a one-line UsageError.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +20,10 @@ from typing import Any
 import yaml
 
 from resnorm.errors import UsageError, checked_mapping
-from resnorm.study.plan.manifest import Design
 from resnorm.study.plan.tune_settings import TuneSettings, parse_tune
 
-__all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds", "resolve_fields",
-           "parse_time_limit", "DEFAULT_TOLERANCE", "LR_RULES", "SLURM_KEYS", "train_default",
-           "resolved_settings", "plan_design", "lr_rule_factor",
-           "experiment_settings"]
+__all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds",
+           "parse_time_limit", "DEFAULT_TOLERANCE", "SLURM_KEYS", "train_default"]
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
              "seeds", "comparisons", "design", "primary", "synthetic", "gradcam", "slurm",
@@ -36,12 +31,6 @@ PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "t
              "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
-# How the learning rate follows the batch size B, relative to the plan's base batch size B0.
-LR_RULES = {
-    "linear": lambda ratio: ratio,          # lr = base_lr * B / B0 (Goyal et al. 2017)
-    "sqrt": lambda ratio: math.sqrt(ratio),  # lr = base_lr * sqrt(B / B0)
-    "none": lambda ratio: 1.0,               # the same lr at every batch size
-}
 GRADCAM_KEYS = ("classes", "per_class", "seed", "runs")  # runs: best | all | [names]
 # make_synthetic's settings a plan may give for `resnorm study --synthetic DIR`.
 # `slurm:` (resnorm study --executor slurm; the command line's options override them): what
@@ -95,15 +84,19 @@ class Plan:
         base = int({**self.defaults, **spec.overrides}.get("seed", train_default("seed")))
         return [base + i for i in range(self.seeds)]
 
+    @property
+    def rule(self):
+        """The plan's lr rule (resnorm.train.lr_rule.LrRule: the one rule of the code)."""
+        from resnorm.train.lr_rule import LrRule
+
+        return LrRule(self.lr_rule, self.base_batch_size)
+
     def lr_rule_text(self) -> str:
         """The learning-rate rule across batch sizes in words (the report repeats it)."""
-        if self.lr_rule == "linear":
-            return (f"linear scaling: lr = base lr x batch size / {self.base_batch_size} "
-                    "for runs that do not set their own lr")
-        if self.lr_rule == "sqrt":
-            return (f"square-root scaling: lr = base lr x sqrt(batch size / "
-                    f"{self.base_batch_size}) for runs that do not set their own lr")
-        return "none: every batch size uses the recipe's lr unchanged"
+        if self.lr_rule == "none":
+            return "none: every batch size uses the recipe's lr unchanged"
+        name = "linear scaling" if self.lr_rule == "linear" else "square-root scaling"
+        return f"{name}: {self.rule.text()} for runs that do not set their own lr"
 
     def to_yaml_dict(self) -> dict:
         return {"description": self.description, "lr_rule": self.lr_rule,
@@ -165,6 +158,8 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
         runs.append(RunSpec(name, overrides))
     plan = Plan(description=str(raw.get("description") or ""), defaults=dict(defaults), runs=runs,
                 source=source)
+    from resnorm.train.lr_rule import LR_RULES
+
     plan.lr_rule = str(raw.get("lr_rule", "none"))
     if plan.lr_rule not in LR_RULES:
         raise UsageError(f"{source}: lr_rule '{plan.lr_rule}' is not one of {', '.join(LR_RULES)}")
@@ -343,85 +338,8 @@ def load_plan(path: str | os.PathLike) -> Plan:
     return parse_plan(raw, str(path))
 
 
-# --- resolving a run's configuration ----------------------------------------------------------
-
-def resolve_fields(plan: Plan, spec: RunSpec) -> tuple[dict[str, Any], str]:
-    """The TrainConfig fields of one run (defaults + overrides + lr rule), and how lr was set.
-
-    A run that sets `lr` itself keeps it. Otherwise the base lr (the defaults' `lr`, else the
-    recipe's lr at the plan's base batch size) is scaled by the plan's rule to the run's batch
-    size, and written into the run's config explicitly, so config.yaml shows the lr used.
-    """
-    fields = {**plan.defaults, **spec.overrides}
-    if "lr" in spec.overrides:
-        return fields, "set by the run"
-    base_lr, source = fields.get("lr"), "plan default"
-    if base_lr is None:
-        recipe = fields.get("recipe", train_default("recipe"))
-        base_lr = _recipe_lr(fields, plan.base_batch_size)
-        source = f"{recipe} recipe at batch {plan.base_batch_size}"
-    batch, factor = lr_rule_factor(plan, fields)
-    fields["lr"] = float(base_lr) * factor
-    note = f"{float(base_lr):g} ({source})"
-    if factor != 1.0:
-        note += f" x {factor:g} ({plan.lr_rule} rule, batch {batch})"
-    return fields, note
-
-
-def lr_rule_factor(plan: Plan, fields: dict[str, Any]) -> tuple[int, float]:
-    """A run's global batch size and how the plan's lr rule scales a base lr to it (under
-    torchrun a step takes batch_size images on each process: the rule follows that global
-    batch)."""
-    from resnorm.distributed import launched_world_size
-
-    batch = int(fields.get("batch_size", train_default("batch_size"))) * launched_world_size()
-    return batch, LR_RULES[plan.lr_rule](batch / plan.base_batch_size)
-
-
-def resolved_settings(plan: Plan, spec: RunSpec) -> dict[str, Any]:
-    """One run's complete TrainConfig fields as the plan resolves them (recipe filled in, lr
-    by the plan's rule), before any data or folder is known."""
-    from resnorm.train import resolve_config
-
-    fields, _ = resolve_fields(plan, spec)
-    try:
-        cfg = resolve_config({**fields, "data": "-", "out": "-", "name": spec.name})
-    except UsageError as exc:
-        raise UsageError(f"plan run '{spec.name}': {exc}") from None
-    return dataclasses.asdict(cfg)
-
-
-def plan_design(plan: Plan, source: str | None = None) -> Design:
-    """The plan's design (resnorm.study.plan.design): as declared under `design:`, completed with
-    the assignment's where it is silent, and checked against the runs' resolved settings."""
-    from resnorm.norms import split_kind
-    from resnorm.study.plan.design import resolve_design
-
-    fields = experiment_settings(plan)
-    kinds = {name: split_kind(str(f.get("norm")))[0] for name, f in fields.items()}
-    return resolve_design(plan.design, fields, kinds, plan.comparisons, source or plan.source)
-
-
-def experiment_settings(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Each run's experiment settings (resnorm.study.plan.design.experiment_fields), plan order."""
-    from resnorm.study.plan.design import experiment_fields
-
-    return {spec.name: experiment_fields(resolved_settings(plan, spec)) for spec in plan.runs}
-
-
 def train_default(name: str) -> Any:
     f = _train_fields()[name]
     if f.default is not dataclasses.MISSING:
         return f.default
     return f.default_factory()  # type: ignore[misc]
-
-
-def _recipe_lr(fields: dict[str, Any], base_batch_size: int) -> float:
-    """The lr the run's recipe gives at the plan's base batch size (the base of the lr rule)."""
-    from resnorm.train import resolve_config
-
-    probe = {**fields, "batch_size": base_batch_size, "lr": None, "data": "-", "out": "-"}
-    try:
-        return float(resolve_config(probe, world_size=1).lr)
-    except UsageError as exc:
-        raise UsageError(f"run settings {fields}: {exc}") from None

@@ -1,18 +1,31 @@
-"""The plan's `tune:` section: a learning-rate search per run before the final seeds train.
+"""The plan's `tune:` section: a search per run before the final seeds train.
+
+A grid (Optuna's GridSampler: every combination, in every tuned run):
 
     tune:
       lr: [0.0025, 0.008, 0.025, 0.08, 0.25]  # base lrs at the plan's base_batch_size
-      seeds: 1          # trials per grid value (seeds counted from each run's seed)
+      weight_decay: [0.0005]                   # optional: a grid of weight decays too
+
+or a space sampled quasi-randomly (Optuna's QMCSampler: scrambled Sobol, one fixed seed, so
+every tuned run gets the identical points):
+
+    tune:
+      space: {lr: [0.01, 1.0, log], weight_decay: [1.0e-5, 1.0e-2, log]}
+      trials: 6
+
+and, either way:
+
+      seeds: 1          # jobs per trial (seeds counted from each run's seed)
       epochs: 8         # optional: shorter trials than the final runs
       score: val_acc    # a metrics.csv column of the val split
       last_epochs: 3    # the score is the median of the last epochs' values
       runs: [bn, gn]    # optional: which runs are tuned (default: see resnorm.study.tuning.phase)
-      share: {torch_bn: bn}  # optional: a run that takes another run's chosen lr
-      default: true     # add each run's untuned lr to its grid (shown beside the choice)
+      share: {torch_bn: bn}  # optional: a run that takes another run's choice
+      default: true     # also try each run's untuned setting (shown beside the choice)
 
-The grid is one list of base lrs, scaled to each run's batch size by the plan's `lr_rule`
-exactly as the untuned lr is: the identical search for every run. Parsed by `parse_plan`;
-every problem is a one-line UsageError.
+`lr` values are base lrs at the plan's base batch size, scaled to each run's batch size by the
+plan's `lr_rule` exactly as the untuned lr is; weight decays are taken as they are. Parsed by
+`parse_plan`; every problem is a one-line UsageError.
 """
 from __future__ import annotations
 
@@ -22,16 +35,21 @@ from typing import Any
 
 from resnorm.errors import UsageError, checked_mapping
 
-__all__ = ["TUNE_KEYS", "SCORES", "TuneSettings", "parse_tune"]
+__all__ = ["TUNE_KEYS", "TUNABLE", "SCORES", "QMC_SEED", "TuneSettings", "parse_tune"]
 
-TUNE_KEYS = ("lr", "seeds", "epochs", "score", "last_epochs", "runs", "share", "default")
+TUNABLE = ("lr", "weight_decay")   # the settings a search may vary
+TUNE_KEYS = (*TUNABLE, "space", "trials", "seeds", "epochs", "score", "last_epochs", "runs",
+             "share", "default")
 # metrics.csv columns a trial may be scored by: the clean val split only, never test.
 SCORES = ("val_acc", "val_macro_f1", "val_micro_f1")
+QMC_SEED = 0  # the Sobol scrambling seed: the same points for every tuned run and every study
 
 
 @dataclass
 class TuneSettings:
-    lr: list[float]                      # base lrs at the plan's base batch size, ascending
+    grid: dict[str, list[float]] = field(default_factory=dict)  # param -> values (grid)
+    space: dict[str, tuple[float, float, bool]] = field(default_factory=dict)  # (lo, hi, log)
+    trials: int | None = None            # points sampled from `space`
     seeds: int = 1
     epochs: int | None = None            # None: the run's own epochs
     score: str = "val_acc"
@@ -40,9 +58,33 @@ class TuneSettings:
     share: dict[str, str] = field(default_factory=dict)
     default: bool = True
 
+    @property
+    def sampler(self) -> str:
+        """'grid' (GridSampler) or 'qmc' (QMCSampler, scrambled Sobol)."""
+        return "qmc" if self.space else "grid"
+
+    @property
+    def params(self) -> list[str]:
+        """The settings searched, in TUNABLE order."""
+        return [p for p in TUNABLE if p in (self.space or self.grid)]
+
+    @property
+    def lr(self) -> list[float] | None:
+        """The lr grid (None for a sampled space)."""
+        return self.grid.get("lr")
+
+    def count(self) -> int:
+        """How many points the sampler gives each tuned run."""
+        return self.trials if self.space else math.prod(len(v) for v in self.grid.values())
+
     def to_yaml_dict(self) -> dict:
-        out = {"lr": list(self.lr), "seeds": self.seeds, "score": self.score,
-               "last_epochs": self.last_epochs, "default": self.default}
+        out: dict[str, Any] = {k: list(v) for k, v in self.grid.items()}
+        if self.space:
+            out["space"] = {k: [lo, hi, "log" if log else "linear"]
+                            for k, (lo, hi, log) in self.space.items()}
+            out["trials"] = self.trials
+        out.update(seeds=self.seeds, score=self.score, last_epochs=self.last_epochs,
+                   default=self.default)
         if self.epochs is not None:
             out["epochs"] = self.epochs
         if self.runs is not None:
@@ -58,16 +100,38 @@ def _count(value: Any, where: str) -> int:
     return value
 
 
-def _grid(value: Any, where: str) -> list[float]:
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _grid(value: Any, param: str, where: str) -> list[float]:
     if not isinstance(value, list) or not value:
-        raise UsageError(f"{where} must be a non-empty list of learning rates")
-    out = []
+        raise UsageError(f"{where} must be a non-empty list of values")
+    smallest = 0.0 if param == "weight_decay" else None  # a weight decay may be 0, an lr not
     for v in value:
-        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                or v <= 0):
-            raise UsageError(f"{where}: {v!r} is not a positive learning rate")
-        out.append(float(v))
-    return sorted(set(out))
+        if not _number(v) or v < 0 or (smallest is None and v == 0):
+            kind = "weight decay >= 0" if smallest is not None else "learning rate"
+            raise UsageError(f"{where}: {v!r} is not a {'positive ' * (smallest is None)}{kind}")
+    return sorted({float(v) for v in value})
+
+
+def _space(value: Any, where: str) -> dict[str, tuple[float, float, bool]]:
+    """`space: {param: [low, high, log|linear]}` (log by default)."""
+    if not isinstance(value, dict) or not value:
+        raise UsageError(f"{where} must map {' and/or '.join(TUNABLE)} to [low, high, log]")
+    out = {}
+    for param, bounds in value.items():
+        if param not in TUNABLE:
+            raise UsageError(f"{where}: '{param}' cannot be tuned (tunable: "
+                             f"{', '.join(TUNABLE)})")
+        scale = bounds[2] if isinstance(bounds, list) and len(bounds) == 3 else "log"
+        if (not isinstance(bounds, list) or len(bounds) not in (2, 3)
+                or not all(_number(b) for b in bounds[:2]) or scale not in ("log", "linear")
+                or not 0 <= bounds[0] < bounds[1] or (scale == "log" and bounds[0] <= 0)):
+            raise UsageError(f"{where}.{param} must be [low, high] or [low, high, log|linear] "
+                             f"with 0 <= low < high (low > 0 on a log scale), got {bounds!r}")
+        out[str(param)] = (float(bounds[0]), float(bounds[1]), scale == "log")
+    return out
 
 
 def _run_list(value: Any, names: list[str], where: str) -> list[str]:
@@ -84,15 +148,32 @@ def _share(value: Any, names: list[str], where: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _search(raw: dict, where: str) -> TuneSettings:
+    """The grid or the sampled space, whichever the section gives (exactly one)."""
+    grid = {p: _grid(raw[p], p, f"{where}.{p}") for p in TUNABLE if p in raw}
+    if "space" in raw:
+        if grid:
+            raise UsageError(f"{where}: give either a grid ({', '.join(grid)}: [...]) or "
+                             "space: with trials:, not both")
+        if "trials" not in raw:
+            raise UsageError(f"{where}.space needs 'trials', the number of points per run")
+        return TuneSettings(space=_space(raw["space"], f"{where}.space"),
+                            trials=_count(raw["trials"], f"{where}.trials"))
+    if "lr" not in grid:
+        raise UsageError(f"{where} needs 'lr', the grid of base learning rates, or 'space' "
+                         "with 'trials'")
+    if "trials" in raw:
+        raise UsageError(f"{where}.trials goes with space: (a grid tries each of its values)")
+    return TuneSettings(grid=grid)
+
+
 def parse_tune(raw: Any, names: list[str], source: str = "plan") -> TuneSettings | None:
     """`tune:` of a plan whose runs are `names`; None when the plan has none."""
     if raw is None:
         return None
     where = f"{source}: tune"
     raw = checked_mapping(raw, TUNE_KEYS, where)
-    if "lr" not in raw:
-        raise UsageError(f"{where} needs 'lr', the grid of base learning rates")
-    out = TuneSettings(lr=_grid(raw["lr"], f"{where}.lr"))
+    out = _search(raw, where)
     out.seeds = _count(raw.get("seeds", 1), f"{where}.seeds")
     if raw.get("epochs") is not None:
         out.epochs = _count(raw["epochs"], f"{where}.epochs")

@@ -1,51 +1,60 @@
-"""The tuning phase: each tuned run trained at every lr of the plan's grid, its lr chosen on val.
+"""The tuning phase: each tuned run trained at the points its Optuna sampler draws, its
+setting chosen on val.
 
-`tune_phase` runs before the study's final jobs are resolved. Each trial is an ordinary job
-(resnorm.study.execution.job.Job) whose folder is STUDY/tuning/<run>/lr-<lr>/seed-<s>/, so a
-finished trial is skipped and an interrupted one resumes exactly as a study's runs do; the
-folders are the source of truth. One Optuna study per tuned run (storage: the journal file
-STUDY/tuning/journal.log, `JournalStorage(JournalFileBackend(path))`, safe for several
-processes and on a shared file system) mirrors them: each finished grid value is added as
-one trial, once, under a file lock, so a kill at any point and any number of re-runs leave
-no duplicates. No pruning: every grid value trains its full trial epochs (early pruning
-penalises slow starters such as IN and the no-norm variant).
+`tune_phase` runs before the study's final jobs. For each tuned run the engine
+(resnorm.study.tuning.engine) asks the run's Optuna study for its trials (a grid, or the
+same Sobol points for every run); each trial is one ordinary job per seed
+(resnorm.study.execution.job.Job) trained through the study's executor into
+STUDY/tuning/<run>/lr-<lr>[-wd-<wd>]/seed-<s>/, so a finished trial is skipped and an
+interrupted one resumes exactly as a study's runs do: the folders are the truth of what
+trained. Each finished trial is then told its score (the median of its last val epochs,
+resnorm.study.tuning.results), a diverged or failed one its failure, and the choice is the
+Optuna study's best trial. Test is never read before the final runs.
 
-Choosing reads each trial's val column of metrics.csv only (resnorm.study.tuning.results):
-test is never read before the final runs. `apply_choices` then writes the chosen lr into each
-tuned run, so the final runs are ordinary runs with an explicit lr.
+`apply_choices` then writes each choice into the run's resolved record, so the final runs are
+ordinary runs with an explicit lr (and weight decay).
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
+import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from resnorm.errors import UsageError
-from resnorm.study.plan.manifest import Design
-from resnorm.study.plan.parse import Plan, RunSpec, lr_rule_factor, resolve_fields, train_default
+from resnorm.study.plan.manifest import Design, ResolvedRun
+from resnorm.study.plan.parse import Plan
+from resnorm.study.tuning import engine
 from resnorm.study.tuning.results import (
-    JOURNAL_FILE, TUNING_DIR, GridPoint, TuneResult, choose, lr_text, read_point,
-    trial_folder, write_choices)
-from resnorm.study.plan.tune_settings import TuneSettings
+    TrialPoint, TuneResult, edges_of, lr_text, point_name, read_point, trial_folder,
+    write_choices)
 
-__all__ = ["tuned_runs", "shared_lrs", "tune_phase", "apply_choices", "grid_of", "choice_line"]
+__all__ = ["tuned_runs", "shared_lrs", "tune_phase", "apply_choices", "choice_line",
+           "search_text"]
 
 POLL_S = 10.0  # seconds between looks at trials another process trains
 
 
-def tuned_runs(plan: Plan, design: Design) -> list[RunSpec]:
+class TrialRun(NamedTuple):
+    """What a trial's job is named by: '<run>@lr=<lr>[,wd=<wd>]'."""
+
+    name: str
+
+
+def tuned_runs(plan: Plan, design: Design) -> list[str]:
     """The runs the phase tunes: `tune.runs`, else the design's variants and batch runs (a
-    literal-recipe run keeps the lr it fixes as written), less those that share another's lr."""
+    literal-recipe run keeps the lr it fixes as written), less those that share another's
+    choice; in plan order."""
     if plan.tune.runs is not None:
-        return [s for s in plan.runs if s.name in plan.tune.runs]
+        return [s.name for s in plan.runs if s.name in plan.tune.runs]
     share = shared_lrs(plan, design)
     names = {*design.variants, *(m.run for members in design.batch.values() for m in members)}
-    return [s for s in plan.runs if s.name in names and s.name not in share]
+    return [s.name for s in plan.runs if s.name in names and s.name not in share]
 
 
 def shared_lrs(plan: Plan, design: Design) -> dict[str, str]:
-    """Which run takes which other run's chosen lr: the sanity pair's reference its
+    """Which run takes which other run's choice: the sanity pair's reference its
     candidate's (the pair must differ in the norm alone), then the plan's `tune.share`."""
     share, named = {}, plan.tune.runs
     if design.sanity is not None and (named is None or (design.sanity[1] in named
@@ -54,30 +63,38 @@ def shared_lrs(plan: Plan, design: Design) -> dict[str, str]:
     return {**share, **plan.tune.share}
 
 
-def grid_of(plan: Plan, spec: RunSpec) -> tuple[list[float], float]:
-    """A run's lrs to try (the plan's base grid scaled by its lr rule, plus its untuned lr
-    when `tune.default`), ascending, and its untuned lr."""
-    fields, _ = resolve_fields(plan, spec)
-    factor, default = lr_rule_factor(plan, fields)[1], float(fields["lr"])
-    values = [g * factor for g in plan.tune.lr] + ([default] if plan.tune.default else [])
-    unique = {lr_text(v): float(lr_text(v)) for v in values}
-    return sorted(unique.values()), default
+def untuned_params(plan: Plan, run: ResolvedRun) -> dict[str, float]:
+    """A run's untuned setting in the sampler's terms (lr at the plan's base batch size)."""
+    values = {"lr": run.lr / plan.rule.factor(run.batch),
+              "weight_decay": float(run.config.get("weight_decay") or 0.0)}
+    return {p: float(lr_text(values[p])) for p in plan.tune.params}
 
 
-def _trial_jobs(plan: Plan, study: Path, spec: RunSpec, grid: list[float], make_job) -> dict:
-    """{lr: [Job per seed]} of one tuned run."""
-    fields, _ = resolve_fields(plan, spec)
-    seeds = plan.seeds_of(spec)[:1]
-    seeds = [seeds[0] + i for i in range(plan.tune.seeds)]
-    epochs = plan.tune.epochs or fields.get("epochs", train_default("epochs"))
-    jobs = {}
-    for lr in grid:
-        trial = RunSpec(f"{spec.name}@lr={lr_text(lr)}", {**spec.overrides, "lr": lr})
-        note = f"tuning trial: lr {lr_text(lr)} of the grid"
-        trial_fields = {**fields, "lr": lr, "epochs": epochs, "eval_test": False}
-        jobs[lr] = [make_job(trial, trial_fields, seed, trial_folder(study, spec.name, lr, seed),
-                             note) for seed in seeds]
-    return jobs
+def _trial_jobs(plan: Plan, study: Path, run: ResolvedRun, trials: list,
+                make_job: Callable) -> dict[int, tuple[TrialPoint, list]]:
+    """{trial number: (its point, unread; its Job per seed)} of one tuned run."""
+    settings = plan.tune
+    epochs = settings.epochs or int(run.config["epochs"])
+    seeds = [run.seeds[0] + i for i in range(settings.seeds)]
+    out = {}
+    for t in trials:
+        lr = t.params["lr"] * plan.rule.factor(run.batch)
+        wd = t.params.get("weight_decay")
+        fields = {**run.config, "lr": lr, "epochs": epochs, "eval_test": False,
+                  # a warm-up never takes a whole (shorter) trial
+                  "warmup_epochs": min(float(run.config["warmup_epochs"]), epochs - 1.0)}
+        if wd is not None:
+            fields["weight_decay"] = wd
+        name = point_name(lr, wd)
+        label = TrialRun(f"{run.name}@{name.replace('-wd-', ',wd=').replace('lr-', 'lr=')}")
+        note = f"tuning trial {t.number}: {name.replace('-wd-', ', wd ').replace('-', ' ')}"
+        folders = [trial_folder(study, run.name, name, seed) for seed in seeds]
+        point = TrialPoint(lr, "not started", None, weight_decay=wd, params=dict(t.params),
+                           number=t.number, untuned=bool(t.user_attrs.get(engine.UNTUNED)),
+                           dir=str(folders[0].relative_to(study)))
+        out[t.number] = (point, [make_job(label, fields, seed, folder, note)
+                                 for seed, folder in zip(seeds, folders)])
+    return out
 
 
 def _train_trials(todo: list, execute: Callable, say) -> None:
@@ -91,143 +108,145 @@ def _train_trials(todo: list, execute: Callable, say) -> None:
             time.sleep(POLL_S)
 
 
-def tune_phase(plan: Plan, design: Design, study: Path, make_job: Callable, execute: Callable,
-               say=print) -> dict[str, TuneResult]:
-    """Train every tuned run at every grid value (`execute(jobs, say) -> [Outcome]`), mirror
-    the trials into Optuna, choose each run's lr; write STUDY/tuning/tuning.json and say the
-    choices. `make_job(spec, fields, seed, folder, lr_note) -> Job`. {} without `tune:`."""
+def _read_and_tell(plan: Plan, study: Path, name: str, jobs: dict) -> list[TrialPoint]:
+    """Each trial's point read from its folders; the finished ones told to Optuna."""
+    points, outcomes = [], {}
+    for number, (point, seed_jobs) in jobs.items():
+        read = read_point([j.dir for j in seed_jobs], point.lr, plan.tune.score,
+                          plan.tune.last_epochs)
+        point = dataclasses.replace(point, status=read.status, score=read.score,
+                                    seeds=read.seeds, val_images=read.val_images)
+        points.append(point)
+        if point.status in ("ok", "diverged", "failed"):
+            outcomes[number] = (point.score, {"status": point.status, "lr": point.lr,
+                                              "seed_scores": point.seeds})
+    engine.tell_trials(study, name, outcomes)
+    return points
+
+
+def tune_phase(plan: Plan, runs: dict[str, ResolvedRun], design: Design, study: Path,
+               make_job: Callable, execute: Callable, say=print) -> dict[str, TuneResult]:
+    """Train every tuned run's trials (`execute(jobs, say) -> [Outcome]`), tell Optuna their
+    scores, take each run's best trial; write STUDY/tuning/tuning.json and say the choices.
+    `make_job(run, fields, seed, folder, lr_note) -> Job`. {} without `tune:`."""
     if plan.tune is None:
         return {}
-    _check_optuna()
-    specs, share = tuned_runs(plan, design), shared_lrs(plan, design)
-    untuned = [v for v in share.values() if v not in {s.name for s in specs}]
+    engine.require_optuna()
+    names, share = tuned_runs(plan, design), shared_lrs(plan, design)
+    untuned = [v for v in share.values() if v not in names]
     if untuned:
         raise UsageError(f"plan: tune.share: '{untuned[0]}' is not a tuned run: there is no "
                          "chosen lr to share")
-    grids = {s.name: grid_of(plan, s) for s in specs}
-    jobs = {s.name: _trial_jobs(plan, study, s, grids[s.name][0], make_job) for s in specs}
-    todo = [job for by_lr in jobs.values() for seed_jobs in by_lr.values() for job in seed_jobs]
-    epochs = plan.tune.epochs or "the runs'"
-    say(f"tune: {len(specs)} run(s), {len(todo)} trials ({plan.tune.seeds} seed(s) per lr) "
-        f"of {epochs} epochs; each run's lr chosen by {plan.tune.score} on val (median of "
-        f"the last {plan.tune.last_epochs} epochs)")
+    jobs = {}
+    for name in names:
+        default = untuned_params(plan, runs[name]) if plan.tune.default else None
+        trials = engine.ask_trials(study, name, plan.tune, default)
+        jobs[name] = _trial_jobs(plan, study, runs[name], trials, make_job)
+    todo = [job for by_n in jobs.values() for _, seed_jobs in by_n.values() for job in seed_jobs]
+    say(f"tune: {len(names)} run(s), {len(todo)} trial job(s) ({search_text(plan)}; "
+        f"{plan.tune.seeds} seed(s) each) of {plan.tune.epochs or 'the runs’'} epochs; each "
+        f"run's choice by {plan.tune.score} on val (median of the last "
+        f"{plan.tune.last_epochs} epochs)")
     _train_trials(todo, execute, say)  # (finished ones skipped: the folders are the truth)
-    results = _mirror(study, jobs, plan.tune)
-    for spec in specs:
-        results[spec.name].default_lr = grids[spec.name][1]
-        results[spec.name].chosen_lr, results[spec.name].at_edge = choose(
-            results[spec.name].grid, grids[spec.name][1])
-        results[spec.name].shared_with = next(
-            (k for k, v in share.items() if v == spec.name), None)
-        say(choice_line(results[spec.name]))
-    write_choices(study, results, {**plan.tune.to_yaml_dict(), "lr_rule": plan.lr_rule,
+    results = {}
+    for name in names:
+        results[name] = _result(plan, study, runs[name], jobs[name], share)
+        say(choice_line(results[name]))
+    write_choices(study, results, {**plan.tune.to_yaml_dict(), "sampler": plan.tune.sampler,
+                                   "lr_rule": plan.lr_rule,
                                    "base_batch_size": plan.base_batch_size})
     return results
 
 
+def _result(plan: Plan, study: Path, run: ResolvedRun, jobs: dict,
+            share: dict[str, str]) -> TuneResult:
+    points = _read_and_tell(plan, study, run.name, jobs)
+    best = _tie_broken(points, engine.best_trial(study, run.name), run.lr)
+    chosen = best.number if best else None
+    edges = edges_of(points, best) if best is not None else {}
+    wd = "weight_decay" in plan.tune.params
+    return TuneResult(
+        run.name, points, best.lr if best else None, edges.get("lr"), run.lr, plan.tune.score,
+        plan.tune.last_epochs, next((k for k, v in share.items() if v == run.name), None),
+        chosen if best else None, best.weight_decay if best and wd else None,
+        float(run.config.get("weight_decay") or 0.0) if wd else None, edges,
+        plan.tune.sampler)
+
+
+def _tie_broken(points: list[TrialPoint], best: int | None,
+                default_lr: float) -> TrialPoint | None:
+    """The Optuna study's best trial; when others score exactly as well (e.g. every trial at
+    chance), the one whose lr is nearest the untuned lr (then the lowest number)."""
+    top = next((p for p in points if p.number == best), None)
+    if top is None:
+        return None
+    ties = [p for p in points if p.status == "ok" and p.score == top.score]
+    return min(ties, key=lambda p: (abs(math.log(p.lr / default_lr)), p.number))
+
+
+def search_text(plan: Plan) -> str:
+    """The search in words: 'the grid lr 0.02, 0.2' or '6 Sobol points of lr [0.01, 1] (log)
+    x weight_decay [1e-05, 0.01] (log)'."""
+    t = plan.tune
+    if t.sampler == "grid":
+        return "the grid " + " x ".join(f"{p} {', '.join(map(lr_text, v))}"
+                                        for p, v in t.grid.items())
+    return f"{t.trials} Sobol points of " + " x ".join(
+        f"{p} [{lr_text(lo)}, {lr_text(hi)}]{' (log)' if log else ''}"
+        for p, (lo, hi, log) in t.space.items())
+
+
+def point_label(p: TrialPoint) -> str:
+    return f"lr {lr_text(p.lr)}" + (f" wd {lr_text(p.weight_decay)}"
+                                   if p.weight_decay is not None else "")
+
+
 def choice_line(r: TuneResult) -> str:
-    """'tune bn: lr 0.08 (val_acc 0.512) of 0.0025 0.31 | 0.008 0.40 | ...' (+ widen)."""
-    grid = " | ".join(f"{lr_text(p.lr)} " + (f"{p.score:.3f}" if p.score is not None
-                                             else p.status) for p in r.grid)
-    if r.chosen_lr is None:
-        return (f"tune {r.run}: no trial finished ({grid}); the final runs keep the untuned "
+    """'tune bn: lr 0.08 chosen (val_acc on val: lr 0.0025 0.31 | lr 0.008 0.40 | ...)'."""
+    tried = " | ".join(f"{point_label(p)} " + (f"{p.score:.3f}" if p.score is not None
+                                               else p.status) for p in r.trials)
+    best = r.point(r.chosen)
+    if best is None:
+        return (f"tune {r.run}: no trial finished ({tried}); the final runs keep the untuned "
                 f"lr {lr_text(r.default_lr)}")
-    line = f"tune {r.run}: lr {lr_text(r.chosen_lr)} chosen ({r.score} on val: {grid})"
-    if r.at_edge:
-        line += (f"; warning: the {'lowest' if r.at_edge == 'low' else 'highest'} value of "
-                 "the grid: widen the grid")
+    line = f"tune {r.run}: {point_label(best)} chosen ({r.score} on val: {tried})"
+    for param, edge in r.edges.items():
+        line += (f"; warning: the {'lowest' if edge == 'low' else 'highest'} {param} tried: "
+                 "widen the search")
     return line
 
 
-def apply_choices(plan: Plan, design: Design,
-                  results: dict[str, TuneResult]) -> tuple[Plan, dict[str, str]]:
-    """A copy of the plan whose tuned (and sharing) runs set the chosen lr, and each such
-    run's lr note. A run whose grid had no finished trial keeps its untuned lr."""
+def apply_choices(plan: Plan, runs: dict[str, ResolvedRun], design: Design,
+                  results: dict[str, TuneResult]) -> dict[str, ResolvedRun]:
+    """The runs' records with each tuned (and sharing) run at its choice: the chosen trial's
+    lr scaled to the run's batch by the plan's rule (and its weight decay), `tuned` and the
+    trial it came from. A run whose trials all failed keeps its untuned settings."""
     if not results:
-        return plan, {}
-    tuned, notes, share = copy.deepcopy(plan), {}, shared_lrs(plan, design)
-    for spec in tuned.runs:
-        source = share.get(spec.name, spec.name)
+        return runs
+    share, out = shared_lrs(plan, design), dict(runs)
+    for name, run in runs.items():
+        source = share.get(name, name)
         r = results.get(source)
-        if r is None or r.chosen_lr is None:
-            if r is not None:
-                notes[spec.name] = f"untuned: no trial of the grid finished ({r.run})"
-            continue
-        fields, _ = resolve_fields(plan, spec)
-        source_fields, _ = resolve_fields(plan, next(s for s in plan.runs if s.name == source))
-        scale = lr_rule_factor(plan, fields)[1] / lr_rule_factor(plan, source_fields)[1]
-        lr = r.chosen_lr * scale
-        spec.overrides["lr"] = lr
-        base = plan.base_batch_size
-        notes[spec.name] = (
-            f"tuned: {lr_text(lr)}, chosen on val ({r.score}, median of the last "
-            f"{r.last_epochs} epochs) from the grid {', '.join(map(lr_text, plan.tune.lr))} "
-            f"(base lrs at batch {base}, {plan.lr_rule} rule)"
-            + (f"; {source}'s choice" if source != spec.name else "")
-            + ("; at the grid's end: widen the grid" if r.at_edge else ""))
-    return tuned, notes
+        best = r.point(r.chosen) if r is not None else None
+        if r is not None and best is None:
+            out[name] = dataclasses.replace(
+                run, lr_note=f"untuned: no trial of the search finished ({r.run})")
+        elif best is not None:
+            out[name] = _tuned(plan, run, r, best, source)
+    return out
 
 
-def _check_optuna() -> None:
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise UsageError("the plan's tune: section needs Optuna: pip install "
-                         "'resnorm[tune]' (or pip install optuna)") from None
-
-
-def journal_storage(study: Path):
-    """The Optuna storage of a study's tuning: a journal file (optuna >= 4: JournalFileBackend;
-    before: JournalFileStorage)."""
-    from optuna.storages import JournalStorage
-
-    try:
-        from optuna.storages.journal import JournalFileBackend
-    except ImportError:  # optuna < 4
-        from optuna.storages import JournalFileStorage as JournalFileBackend
-    path = Path(study) / TUNING_DIR / JOURNAL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
-
-
-def _mirror(study: Path, jobs: dict, settings: TuneSettings) -> dict[str, TuneResult]:
-    """Read every grid value from its folders; add each finished one to its run's Optuna
-    study unless already there (a COMPLETE trial per lr; a FAIL only for an lr with none)."""
-    import filelock
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    column, k = settings.score, settings.last_epochs
-    results = {}
-    with filelock.FileLock(str(Path(study) / TUNING_DIR / ".journal.lock"), timeout=600):
-        storage = journal_storage(study)
-        for run, by_lr in jobs.items():
-            grid = [read_point([j.dir for j in seed_jobs], lr, column, k)
-                    for lr, seed_jobs in by_lr.items()]
-            results[run] = TuneResult(run, grid, None, None, 0.0, column, k)
-            ostudy = optuna.create_study(study_name=run, storage=storage,
-                                         direction="maximize", load_if_exists=True)
-            _add_new(ostudy, grid)
-    return results
-
-
-def _add_new(ostudy, grid: list[GridPoint]) -> None:
-    import optuna
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import TrialState
-
-    seen = {(lr_text(t.params["lr"]), t.state) for t in ostudy.get_trials(deepcopy=False)
-            if "lr" in t.params}
-    lrs = [p.lr for p in grid]
-    dist = {"lr": FloatDistribution(min(lrs), max(lrs), log=True)}
-    for p in grid:
-        key = lr_text(p.lr)
-        if p.status == "ok" and (key, TrialState.COMPLETE) not in seen:
-            state, value = TrialState.COMPLETE, p.score
-        elif p.status in ("diverged", "failed") and not any(k == key for k, _ in seen):
-            state, value = TrialState.FAIL, None
-        else:
-            continue
-        ostudy.add_trial(optuna.trial.create_trial(
-            params={"lr": p.lr}, distributions=dist, value=value, state=state,
-            user_attrs={"status": p.status, "seed_scores": p.seeds}))
+def _tuned(plan: Plan, run: ResolvedRun, r: TuneResult, best: TrialPoint,
+           source: str) -> ResolvedRun:
+    lr = best.params["lr"] * plan.rule.factor(run.batch)
+    config = {**run.config, "lr": lr}
+    if best.weight_decay is not None:
+        config["weight_decay"] = best.weight_decay
+    note = (f"tuned: {point_label(dataclasses.replace(best, lr=lr))}, trial {best.number} "
+            f"chosen on val ({r.score}, median of the last {r.last_epochs} epochs) from "
+            f"{search_text(plan)} (base lrs at batch {plan.base_batch_size}, {plan.lr_rule} "
+            "rule)" + (f"; {source}'s choice" if source != run.name else "")
+            + ("; at the edge of the search: widen it" if r.edges else ""))
+    return dataclasses.replace(run, config=config, lr=lr, lr_note=note, tuned=True,
+                               trial={"run": source, "number": best.number,
+                                      "params": dict(best.params), "dir": best.dir})

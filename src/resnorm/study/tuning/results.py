@@ -1,8 +1,9 @@
 """The tuning phase's folder as data: trials, their scores, the choice, expected-max curves.
 
-Layout: STUDY/tuning/<run>/lr-<lr>/seed-<s>/ (one trial: an ordinary run folder),
-STUDY/tuning/tuning.json (what the phase chose, `write_choices`), STUDY/tuning/journal.log
-(the Optuna journal that mirrors the trials, resnorm.study.tuning.phase).
+Layout: STUDY/tuning/<run>/lr-<lr>[-wd-<wd>]/seed-<s>/ (one trial's job per seed: an ordinary
+run folder, named by the setting it trains), STUDY/tuning/tuning.json (what the phase chose,
+`write_choices`), STUDY/tuning/journal.log (the Optuna journal: one Optuna study per tuned
+run, whose sampler drew the trials, resnorm.study.tuning.engine).
 
 Choosing is a function of train and val alone: a trial's score is read from its
 metrics.csv val column (the robust score: the median of the last epochs), never from its
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json
 
-__all__ = ["TUNING_DIR", "CHOICE_FILE", "JOURNAL_FILE", "GridPoint", "TuneResult",
-           "lr_text", "trial_folder", "robust_score", "read_point", "choose", "write_choices",
-           "read_choices", "expected_max", "curves_cross"]
+__all__ = ["TUNING_DIR", "CHOICE_FILE", "JOURNAL_FILE", "TrialPoint", "TuneResult",
+           "lr_text", "point_name", "trial_folder", "robust_score", "read_point", "edges_of",
+           "write_choices", "read_choices", "expected_max", "curves_cross"]
 
 TUNING_DIR = "tuning"
 CHOICE_FILE = "tuning.json"
@@ -34,33 +35,62 @@ def lr_text(lr: float) -> str:
     return f"{lr:.6g}"
 
 
-def trial_folder(study: Path, run: str, lr: float, seed: int) -> Path:
-    return Path(study) / TUNING_DIR / run / f"lr-{lr_text(lr)}" / f"seed-{seed}"
+def point_name(lr: float, weight_decay: float | None = None) -> str:
+    """A trial's folder name: the setting it trains, 'lr-0.08' or 'lr-0.08-wd-0.0005'."""
+    return f"lr-{lr_text(lr)}" + (f"-wd-{lr_text(weight_decay)}" if weight_decay is not None
+                                  else "")
+
+
+def trial_folder(study: Path, run: str, point: str, seed: int) -> Path:
+    return Path(study) / TUNING_DIR / run / point / f"seed-{seed}"
 
 
 @dataclass
-class GridPoint:
-    """One grid value of one run: its trials' status and their mean robust score."""
+class TrialPoint:
+    """One trial of one tuned run (a point its sampler drew): its jobs' status and their mean
+    robust score."""
 
-    lr: float
+    lr: float              # the lr it trained (the sampled base lr x the plan's lr rule)
     status: str            # ok | diverged | failed | interrupted | not started
     score: float | None    # mean over the seeds of the robust score; None unless ok
     seeds: list[float | None] = field(default_factory=list)
     val_images: int | None = None  # scored val images (for the score's interval)
+    weight_decay: float | None = None  # the weight decay it trained (None: not searched)
+    params: dict[str, float] = field(default_factory=dict)  # the sampler's values (lr at the
+    #                                                          plan's base batch size)
+    number: int | None = None  # its Optuna trial number
+    untuned: bool = False      # the run's untuned setting (tune.default), not a sampled point
+    dir: str | None = None     # its first seed's folder, relative to the study
 
 
 @dataclass
 class TuneResult:
-    """One tuned run: its grid, the chosen lr (None: no trial finished), at which end."""
+    """One tuned run: its trials, the choice (None: no trial finished), at which end."""
 
     run: str
-    grid: list[GridPoint]
+    trials: list[TrialPoint]
     chosen_lr: float | None
-    at_edge: str | None    # "low" | "high" | None: the choice is an end of the grid
+    at_edge: str | None    # "low" | "high" | None: the chosen lr is an end of those tried
     default_lr: float
     score: str
     last_epochs: int
-    shared_with: str | None = None  # a run that takes this lr too (tune.share)
+    shared_with: str | None = None  # a run that takes this choice too (tune.share)
+    chosen: int | None = None       # the chosen trial's Optuna number
+    chosen_wd: float | None = None  # its weight decay (None: not searched)
+    default_wd: float | None = None
+    edges: dict[str, str] = field(default_factory=dict)  # param -> "low" | "high"
+    sampler: str = "grid"           # grid | qmc
+
+    def point(self, number: int | None) -> TrialPoint | None:
+        return next((p for p in self.trials if number is not None and p.number == number),
+                    None)
+
+    @property
+    def default_point(self) -> TrialPoint | None:
+        """The trial at the run's untuned setting, if one was tried."""
+        return next((p for p in self.trials if p.untuned), None) or next(
+            (p for p in self.trials if lr_text(p.lr) == lr_text(self.default_lr)
+             and (self.default_wd is None or p.weight_decay == self.default_wd)), None)
 
 
 def robust_score(rows: list[dict], column: str, last_epochs: int) -> float | None:
@@ -80,9 +110,9 @@ def _trial_status(folder: Path) -> tuple[str, dict | None]:
     return ("interrupted" if (folder / "last.pt").exists() else "not started"), None
 
 
-def read_point(folders: list[Path], lr: float, column: str, last_epochs: int) -> GridPoint:
-    """A grid value from its seeds' folders. One diverged or failed seed makes the value
-    diverged or failed: an lr that is unstable for some seeds is never chosen."""
+def read_point(folders: list[Path], lr: float, column: str, last_epochs: int) -> TrialPoint:
+    """A trial from its seeds' folders. One diverged or failed seed makes the trial diverged
+    or failed: a setting that is unstable for some seeds is never chosen."""
     from resnorm.metrics import read_metrics_csv
 
     statuses, scores, images = [], [], None
@@ -95,24 +125,23 @@ def read_point(folders: list[Path], lr: float, column: str, last_epochs: int) ->
             images = ((final.get("splits") or {}).get("val") or {}).get("scored", images)
     for worst in ("failed", "diverged", "interrupted", "not started"):
         if worst in statuses:
-            return GridPoint(lr, worst, None, scores, images)
+            return TrialPoint(lr, worst, None, scores, images)
     if any(s is None for s in scores):
-        return GridPoint(lr, "failed", None, scores, images)
-    return GridPoint(lr, "ok", sum(scores) / len(scores), scores, images)
+        return TrialPoint(lr, "failed", None, scores, images)
+    return TrialPoint(lr, "ok", sum(scores) / len(scores), scores, images)
 
 
-def choose(grid: list[GridPoint], default_lr: float) -> tuple[float | None, str | None]:
-    """The lr with the highest score among the finished grid values (ties: the one nearest
-    the default lr), and whether it is the lowest or highest value of the grid."""
-    ok = [p for p in grid if p.status == "ok" and p.score is not None]
-    if not ok:
-        return None, None
-    best = max(ok, key=lambda p: (p.score, -abs(math.log(p.lr / default_lr))))
-    lrs = sorted(p.lr for p in grid)
-    edge = None
-    if len(lrs) > 1:
-        edge = "low" if best.lr == lrs[0] else "high" if best.lr == lrs[-1] else None
-    return best.lr, edge
+def edges_of(points: list[TrialPoint], chosen: TrialPoint) -> dict[str, str]:
+    """Per searched setting, whether the chosen value is the lowest or highest tried: the best
+    may lie beyond it ('widen the search')."""
+    out = {}
+    for param, value in (("lr", chosen.lr), ("weight_decay", chosen.weight_decay)):
+        values = sorted({getattr(p, param) for p in points if getattr(p, param) is not None})
+        if value is not None and len(values) > 1:
+            edge = "low" if value == values[0] else "high" if value == values[-1] else None
+            if edge:
+                out[param] = edge
+    return out
 
 
 def write_choices(study: Path, results: dict[str, TuneResult], settings: dict) -> Path:
@@ -124,12 +153,14 @@ def write_choices(study: Path, results: dict[str, TuneResult], settings: dict) -
 
 
 def read_choices(study: Path) -> dict[str, TuneResult]:
-    """STUDY/tuning/tuning.json as TuneResults ({} for a study without tuning)."""
+    """STUDY/tuning/tuning.json as TuneResults ({} for a study without tuning; a study tuned
+    before the sampler chose the trials has a `grid` of lr points, read as its trials)."""
     data = read_json(Path(study) / TUNING_DIR / CHOICE_FILE) or {}
     out = {}
     for name, entry in (data.get("runs") or {}).items():
-        grid = [GridPoint(**p) for p in entry.get("grid", [])]
-        out[name] = TuneResult(**{**entry, "grid": grid})
+        entry = dict(entry)
+        points = [TrialPoint(**p) for p in entry.pop("trials", None) or entry.pop("grid", [])]
+        out[name] = TuneResult(**{**entry, "trials": points})
     return out
 
 
