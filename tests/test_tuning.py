@@ -363,3 +363,86 @@ def test_report_says_when_the_ranking_depends_on_the_budget_and_flags_edges(tmp_
         {"lr": 0.03, "score": 0.5, "status": "ok"}
     # no trial folders: the choice noise says why it is missing
     assert "predictions" in summary["tuning"]["b"]["choice_noise"]["reason"]
+
+
+# --- a sampled space: the same Sobol points for every variant --------------------------------
+
+SPACE_PLAN = {
+    "threads": 1,
+    "tune": {"space": {"lr": [0.01, 0.5, "log"], "weight_decay": [1.0e-5, 1.0e-2, "log"]},
+             "trials": 6, "epochs": 1, "last_epochs": 1, "default": False},
+    "defaults": {"size": 16, "n": 1, "epochs": 1, "batch_size": 8, "device": "cpu"},
+    "runs": [{"name": "bn", "norm": "bn"}, {"name": "gn", "norm": "gn:4"}],
+}
+
+
+def test_a_sampled_space_gives_every_variant_the_same_points(tmp_path):
+    root = _dataset(tmp_path, shuffle_test=False)
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(SPACE_PLAN))
+    torch.set_num_threads(1)
+    assert cli.main(["study", "--data", str(root), "--plan", str(tmp_path / "plan.yaml"),
+                     "--out", str(tmp_path / "s"), "--cache", str(tmp_path / "cache"),
+                     "--quiet", "--no-gradcam"]) == 0
+    tuning = json.loads((tmp_path / "s" / "summary.json").read_text())["tuning"]
+    points = {name: [(t["number"], t["params"]) for t in entry["trials"]]
+              for name, entry in tuning.items()}
+    assert len(points["bn"]) == 6 and points["bn"] == points["gn"]
+    assert len({json.dumps(p) for _, p in points["bn"]}) == 6  # six distinct points
+    for _, params in points["bn"]:
+        assert set(params) == {"lr", "weight_decay"}
+        assert 0.01 <= params["lr"] <= 0.5 and 1e-5 <= params["weight_decay"] <= 1e-2
+    for name, entry in tuning.items():  # the final runs train at the chosen trial's setting
+        config = yaml.safe_load((tmp_path / "s" / "runs" / name / "seed-0" / "config.yaml")
+                                .read_text())
+        chosen = next(t for t in entry["trials"] if t["number"] == entry["chosen"])
+        assert (config["lr"], config["weight_decay"]) == (chosen["lr"], chosen["weight_decay"])
+        assert entry["sampler"] == "qmc" and len(entry["choice_noise"]["shares"]) >= 2
+    assert (tmp_path / "s" / "report_assets" / "tuning_search.png").stat().st_size > 0
+
+
+def test_a_plan_without_tune_never_imports_optuna():
+    """In a fresh interpreter: every module of resnorm imported, an untuned plan resolved,
+    designed and through the tuning step (which it skips)."""
+    script = (
+        "import importlib, pkgutil, sys, types, resnorm\n"
+        "for m in pkgutil.walk_packages(resnorm.__path__, 'resnorm.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "from resnorm.study.plan.parse import parse_plan\n"
+        "from resnorm.study.plan.resolve import plan_design, resolve_runs\n"
+        "from resnorm.study.runner import tune_study\n"
+        f"plan = parse_plan({ {k: v for k, v in SPACE_PLAN.items() if k != 'tune'}!r})\n"
+        "plan_design(plan, resolve_runs(plan))\n"
+        "study = types.SimpleNamespace(plan=plan)\n"
+        "assert tune_study(study) is study\n"
+        "assert 'optuna' not in sys.modules, 'optuna imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_plan_with_tune_is_refused_in_one_line_without_optuna(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(SPACE_PLAN))
+    (tmp_path / "data").mkdir()
+    code = cli.main(["study", "--data", str(tmp_path / "data"), "--plan",
+                     str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "pip install 'resnorm[tune]'" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_choice_shares_follow_the_gap_between_candidates():
+    import numpy as np
+
+    from resnorm.statistics.choice import choice_shares
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 5, 400)
+    right = lambda p: np.where(rng.random(400) < p, labels, (labels + 1) % 5)  # noqa: E731
+    good, fair, close = right(0.8), right(0.5), right(0.5)
+    clear = choice_shares(labels, [[good], [fair]], [0.8, 0.5], "acc", 500)
+    assert clear.tolist() == [1.0, 0.0]  # 30 points apart on 400 images: always the same
+    tight = choice_shares(labels, [[fair], [close]], [0.50, 0.505], "acc", 500)
+    assert tight.sum() == pytest.approx(1.0) and 0.1 < tight[1] < 0.9  # within the noise
+    both = choice_shares(labels, [[fair, close], [good]], [0.5, 0.8], "macro_f1", 200)
+    assert both[1] == 1.0
