@@ -91,7 +91,7 @@ def test_a_registered_toy_kind_trains_and_reports(toy_kind, synth_cache, tmp_pat
     # its label in a figure legend (the batch-size figure, drawn for the toy's runs)
     drawn.clear()
     toy_run = next(r for r in runs if r.name == TOY)
-    plot_batch({TOY: [toy_run]}, tmp_path / "batch.png", {})
+    plot_batch({TOY: [toy_run]}, {TOY: 8}, tmp_path / "batch.png", {})
     assert (TOY_LABEL, TOY_COLOR) in drawn
 
 

@@ -14,7 +14,7 @@ from resnorm.report.document import Bullets, Report, Section
 from resnorm.report.inspection import section_gates, section_gradcam
 from resnorm.report.observations import Facts, observations
 from resnorm.report.render import render_html, render_markdown
-from resnorm.report.roles import data_manifest, study_roles
+from resnorm.report.roles import data_manifest, resolved_runs, study_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
 from resnorm.study.plan.manifest import Design, read_manifest
@@ -63,7 +63,7 @@ def build_report(study: str | os.PathLike) -> Report:
     assets.mkdir(exist_ok=True)
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
-    roles = study_roles(study_design(study), runs)
+    roles = study_roles(study_design(study), runs, resolved_runs(study, runs))
     summary = study_summary(runs, plan, roles)
 
     sanity_section, sanity = section_sanity(roles, tol, assets, summary)
@@ -71,7 +71,7 @@ def build_report(study: str | os.PathLike) -> Report:
     gradcam_section, gradcam = section_gradcam(study, runs, summary)
     facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
-        section_setup(runs, data_manifest(runs), plan, summary),
+        section_setup(runs, data_manifest(runs), plan, summary, roles),
         section_results(runs, summary, roles),
         section_tuning(study, summary, assets),
         section_comparisons(summary, assets),

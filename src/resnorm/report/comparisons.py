@@ -155,20 +155,21 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
     s = Section("Batch size: " + " vs ".join(labels) if labels else "Batch size")
     s.add(Para(f"Learning-rate rule across batch sizes: {lr_rule_text(plan)}."))
     if not roles.batch:
-        s.add(Para("Needs BN or GN runs at two or more batch sizes with otherwise the same "
-                   "recipe. Not available in this study yet."))
+        s.add(Para("Needs the design's batch groups: runs of a norm at two or more batch sizes "
+                   "with otherwise the same recipe. Not available in this study yet."))
         return s
     runs_stats = summary.get("runs", {})
     metric = primary_metric(summary)
     groups = {k: [r for r in g if r.ok] for k, g in roles.batch.items()}
     groups = {k: g for k, g in groups.items() if g}
     if groups:
-        s.add(Img(plot_batch(groups, assets / "batch_size.png", runs_stats, metric),
+        batch = {r.name: roles.setting(r, "batch_size") for g in groups.values() for r in g}
+        s.add(Img(plot_batch(groups, batch, assets / "batch_size.png", runs_stats, metric),
                   f"Best-checkpoint {metric_label(metric)} (mean over seeds, 95 % CI) and mean "
                   "time per epoch against batch size."))
     has_test = "test" in (summary.get("splits") or {})
     records = {r.name: r for members in roles.batch.values() for r in members}
-    rows = [_batch_row(records[m.run], m.batch_size, norms, runs_stats, has_test)
+    rows = [_batch_row(records[m.run], roles, runs_stats, has_test)
             for ms in roles.design.batch.values() for m in ms if m.run in records]
     s.add(Table(["Run", "Norm", "Batch", "lr", "Patience", "Status", "Seeds", "Val acc",
                  "Val macro F1", *(["Test acc"] if has_test else []), "Epochs run",
@@ -179,12 +180,13 @@ def section_batch(roles: Roles, plan: dict, assets: Path, summary: dict) -> Sect
     return s
 
 
-def _batch_row(r: RunRecord, batch_size: int, norms: dict[str, str], runs_stats: dict,
-               has_test: bool) -> list[str]:
-    """One run of a batch group: its batch size as the design declares it, then its scores."""
+def _batch_row(r: RunRecord, roles: Roles, runs_stats: dict, has_test: bool) -> list[str]:
+    """One run of a batch group: its global batch, lr and patience as the study resolved
+    them, then its scores."""
     entry = runs_stats.get(r.name, {})
-    return [r.name, norm_info(norms.get(r.name, "?")).label, str(batch_size),
-            val(r.config.get("lr")), val(r.config.get("patience")), r.status_text,
+    return [r.name, norm_info(roles.design.norms.get(r.name, "?")).label,
+            val(roles.setting(r, "batch_size")), val(roles.setting(r, "lr")),
+            val(roles.setting(r, "patience")), r.status_text,
             str(len(r.done)), ci_pct(entry.get("val_acc")), ci_pct(entry.get("val_macro_f1")),
             *([ci_pct(entry.get("test_acc"))] if has_test else []),
             val((r.final or {}).get("epochs_run")), val((r.final or {}).get("best_epoch")),
@@ -203,8 +205,8 @@ def _interaction_text(inter: dict) -> str:
     # what changes with the batch size (lr by the plan's rule, patience) changes too: the
     # test is of that whole change, not of the batch size alone
     whole = "in the move to the small batch (with whatever else changes with it: see the table)"
-    verdict = {"GN less sensitive": f"{two} loses less than {one} {whole}",
-               "BN less sensitive": f"{one} loses less than {two} {whole}"}
+    verdict = {f"{two} less sensitive": f"{two} loses less than {one} {whole}",
+               f"{one} less sensitive": f"{one} loses less than {two} {whole}"}
     return (f"Is {two} less sensitive to the batch size than {one}? Here the small-batch runs "
             "also change what the table shows changing with the batch size (the learning rate "
             "by the plan's rule, the patience), so the test is of that whole change, not of the "

@@ -74,15 +74,16 @@ def _nan(x: float | None) -> float:
     return float("nan") if x is None else x
 
 
-def plot_batch(groups: dict[str, list[RunRecord]], path: Path, runs_stats: dict,
-               metric: str = "val_acc") -> Path:
+def plot_batch(groups: dict[str, list[RunRecord]], batch: dict[str, int], path: Path,
+               runs_stats: dict, metric: str = "val_acc") -> Path:
     """Best-checkpoint `metric` (mean over seeds with 95 % CI bars, from `runs_stats`, the
-    summary's "runs") and time per epoch against batch size, one line per batch group."""
+    summary's "runs") and time per epoch against each run's (global) `batch` size, one line
+    per batch group."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_acc, ax_time = fig.subplots(1, 2)
-    sizes = sorted({r.config.get("batch_size") for g in groups.values() for r in g})
+    sizes = sorted({batch[r.name] for g in groups.values() for r in g})
     for members in groups.values():
-        xs = [r.config.get("batch_size") for r in members]
+        xs = [batch[r.name] for r in members]
         kind = norm_info(norm_kind(members[0]))
         style = dict(color=kind.color, marker="o", label=kind.label)
         split, what = metric.split("_", 1)

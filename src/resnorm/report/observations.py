@@ -291,10 +291,10 @@ def _obs_batch(f: Facts):
     text = f"Batch {small} against {large}: {two} {within(second)}; {one} {within(first)}."
     change = _recipe_change(f, names, first)
     verdict = inter.get("verdict")
-    if verdict == "GN less sensitive":
+    if verdict == f"{two} less sensitive":
         text += (f" {two} is less sensitive than {one} to the move from batch {large} to "
                  f"{small}{change}: interaction {diff_ci(inter)}.")
-    elif verdict == "BN less sensitive":
+    elif verdict == f"{one} less sensitive":
         text += (f" {one} is less sensitive than {two} to the move from batch {large} to "
                  f"{small}{change}: interaction {diff_ci(inter)}.")
     elif verdict == "no clear difference":
@@ -379,12 +379,12 @@ def _obs_literal(f: Facts):
     for lit, ref in f.roles.literal:
         if not lit.ok:
             continue
-        text = (f"The literal recipe ({lit.name}: {val(lit.config.get('optimizer'))}, lr "
-                f"{val(lit.config.get('lr'))}) reached {ci_pct(f.stat(lit.name))} val "
-                "accuracy")
+        text = (f"The literal recipe ({lit.name}: {val(f.roles.setting(lit, 'optimizer'))}, "
+                f"lr {val(f.roles.setting(lit, 'lr'))}) reached {ci_pct(f.stat(lit.name))} "
+                "val accuracy")
         if ref is not None and ref.ok:
             text += (f", against {ci_pct(f.stat(ref.name))} for {ref.name} with the "
-                     f"{val(ref.config.get('recipe'))} recipe: "
+                     f"{val(f.roles.setting(ref, 'recipe'))} recipe: "
                      f"{difference_text(f.comparison(lit.name, ref.name), lit.name, ref.name)}")
         out.append(text + ".")
     return out

@@ -4,12 +4,12 @@ manifest (resnorm.study.plan.manifest); nothing here infers it from configs."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resnorm.norms import split_kind
-from resnorm.study.plan.manifest import Design
+from resnorm.study.plan.manifest import Design, ResolvedRun, read_manifest
 from resnorm.study.execution.records import RunRecord
 
 
@@ -40,16 +40,37 @@ def val_count(run: RunRecord) -> int | None:
 class Roles:
     """The design's runs as records: `variants` are the runs shown side by side (the sanity
     reference first, then the compared variants), `sanity` (reference, candidate), `batch`
-    (group -> runs by increasing batch size), `literal` (literal-recipe run, its twin)."""
+    (group -> runs by increasing batch size), `literal` (literal-recipe run, its twin);
+    `resolved`: each run's resolved record (its settings, lr, global batch: `setting`)."""
 
     design: Design
     variants: list[RunRecord]
     sanity: tuple[RunRecord, RunRecord] | None
     batch: dict[str, list[RunRecord]]
     literal: list[tuple[RunRecord, RunRecord | None]]
+    resolved: dict[str, ResolvedRun] = field(default_factory=dict)
+
+    def setting(self, run: RunRecord | str, key: str) -> Any:
+        """A run's setting as the study resolved it (lr: the lr it trained at; batch_size:
+        the global batch), None for a run without a record."""
+        r = self.resolved.get(run if isinstance(run, str) else run.name)
+        if r is None:
+            return None
+        return {"lr": r.lr, "batch_size": r.batch}.get(key, r.config.get(key))
 
 
-def study_roles(design: Design, runs: list[RunRecord]) -> Roles:
+def resolved_runs(study: Path, runs: list[RunRecord]) -> dict[str, ResolvedRun]:
+    """Each run's resolved record from the study manifest; for a study written before
+    manifests, from the representative seed's config.yaml (all that such a study knew)."""
+    manifest = read_manifest(study)
+    if manifest is not None:
+        return manifest.resolved()
+    return {r.name: ResolvedRun.from_dict(r.name, {"config": r.config, "seeds": r.seeds})
+            for r in runs if r.config}
+
+
+def study_roles(design: Design, runs: list[RunRecord],
+                resolved: dict[str, ResolvedRun] | None = None) -> Roles:
     """The records of the runs `design` names (runs the study folder lacks are left out)."""
     by_name = {r.name: r for r in runs}
     shown = [*design.sanity[:1], *design.variants] if design.sanity else list(design.variants)
@@ -62,7 +83,7 @@ def study_roles(design: Design, runs: list[RunRecord]) -> Roles:
                  batch={g: [by_name[m.run] for m in members if m.run in by_name]
                         for g, members in design.batch.items()},
                  literal=[(by_name[a], by_name.get(b)) for a, b in design.literal
-                          if a in by_name])
+                          if a in by_name], resolved=dict(resolved or {}))
 
 
 def group_labels(inter: dict) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from resnorm.study.execution.records import RunRecord, best_run
 from resnorm.statistics import t_interval
 
 
-def section_setup(runs, manifest, plan, summary: dict) -> Section:
+def section_setup(runs, manifest, plan, summary: dict, roles: Roles) -> Section:
     s = Section("Setup")
     if plan.get("description"):
         s.add(Para(f"Plan: {plan['description']}"))
@@ -38,11 +38,11 @@ def section_setup(runs, manifest, plan, summary: dict) -> Section:
                + (tuned if plan.get("tune") else "")))
     s.add(Table(["Run", "Norm", "n", "Batch", "Epochs", "Patience", "Recipe", "Optimizer", "lr",
                  "Schedule", "Weight decay", "Augment", "Seeds"],
-                [[r.name] + [val(r.config.get(k)) for k in
+                [[r.name] + [val(roles.setting(r, k)) for k in
                              ("norm", "n", "batch_size", "epochs", "patience", "recipe",
                               "optimizer", "lr", "schedule", "weight_decay", "augment")]
                  + [", ".join(str(t.seed) for t in r.trials)]
-                 for r in runs if r.config]))
+                 for r in runs if r.name in roles.resolved]))
     return s
 
 
@@ -190,7 +190,7 @@ def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Secti
         cell = lambda metric: ci_pct(entry.get(metric))  # noqa: E731
         va = cell("val_acc")
         test = [cell("test_acc"), cell("test_macro_f1")] if has_test else []
-        rows.append([r.name, val(r.config.get("norm")), val(r.config.get("batch_size")),
+        rows.append([r.name, val(roles.setting(r, "norm")), val(roles.setting(r, "batch_size")),
                      str(len(r.done)), str(entry.get("diverged", 0)), r.status_text,
                      f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
                      cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
@@ -297,7 +297,7 @@ def section_curves(runs, roles, assets: Path) -> Section:
     if len(shown) >= 2:
         s.add(Img(plot_overlay(shown, assets / "overlay.png"),
                   "Validation accuracy and loss of the norm variants (same recipe, batch size "
-                  f"{val(shown[0].config.get('batch_size'))}); PyTorch BN dashed."))
+                  f"{val(roles.setting(shown[0], 'batch_size'))}); PyTorch BN dashed."))
     if len(shown) >= 2 and any(len(r.done) > 1 for r in shown):
         s.blocks[-1].caption += " Lines: mean over seeds; bands: lowest to highest seed."
     for r in runs:

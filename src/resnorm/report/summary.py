@@ -195,16 +195,14 @@ def _seed_interval(values: list[float]) -> dict:
 
 # --- the summary ------------------------------------------------------------------------------
 
-INTERACTION_LABELS = ("GN less sensitive", "BN less sensitive")
-
-
-def _contrast(kind: str, names: list[str], stats: _Stats, metric: str) -> dict:
-    """a − b ("compare") or the interaction of four runs on `metric`'s split, under the
-    split's model (each pair alone where there is none), or a 'not computable' result naming
-    why."""
+def _contrast(kind: str, names: list[str], stats: _Stats, metric: str,
+              groups: tuple[str, str] = ("first", "second")) -> dict:
+    """a − b ("compare") or the interaction of four runs on `metric`'s split (its `groups`:
+    the two batch groups' names, first and second), under the split's model (each pair alone
+    where there is none), or a 'not computable' result naming why."""
     split, m = metric.split("_", 1)
-    groups = [stats.seeds[n] for n in names]
-    missing = [g.missing or f"a run has no {split} predictions" for g in groups
+    seeds_of = [stats.seeds[n] for n in names]
+    missing = [g.missing or f"a run has no {split} predictions" for g in seeds_of
                if g.missing or split not in g.by_split]
     if missing:
         return {"diff": None, "ci95": None, "p": None, "verdict": st.NOT_COMPUTABLE,
@@ -212,33 +210,37 @@ def _contrast(kind: str, names: list[str], stats: _Stats, metric: str) -> dict:
     model = stats.model(split, m)
     if model is not None and all(n in model.names for n in names):
         weights = _terms(names) if kind == "interaction" else {names[0]: 1.0, names[1]: -1.0}
-        labels = [INTERACTION_LABELS] if kind == "interaction" else None
+        labels = ([(f"{groups[1]} less sensitive", f"{groups[0]} less sensitive")]
+                  if kind == "interaction" else None)
         res = st.results(model, [weights], m, labels)[0]
-        return _with_sensitivity(res, model, names) if kind == "interaction" else res
-    sets = [g.by_split[split] for g in groups]
+        return _with_sensitivity(res, model, names, groups) if kind == "interaction" else res
+    sets = [g.by_split[split] for g in seeds_of]
     try:
         kwargs = stats.kwargs(split, sets[0][0].labels.size)
         return (st.compare(*sets, m, **kwargs) if kind == "compare"
-                else st.interaction(*sets, m, **kwargs))
+                else st.interaction(*sets, m, groups=groups, **kwargs))
     except ValueError as exc:  # e.g. runs evaluated on other validation sets
         return {"diff": None, "ci95": None, "p": None, "verdict": st.NOT_COMPUTABLE,
                 "reason": str(exc), "method": f"not computable: {exc}"}
 
 
 def _terms(names: list[str]) -> dict[str, float]:
-    """The interaction's weights over gn_small, gn_large, bn_small, bn_large."""
+    """The interaction's weights over second_small, second_large, first_small, first_large."""
     out: dict[str, float] = {}
     for name, w in zip(names, (1.0, -1.0, -1.0, 1.0)):
         out[name] = out.get(name, 0.0) + w
     return out
 
 
-def _with_sensitivity(res: dict, model: st.SeedModel, names: list[str]) -> dict:
-    gs, gl, bs, bl = (float(model.means[model.names.index(n)]) for n in names)
-    res["sensitivity"] = {"gn": gl - gs, "bn": bl - bs}
-    res["method"] = ("Interaction (gn_small − gn_large) − (bn_small − bn_large) = "
-                     "sensitivity_BN − sensitivity_GN, sensitivity = large − small batch "
-                     "(positive: GN is hurt less by the small batch); " + res["method"])
+def _with_sensitivity(res: dict, model: st.SeedModel, names: list[str],
+                      groups: tuple[str, str]) -> dict:
+    first, second = groups
+    ss, sl, fs, fl = (float(model.means[model.names.index(n)]) for n in names)
+    res["sensitivity"] = {second: sl - ss, first: fl - fs}
+    res["method"] = (f"Interaction ({second}_small − {second}_large) − ({first}_small − "
+                     f"{first}_large) = sensitivity_{first} − sensitivity_{second}, "
+                     "sensitivity = large − small batch (positive: "
+                     f"{second} is hurt less by the small batch); " + res["method"])
     return res
 
 
@@ -326,8 +328,9 @@ def _splits(runs: list[RunRecord]) -> dict:
 def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
                  metric: str) -> dict | None:
     """(second small − second large) − (first small − first large) of the design's first two
-    batch groups (for the assignment: GN's change minus BN's), at the smallest and largest
-    batch sizes both groups were trained at. Keys name the groups: `gn_small`, `bn_large`..."""
+    batch groups, at the smallest and largest batch sizes both groups were trained at. Keys
+    name the groups (`<group>_small`, `<group>_large`); the verdict says which group's label
+    is less sensitive ("<label> less sensitive"), `sensitivity` is keyed by group name."""
     if len(design.batch) < 2:
         return None
     first, second = list(design.batch)[:2]
@@ -339,12 +342,15 @@ def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
     small, large = common[0], common[-1]
     names = {f"{g}_{end}": by_size[g][size] for g in (second, first)
              for end, size in (("small", small), ("large", large))}
-    res = _contrast("interaction", list(names.values()), stats, metric)
-    if "sensitivity" in res:  # the statistics name the groups gn (second) and bn (first)
-        res["sensitivity"] = {second: res["sensitivity"]["gn"], first: res["sensitivity"]["bn"]}
+    labels = (_group_label(design, first), _group_label(design, second))
+    if labels[0] == labels[1]:  # two groups of one norm: their names tell them apart
+        labels = (first, second)
+    res = _contrast("interaction", list(names.values()), stats, metric, labels)
+    if "sensitivity" in res:  # keyed by the groups' names, as `runs` and `groups` are
+        res["sensitivity"] = {g: res["sensitivity"][label] for g, label in
+                              zip((first, second), labels)}
     return {"metric": metric, "batch_sizes": [small, large], "runs": names,
-            "groups": [first, second],
-            "labels": [_group_label(design, g) for g in (first, second)], **_public(res)}
+            "groups": [first, second], "labels": list(labels), **_public(res)}
 
 
 def _group_label(design: Design, group: str) -> str:

@@ -16,7 +16,7 @@ from resnorm.report.format import ci_pct, diff_ci, metric_label, p_value, pts, s
 VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
                 "no clear difference": "no clear difference", "not computable": "not computable"}
 ADJUSTED_AWAY = "no clear difference after adjustment"  # the raw 95 % CI alone excludes 0
-DIRECTIONAL = ("a higher", "b higher", "GN less sensitive", "BN less sensitive")
+DIRECTIONAL = ("a higher", "b higher")
 EQUIVALENCE_WORDS = {"equivalent": "EQUIVALENT", "not equivalent": "NOT EQUIVALENT",
                      "inconclusive": "inconclusive", "not computable": "not computable"}
 
@@ -125,9 +125,11 @@ def _interaction_rows(inter: dict | None) -> list[list[Cell]]:
                                                                                    verdict):
         cell: Cell = ADJUSTED_AWAY
     else:
-        cell = Bold(verdict) if verdict in DIRECTIONAL else verdict
-    return [["batch-size interaction", f"{r['gn_small']} − {r['gn_large']}",
-             f"{r['bn_small']} − {r['bn_large']}", *_cells(inter), cell]]
+        directional = {f"{label} less sensitive" for label in inter.get("labels") or []}
+        cell = Bold(verdict) if verdict in directional else verdict
+    first, second = inter["groups"]
+    return [["batch-size interaction", f"{r[second + '_small']} − {r[second + '_large']}",
+             f"{r[first + '_small']} − {r[first + '_large']}", *_cells(inter), cell]]
 
 
 # --- the ranking ------------------------------------------------------------------------------

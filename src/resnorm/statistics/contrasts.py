@@ -274,30 +274,37 @@ def compare(a: Sequence[Any], b: Sequence[Any], metric: str = "acc", **kwargs) -
                     **kwargs)
 
 
-def interaction(gn_small: Sequence[Any], gn_large: Sequence[Any], bn_small: Sequence[Any],
-                bn_large: Sequence[Any], metric: str = "acc", **kwargs) -> dict:
-    """Does batch size matter less for GN than for BN?
+def interaction(second_small: Sequence[Any], second_large: Sequence[Any],
+                first_small: Sequence[Any], first_large: Sequence[Any], metric: str = "acc",
+                groups: tuple[str, str] = ("first", "second"), **kwargs) -> dict:
+    """Does batch size matter less for the second group of runs than for the first?
 
-    Sensitivity of a norm to the batch size is defined, signed, as
+    `groups` names the two groups (first, second), e.g. the design's ("BN", "GN").
+    Sensitivity of a group to the batch size is defined, signed, as
     ``metric(large batch) − metric(small batch)``: what moving to the small batch costs
     (negative when the small batch does better). The contrast is
 
-        diff = (gn_small − gn_large) − (bn_small − bn_large) = sens_BN − sens_GN,
+        diff = (second_small − second_large) − (first_small − first_large)
+             = sens_first − sens_second,
 
-    so a positive value means GN loses less (or gains more) than BN by going to the small
-    batch. Verdict: "GN less sensitive" when the CI lies above 0, "BN less sensitive" below 0,
-    "no clear difference" when it holds 0. Being a signed statement, it stays well defined
-    when both norms drop or both rise: "less sensitive" always means "the small batch costs it
-    less". The result adds ``sensitivity``: {"gn": ..., "bn": ...} point estimates.
+    so a positive value means the second group loses less (or gains more) than the first by
+    going to the small batch. Verdict: "<second> less sensitive" when the CI lies above 0,
+    "<first> less sensitive" below 0, "no clear difference" when it holds 0. Being a signed
+    statement, it stays well defined when both drop or both rise: "less sensitive" always
+    means "the small batch costs it less". The result adds ``sensitivity``: {group: point
+    estimate} for both groups.
     """
-    res = contrast([gn_small, gn_large, bn_small, bn_large], [1.0, -1.0, -1.0, 1.0], metric,
-                   labels_pos="GN less sensitive", labels_neg="BN less sensitive", **kwargs)
+    first, second = groups
+    res = contrast([second_small, second_large, first_small, first_large],
+                   [1.0, -1.0, -1.0, 1.0], metric, labels_pos=f"{second} less sensitive",
+                   labels_neg=f"{first} less sensitive", **kwargs)
     if res["verdict"] != NOT_COMPUTABLE:
-        gs, gl, bs, bl = res["means"]
-        res["sensitivity"] = {"gn": gl - gs, "bn": bl - bs}
-        res["method"] = ("Interaction (gn_small − gn_large) − (bn_small − bn_large) = "
-                         "sensitivity_BN − sensitivity_GN, sensitivity = large − small batch "
-                         "(positive: GN is hurt less by the small batch); " + res["method"])
+        ss, sl, fs, fl = res["means"]
+        res["sensitivity"] = {second: sl - ss, first: fl - fs}
+        res["method"] = (f"Interaction ({second}_small − {second}_large) − ({first}_small − "
+                         f"{first}_large) = sensitivity_{first} − sensitivity_{second}, "
+                         f"sensitivity = large − small batch (positive: {second} is hurt "
+                         "less by the small batch); " + res["method"])
     return res
 
 
