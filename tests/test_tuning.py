@@ -446,3 +446,24 @@ def test_choice_shares_follow_the_gap_between_candidates():
     assert tight.sum() == pytest.approx(1.0) and 0.1 < tight[1] < 0.9  # within the noise
     both = choice_shares(labels, [[fair, close], [good]], [0.5, 0.8], "macro_f1", 200)
     assert both[1] == 1.0
+
+
+def test_the_mlflow_export_carries_the_trials(tuned, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from resnorm.export.mlflow import export_study
+
+    study, _, _ = tuned
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    export_study(study, uri=uri, experiment="tuned")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tuned").experiment_id
+    trials = client.search_runs([exp], "tags.`resnorm.kind` = 'trial'")
+    assert len(trials) == 6  # bn and nn, three grid points each
+    chosen = {t.data.tags["resnorm.label"] for t in trials
+              if t.data.tags["resnorm.chosen"] == "true"}
+    assert chosen == {f"tuning/{name}/trial-{r.chosen}"
+                      for name, r in read_choices(study).items()}
+    diverged = [t for t in trials if t.data.tags["resnorm.status"] == "diverged"]
+    assert len(diverged) == 1 and diverged[0].info.status == "FAILED"
+    assert any("val_acc" in t.data.metrics for t in trials)

@@ -1,5 +1,7 @@
 """A study exported to MLflow: one experiment, a parent run per plan run, a nested run per
-(run, seed), and a run holding the study's report.
+(run, seed), a run holding the study's report, and for a tuned study a parent run per tuned
+run ("tuning/<run>") with a nested run per tuning trial (its sampled params, its val score,
+whether it was chosen, its epochs).
 
 The run folders stay the source of truth; one process reads them (resnorm.study.execution.records) and
 writes the tracking store. MLflow's file store is deprecated and one SQLite file breaks under
@@ -21,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import UsageError
+from resnorm.rundir import RunDir
 from resnorm.study.execution.records import RunRecord, Trial, collect_runs, trial_label
+from resnorm.study.tuning.results import TrialPoint, TuneResult, read_choices
 
 __all__ = ["export_study", "default_uri", "ExportResult", "LABEL_TAG", "FINGERPRINT_TAG",
            "flat_params", "final_metrics"]
 
 LABEL_TAG = "resnorm.label"
 FINGERPRINT_TAG = "resnorm.fingerprint"
-KIND_TAG = "resnorm.kind"  # study | run | seed
+KIND_TAG = "resnorm.kind"  # study | run | seed | tuning | trial
 PARENT_TAG = "mlflow.parentRunId"  # how MLflow nests a run under another
 # what a (run, seed) folder holds that goes along as artifacts, and the study's own files
 TRIAL_FILES = ("curves.png", "config.yaml", "metrics.csv", "final.json")
@@ -83,6 +87,8 @@ def export_study(study: str | Path, uri: str | None = None,
     existing = _existing_runs(client, exp_id)
     for record in collect_runs(study):
         _export_record(client, exp_id, record, existing, result)
+    for tuned in read_choices(study).values():
+        _export_tuning(client, exp_id, study, tuned, existing, result)
     _export_study_files(client, exp_id, study, existing, result)
     return result
 
@@ -174,12 +180,12 @@ def _start_ms(config: dict) -> int:
         return int(time.time() * 1000)
 
 
-def _epoch_metrics(trial: Trial, start_ms: int):
+def _epoch_metrics(rows: list[dict], start_ms: int):
     """Every metrics.csv value with its epoch as the step; timestamps follow the epoch times."""
     from mlflow.entities import Metric
 
     metrics, elapsed = [], 0.0
-    for row in trial.rows:
+    for row in rows:
         elapsed += float(row.get("epoch_time_s") or 0.0)
         stamp = start_ms + int(elapsed * 1000)
         for key, value in row.items():
@@ -266,7 +272,7 @@ def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_i
     from mlflow.entities import Metric
 
     finals = [Metric(k, v, start, 0) for k, v in final_metrics(trial.final).items()]
-    _log(client, run_id, _epoch_metrics(trial, start) + finals, flat_params(trial.config))
+    _log(client, run_id, _epoch_metrics(trial.rows, start) + finals, flat_params(trial.config))
     for name in TRIAL_FILES:
         if (trial.dir / name).is_file():
             client.log_artifact(run_id, str(trial.dir / name))
@@ -297,3 +303,53 @@ def _export_study_files(client, exp_id: str, study: Path, existing: dict,
         client.log_artifacts(run.info.run_id, str(assets), "report_assets")
     client.set_terminated(run.info.run_id, "FINISHED")
     result.written.append("study")
+
+
+# --- the tuning trials ------------------------------------------------------------------------
+
+def _export_tuning(client, exp_id: str, study: Path, tuned: TuneResult, existing: dict,
+                   result: ExportResult) -> None:
+    """A tuned run's search: a parent run 'tuning/<run>' (its choice), a nested run per
+    trial."""
+    label = f"tuning/{tuned.run}"
+    params = {"sampler": tuned.sampler, "score": tuned.score, "chosen_trial": str(tuned.chosen),
+              "chosen_lr": str(tuned.chosen_lr), "chosen_weight_decay": str(tuned.chosen_wd)}
+    parent = _reuse(client, existing, label, _fingerprint([], params), result)
+    if parent is None:
+        parent = client.create_run(exp_id, run_name=label, tags={
+            LABEL_TAG: label, KIND_TAG: "tuning", FINGERPRINT_TAG: _fingerprint([], params)})
+        _log(client, parent.info.run_id, params=params)
+        client.set_terminated(parent.info.run_id, "FINISHED")
+        result.written.append(label)
+    for point in tuned.trials:
+        _export_trial_point(client, exp_id, study, tuned, point, parent.info.run_id, existing,
+                            result)
+
+
+def _export_trial_point(client, exp_id: str, study: Path, tuned: TuneResult, p: TrialPoint,
+                        parent_id: str, existing: dict, result: ExportResult) -> None:
+    """One trial: the sampler's params and what it trained, its val score, its first seed's
+    epochs."""
+    from mlflow.entities import Metric
+
+    label = f"tuning/{tuned.run}/trial-{p.number}"
+    folder = Path(study) / p.dir if p.dir else None
+    files = [folder / f for f in TRIAL_FILES] if folder else []
+    chosen = p.number is not None and p.number == tuned.chosen
+    fingerprint = _fingerprint(files, [parent_id, chosen, p.status])
+    if _reuse(client, existing, label, fingerprint, result) is not None:
+        return
+    run = RunDir(folder) if folder else None
+    config = run.config() if run else {}
+    start = _start_ms(config)
+    params = {**{f"param.{k}": str(v) for k, v in p.params.items()}, "lr": str(p.lr),
+              "weight_decay": str(p.weight_decay), "trial": str(p.number)}
+    created = client.create_run(exp_id, start_time=start, run_name=label, tags={
+        LABEL_TAG: label, KIND_TAG: "trial", PARENT_TAG: parent_id, FINGERPRINT_TAG: fingerprint,
+        "resnorm.status": p.status, "resnorm.chosen": str(chosen).lower(),
+        "resnorm.untuned": str(p.untuned).lower()})
+    score = [Metric(tuned.score, p.score, start, 0)] if p.score is not None else []
+    _log(client, created.info.run_id, _epoch_metrics(run.metrics() if run else [], start)
+         + score, params)
+    client.set_terminated(created.info.run_id, "FINISHED" if p.status == "ok" else "FAILED")
+    result.written.append(label)
