@@ -175,5 +175,5 @@ def test_a_tuned_study_waits_for_its_trials_then_submits_the_final_runs(synth_ro
     assert code == 0, err
     remote, here = read_choices(out), read_choices(local)
     assert set(remote) == {"bn", "gn"}
-    assert {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in remote.items()} == \
-           {k: (r.chosen_lr, [p.score for p in r.grid]) for k, r in here.items()}
+    assert {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in remote.items()} == \
+           {k: (r.chosen_lr, [p.score for p in r.trials]) for k, r in here.items()}
