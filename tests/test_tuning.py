@@ -446,6 +446,8 @@ def test_choice_shares_follow_the_gap_between_candidates():
     assert tight.sum() == pytest.approx(1.0) and 0.1 < tight[1] < 0.9  # within the noise
     both = choice_shares(labels, [[fair, close], [good]], [0.5, 0.8], "macro_f1", 200)
     assert both[1] == 1.0
+    # twins tie on every resample: the earlier one (the choice's tie order) takes them all
+    assert choice_shares(labels, [[fair], [fair]], [0.5, 0.5], "acc", 100).tolist() == [1, 0]
 
 
 def test_the_mlflow_export_carries_the_trials(tuned, tmp_path):

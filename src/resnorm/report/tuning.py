@@ -66,8 +66,10 @@ def choice_noise(study: Path, r: TuneResult) -> dict:
     approximation is resnorm.statistics.choice's): per finished trial its share of
     NOISE_RESAMPLES resamples, the chosen one's share, and whether it is below
     STABLE_SHARE. Or {"reason": ...} where it cannot be computed."""
+    # in the order the choice breaks ties (resnorm.study.tuning.phase): the lr nearest the
+    # untuned one, then the lowest trial number
     ok = sorted((p for p in r.trials if p.status == "ok" and p.score is not None),
-                key=lambda p: (p.number is None, p.number))
+                key=lambda p: (abs(math.log(p.lr / r.default_lr)), p.number or 0))
     best = _chosen(r)
     if best is None or len(ok) < 2:
         return {"reason": "fewer than two finished trials: nothing to choose between"}
@@ -79,8 +81,9 @@ def choice_noise(study: Path, r: TuneResult) -> dict:
     shares = choice_shares(labels, [[pr for _, pr in x] for x in preds],
                            [p.score for p in ok], _METRIC[r.score], NOISE_RESAMPLES)
     chosen = float(shares[ok.index(best)]) if best in ok else None
+    by_number = sorted(zip(ok, shares), key=lambda x: x[0].number or 0)
     return {"shares": [{"number": p.number, "lr": p.lr, "weight_decay": p.weight_decay,
-                        "share": float(s)} for p, s in zip(ok, shares)],
+                        "share": float(s)} for p, s in by_number],
             "chosen_share": chosen, "resamples": NOISE_RESAMPLES, "threshold": STABLE_SHARE,
             "unstable": chosen is not None and chosen < STABLE_SHARE,
             "method": "bootstrap over the val images: each trial's score moved by what the "
