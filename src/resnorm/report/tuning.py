@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
 from resnorm.fileio import read_json
 from resnorm.plots import mpl_text
@@ -196,9 +196,10 @@ def _plot_search(results: dict[str, TuneResult], path: Path) -> Path:
         ax.plot([p.lr for p in bad], [p.weight_decay for p in bad], "x", color="C3")
         best = _chosen(r)
         if best is not None:
-            ax.plot([best.lr], [best.weight_decay], "*", color="w", markersize=16,
-                    markeredgecolor="k")
+            ax.plot([best.lr], [best.weight_decay], "*", markersize=22, markerfacecolor="none",
+                    markeredgecolor="C3", markeredgewidth=1.5)
         ax.set(xscale="log", yscale="log", title=mpl_text(name))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     for ax in axes[len(results):]:
         ax.set_visible(False)
@@ -306,7 +307,7 @@ def section_tuning(study: Path, summary: dict, assets: Path) -> Section | None:
     if any(p.weight_decay is not None for r in results.values() for p in r.trials):
         sec.add(Img(_plot_search(results, assets / "tuning_search.png"),
                     "The search per tuned run: each trial's lr and weight decay, coloured by "
-                    "its val score; the star is the choice, x a diverged or failed trial."))
+                    "its val score; the red star rings the choice, x a diverged or failed trial."))
     else:
         sec.add(Img(_plot_lr(results, assets / "tuning_lr.png"),
                     "Val score against lr, one line per tuned run; the star is the chosen lr."))
