@@ -15,6 +15,7 @@ Modules, top down (each imports only modules below it):
   sections      Setup, Results, Curves
   comparisons   the sanity check (PyTorch BN vs own BN), batch size (BN vs GN), every pair
   inspection    BIN gates and Grad-CAM
+  answers       the answer sheet: the assignment's items in order, first in the report
   observations  the closing bullet list, in words, from numbers the sections computed
   summary       the study's statistics as one dict (summary.json)
   families      which tests are primary or exploratory, their adjustment, detectable effects

@@ -9,6 +9,7 @@ from pathlib import Path
 from resnorm import __version__
 from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text, read_yaml
+from resnorm.report.answers import section_answers
 from resnorm.report.comparisons import section_batch, section_comparisons, section_sanity
 from resnorm.report.document import Bullets, Report, Section
 from resnorm.report.inspection import section_gates, section_gradcam
@@ -71,6 +72,7 @@ def build_report(study: str | os.PathLike) -> Report:
     gradcam_section, gradcam = section_gradcam(study, runs, summary)
     facts = Facts(runs, roles, summary, sanity, tol, gates, gradcam)
     sections = [
+        section_answers(facts),
         section_setup(runs, data_manifest(runs), plan, summary, roles),
         section_results(runs, summary, roles),
         section_tuning(study, summary, assets),

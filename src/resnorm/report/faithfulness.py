@@ -7,7 +7,8 @@ from resnorm.report.document import Para, Sub, Table
 from resnorm.report.format import pct, signed_pts
 from resnorm.statistics import t_interval, welch_difference
 
-__all__ = ["faithfulness_blocks", "corner_blocks", "points_ci", "share_ci", "variants_of"]
+__all__ = ["faithfulness_blocks", "corner_blocks", "points_ci", "share_ci", "variants_of",
+           "paired_ci"]
 
 
 def variants_of(g: dict) -> list[dict]:
@@ -33,7 +34,8 @@ def share_ci(values: list[float]) -> str:
     return f"{pct(ci[0])} ({100 * ci[1]:.1f}–{100 * ci[2]:.1f}%)"
 
 
-def _paired(a: list[float], b: list[float | None]):
+def paired_ci(a: list[float], b: list[float | None]):
+    """The mean of a − b over the images both have, with its 95 % t interval (or None)."""
     return t_interval([x - y for x, y in zip(a, b) if x is not None and y is not None])
 
 
@@ -48,10 +50,10 @@ def faithfulness_blocks(g: dict) -> list:
         rows.append([v["run"], str(f["images"]),
                      points_ci(t_interval(f["road_gradcam"])),
                      points_ci(t_interval(f["road_random"])),
-                     points_ci(_paired(f["road_gradcam"], f["road_random"])),
+                     points_ci(paired_ci(f["road_gradcam"], f["road_random"])),
                      points_ci(t_interval(f["confidence_gradcam"])),
                      points_ci(t_interval(f["confidence_random"])),
-                     points_ci(_paired(f["confidence_gradcam"], f["confidence_random"]))])
+                     points_ci(paired_ci(f["confidence_gradcam"], f["confidence_random"]))])
     blocks = [Sub("Faithfulness of the maps"),
               Para("Does the model use what the map points at? Measured on each gallery's "
                    "correctly classified images, on the true class's probability, with "
@@ -111,9 +113,9 @@ def corner_blocks(g: dict) -> list:
         control = [x for x in c.get("control_share") or [] if x is not None]
         rows.append([v["run"], str(len(c["cam_share"])), share_ci(c["cam_share"]),
                      share_ci(c["area_share"]),
-                     points_ci(_paired(c["cam_share"], c["area_share"])),
+                     points_ci(paired_ci(c["cam_share"], c["area_share"])),
                      share_ci(control) if control else "—",
-                     points_ci(_paired(c["cam_share"], c["control_share"]))
+                     points_ci(paired_ci(c["cam_share"], c["control_share"]))
                      if control else "—"])
     return [Sub("Black corners"), Para(text),
             Table(["Gallery", "Images", "CAM mass on the corners", "Corners' share of the image",

@@ -7,6 +7,10 @@ primary family comes first and names the multiplicity method once. A difference 
 is stated only when its family's adjusted test rejects (and marked exploratory outside the
 primary family); otherwise the sentence says it is not distinguishable at this scale, with the
 interval.
+
+Each fact is stated once, where it belongs: the answers to the assignment's questions are on
+the answer sheet (resnorm.report.answers), and no comparison is stated by two observations
+(tests/test_report_answers.py checks both on a study of every role).
 """
 from __future__ import annotations
 
@@ -14,12 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, metric_label, num,
-                                   p_value, pct, pts, signed_pts, val)
+from resnorm.report.format import ci_pct, diff_ci, metric_label, num, pct, signed_pts
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
-from resnorm.report.roles import Roles, group_labels
+from resnorm.report.roles import Roles
 from resnorm.report.summary import primary_metric
-from resnorm.report.verdicts import best_sentence, detectable_text
+from resnorm.report.verdicts import detectable_text
 from resnorm.study.execution.records import RunRecord, best_run
 from resnorm.statistics import welch_difference
 
@@ -87,14 +90,6 @@ def difference_text(c: dict | None, a: str, b: str) -> str:
     return f"not distinguishable at this scale{after} (difference {diff_ci(c)}){label}"
 
 
-def _primary(f: Facts) -> tuple[str, str, str]:
-    """The primary metric (test accuracy where there is a test split, else val accuracy) as
-    (metric, split, key)."""
-    metric = primary_metric(f.summary)
-    split, key = metric.split("_", 1)
-    return metric, split, key
-
-
 def _obs_families(f: Facts):
     """The multiplicity method, named once: the later sentences say primary or exploratory."""
     fam = f.summary.get("families") or {}
@@ -134,74 +129,9 @@ def _obs_primary_pairs(f: Facts):
     return text + "."
 
 
-def _obs_ranking(f: Facts):
-    rk = f.summary.get("ranking")
-    if not rk or "best_set" not in rk:
-        return None
-    return best_sentence(rk, f.summary.get("runs")) + " (see the ranking under Comparisons)."
-
-
 def _obs_detectable(f: Facts):
     """First: what the study could detect (and that it could not, when so)."""
     return detectable_text(f.summary)
-
-
-def _obs_best_worst(f: Facts):
-    metric, split, key = _primary(f)
-    scored = [(r, r.score(split, key)) for r in _ranked(f) if r.ok]
-    scored = [(r, a) for r, a in scored if a is not None]
-    if len(scored) < 2:
-        return None
-    best, _ = max(scored, key=lambda t: t[1])
-    worst, _ = min(scored, key=lambda t: t[1])
-    c = f.comparison(best.name, worst.name, metric)
-    held_out = " (held out: the test split chose nothing)" if split == "test" else ""
-    chosen = (f.summary.get("ranking") or {}).get("best_set")
-    chance = ("" if chosen is None else "; in the best set" if best.name in chosen
-              else "; not in the best set")
-    return (f"Among the {len(scored)} norm variants, {best.name} had the highest mean "
-            f"{metric_label(metric)}{held_out} ({ci_pct(f.stat(best.name, metric))}{chance}) "
-            f"and {worst.name} the lowest ({ci_pct(f.stat(worst.name, metric))}): "
-            f"{difference_text(c, best.name, worst.name)}.")
-
-
-def _ranked(f: Facts) -> list[RunRecord]:
-    """The runs the ranking orders (the primary family's), else the norm variants."""
-    names = (f.summary.get("ranking") or {}).get("runs")
-    if not names:
-        return list(f.roles.variants)
-    by_name = {r.name: r for r in f.runs}
-    return [by_name[n] for n in names if n in by_name]
-
-
-def _obs_variants_vs_best(f: Facts):
-    """Which variants the best one is (and is not) distinguishable from; a lead over every
-    other variant is claimed only when every comparison was made and rejected."""
-    metric, split, key = _primary(f)
-    scored = [r for r in _ranked(f) if r.ok and r.score(split, key) is not None]
-    if len(scored) < 3:
-        return None
-    best = max(scored, key=lambda r: r.score(split, key))
-    left_out = list(((f.summary.get("ranking") or {}).get("left_out") or {}))
-    tied, untested = [], []
-    for name in [r.name for r in scored] + left_out:  # a variant not scored counts too
-        if name == best.name:
-            continue
-        c = f.comparison(best.name, name, metric)
-        if c is None or c.get("diff") is None or c["verdict"] == "not computable":
-            untested.append(name)
-        elif c["verdict"] != "a higher":
-            tied.append(name)
-    missing = (f" ({', '.join(untested)}: no comparison could be made)" if untested else "")
-    if not tied and not untested:
-        return (f"{best.name}'s {metric_label(metric)} is above every other variant's after "
-                "adjustment (see Comparisons).")
-    if not tied:
-        return (f"{best.name}'s {metric_label(metric)} is above every other variant it was "
-                f"compared with after adjustment{missing}.")
-    return (f"{best.name} is not distinguishable at this scale from {', '.join(tied)} in "
-            f"{metric_label(metric)} (their adjusted tests do not reject; see Comparisons)"
-            f"{missing}.")
 
 
 def _obs_generalisation(f: Facts):
@@ -222,96 +152,12 @@ def _obs_generalisation(f: Facts):
             f"(accuracy, mean ± 95 % CI half-width){note}.")
 
 
-def _obs_sanity(f: Facts):
-    sanity = f.sanity
-    if sanity is None:
-        return None
-    tol = f.tol
-    out = []
-    eq = sanity.get("equivalence") or {}
-    if eq.get("equivalence") in ("equivalent", "not equivalent", "inconclusive"):
-        word = {"equivalent": "equivalent", "not equivalent": "not equivalent",
-                "inconclusive": "neither shown equivalent nor different"}[eq["equivalence"]]
-        out.append(f"Own BN and PyTorch BN are {word} in "
-                   f"{metric_label(eq.get('metric', 'val_acc'))} within ± "
-                   f"{pts(eq['tolerance'])} (primary family; equivalence test p "
-                   f"{p_value(eq.get('p_adjusted'))}, adjusted): {sanity['a'].name} − "
-                   f"{sanity['b'].name} {diff_ci(eq)}.")
-    pair = f"{sanity['a'].name} and {sanity['b'].name}"
-    if sanity.get("seed") is not None:
-        pair += f" (seed {sanity['seed']})"
-    first = max(sanity["diffs"], key=lambda d: d["first"] - tol["first_epoch"])
-    worst_metric = max((d for d in sanity["diffs"] if not d["relative"]),
-                       key=lambda d: d["max_diff"])
-    worst_loss = max((d for d in sanity["diffs"] if d["relative"]), key=lambda d: d["max_diff"])
-    start = (f"after epoch 1 {pair} differ by at most {_diff_text(first, 'first')} "
-             f"(on {first['curve']}; tolerance {pts(tol['first_epoch'])} / "
-             f"{pct(tol['first_epoch'])})")
-    later = (f"over all epochs by up to {fine_pts(worst_metric['max_diff'])} on "
-             f"{worst_metric['curve']} (tolerance {pts(tol['metric'])}) and "
-             f"{fine_pct(worst_loss['max_diff'])} relative on {worst_loss['curve']} "
-             f"(tolerance {pct(tol['loss'])})")
-    verdict = sanity["verdict"]
-    if verdict == "held":
-        out.append(f"The curve check held: {start}; {later}.")
-    elif verdict == "drifted":
-        out.append(f"The curve check held at the start but not throughout: {start}, yet "
-                   f"{later}; the layers agree, and the runs drift apart as rounding "
-                   "differences compound.")
-    else:
-        out.append(f"The curve check failed: {start}.")
-    return out
-
-
-def _diff_text(d: dict, which: str) -> str:
-    return fine_pct(d[which]) + " relative" if d["relative"] else fine_pts(d[which])
-
-
 def _compare_shown(a: float, b: float, fmt: Callable[[float], str]) -> int:
     """-1, 0 or 1 as a < b, a == b, a > b — equal when the report shows them equal, so that no
     sentence claims a difference its numbers do not show."""
     if fmt(a) == fmt(b):
         return 0
     return -1 if a < b else 1
-
-
-def _obs_batch(f: Facts):
-    inter = f.summary.get("interaction")
-    if not inter:
-        return None
-    small, large = inter["batch_sizes"]
-    names = inter["runs"]
-    first, second = inter["groups"]
-    one, two = group_labels(inter)
-
-    def within(group: str) -> str:
-        a, b = names[f"{group}_small"], names[f"{group}_large"]
-        return difference_text(f.comparison(a, b), a, b)
-
-    text = f"Batch {small} against {large}: {two} {within(second)}; {one} {within(first)}."
-    change = _recipe_change(f, names, first)
-    verdict = inter.get("verdict")
-    if verdict == f"{two} less sensitive":
-        text += (f" {two} is less sensitive than {one} to the move from batch {large} to "
-                 f"{small}{change}: interaction {diff_ci(inter)}.")
-    elif verdict == f"{one} less sensitive":
-        text += (f" {one} is less sensitive than {two} to the move from batch {large} to "
-                 f"{small}{change}: interaction {diff_ci(inter)}.")
-    elif verdict == "no clear difference":
-        after = (" after adjustment" if inter.get("verdict_unadjusted") not in (None, verdict)
-                 else "")
-        text += (f" Whether {two} is less sensitive to the batch size than {one} is not "
-                 f"distinguishable at this scale{after} (interaction {diff_ci(inter)}).")
-    return text
-
-
-def _recipe_change(f: Facts, names: dict, group: str) -> str:
-    """' (which also changes lr, patience)' when more than the batch size differs between the
-    runs at the two sizes: the interaction is then of the whole change, not the batch alone."""
-    c = f.comparison(names[f"{group}_small"], names[f"{group}_large"]) or {}
-    others = [x.strip() for x in str(c.get("differs_in") or "").split(",")
-              if x.strip() and x.strip() != "batch_size"]
-    return f" (which also changes {', '.join(others)})" if others else ""
 
 
 def _obs_gates(f: Facts):
@@ -374,22 +220,6 @@ def _share(p: dict) -> str:
     return proportion_ci(p["hits"], p["total"])
 
 
-def _obs_literal(f: Facts):
-    out = []
-    for lit, ref in f.roles.literal:
-        if not lit.ok:
-            continue
-        text = (f"The literal recipe ({lit.name}: {val(f.roles.setting(lit, 'optimizer'))}, "
-                f"lr {val(f.roles.setting(lit, 'lr'))}) reached {ci_pct(f.stat(lit.name))} "
-                "val accuracy")
-        if ref is not None and ref.ok:
-            text += (f", against {ci_pct(f.stat(ref.name))} for {ref.name} with the "
-                     f"{val(f.roles.setting(ref, 'recipe'))} recipe: "
-                     f"{difference_text(f.comparison(lit.name, ref.name), lit.name, ref.name)}")
-        out.append(text + ".")
-    return out
-
-
 def _obs_problems(f: Facts):
     out = []
     for r in f.runs:
@@ -424,7 +254,9 @@ def _where(at: Any) -> str:
     return f"epoch {at}"
 
 
+# The assignment's questions (the sanity check, the ranking and best set, the batch-size
+# interaction, the literal recipe, Grad-CAM's faithfulness and corners) are answered once, on
+# the answer sheet (resnorm.report.answers); these state what the answers rest on or add.
 _OBSERVERS: list[Callable[[Facts], Any]] = [
-    _obs_detectable, _obs_families, _obs_primary_pairs, _obs_ranking, _obs_best_worst, _obs_variants_vs_best,
-    _obs_sanity, _obs_batch, _obs_generalisation, _obs_gates, _obs_gradcam, _obs_literal,
-    _obs_problems]
+    _obs_detectable, _obs_families, _obs_primary_pairs, _obs_generalisation, _obs_gates,
+    _obs_gradcam, _obs_problems]
