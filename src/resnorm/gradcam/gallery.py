@@ -65,7 +65,7 @@ def render_class_grid(path: Path, title: str, rows: dict[str, list[dict]], per_c
             if c == 0:
                 ax.set_ylabel(f"{row_name} ({len(tiles)})", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150)  # ~220 dpi across an A4 page in the PDF report
 
 
 # --- one class's gallery ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Assembling the report: read the study folder, build every section in order, write
-STUDY/report.html and STUDY/report.md."""
+STUDY/report.html and STUDY/report.md (and STUDY/report.pdf on request)."""
 from __future__ import annotations
 
 import os
@@ -12,8 +12,10 @@ from resnorm.fileio import atomic_write_text, read_yaml
 from resnorm.report.answers import section_answers
 from resnorm.report.comparisons import section_batch, section_comparisons, section_sanity
 from resnorm.report.document import Bullets, Report, Section
+from resnorm.report.figures import vector_figures
 from resnorm.report.inspection import section_gates, section_gradcam
 from resnorm.report.observations import Facts, observations
+from resnorm.report.pdf import write_pdf
 from resnorm.report.render import render_html, render_markdown
 from resnorm.report.roles import data_manifest, resolved_runs, study_roles
 from resnorm.report.sections import section_curves, section_results, section_setup
@@ -22,6 +24,7 @@ from resnorm.study.plan.manifest import Design, read_manifest
 from resnorm.report.tuning import section_tuning
 from resnorm.study.plan.parse import DEFAULT_TOLERANCE
 from resnorm.study.execution.records import PLAN_FILE, collect_runs, read_state
+from resnorm.studydir import StudyDir
 
 ASSETS = "report_assets"
 
@@ -92,13 +95,17 @@ def build_report(study: str | os.PathLike) -> Report:
                   summary)
 
 
-def write_report(study: str | os.PathLike) -> tuple[Path, Path]:
-    """Write STUDY/summary.json, STUDY/report.html and STUDY/report.md; return the report's
-    paths."""
-    report = build_report(study)
-    study = Path(study)
-    write_summary(study, report.summary)
-    html_path, md_path = study / "report.html", study / "report.md"
-    atomic_write_text(html_path, render_html(report))
-    atomic_write_text(md_path, render_markdown(report))
-    return html_path, md_path
+def write_report(study: str | os.PathLike, pdf: bool = False) -> tuple[Path, Path]:
+    """Write STUDY/summary.json, STUDY/report.html and STUDY/report.md (and with `pdf`,
+    STUDY/report.pdf, its figures as vectors); return the HTML and Markdown paths. Without
+    WeasyPrint or its system libraries the HTML and Markdown are written, then
+    report.pdf.PdfUnavailable says what to install."""
+    with vector_figures(pdf):
+        report = build_report(study)
+    folder = StudyDir(study)
+    write_summary(folder.dir, report.summary)
+    atomic_write_text(folder.report_html, render_html(report))
+    atomic_write_text(folder.report_md, render_markdown(report))
+    if pdf:
+        write_pdf(report, folder.report_pdf)
+    return folder.report_html, folder.report_md

@@ -1,29 +1,48 @@
 """The study report: one self-contained HTML page (images embedded) and a Markdown twin.
 
 `resnorm report STUDY` reads whatever the study folder holds — finished runs, their curves,
-the Grad-CAM summary — and writes STUDY/report.html and STUDY/report.md. Runs that are not
-finished are listed, never silently left out.
+the Grad-CAM summary — and writes STUDY/report.html and STUDY/report.md (with --pdf also
+STUDY/report.pdf, to hand in). Runs that are not finished are listed, never silently left
+out.
 
 example:
   resnorm report studies/demo
+  resnorm report studies/demo --pdf
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from resnorm.report.build import write_report
+from resnorm.report.pdf import PdfUnavailable
+from resnorm.studydir import StudyDir
 
 __all__ = ["configure_parser", "run_cli"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("example:\n"
-                     "  resnorm report studies/demo   # writes studies/demo/report.html, report.md")
+    parser.epilog = ("examples:\n"
+                     "  resnorm report studies/demo         # writes studies/demo/report.html, "
+                     "report.md\n"
+                     "  resnorm report studies/demo --pdf   # and report.pdf (A4, to hand in)")
     parser.add_argument("study", type=Path, help="the study folder (resnorm study --out)")
+    parser.add_argument("--pdf", action="store_true",
+                        help="also write STUDY/report.pdf: A4, the answer sheet on page 1, "
+                        "contents with links, vector figures (needs WeasyPrint and Pango: "
+                        "pip install 'resnorm[pdf]')")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    html_path, md_path = write_report(args.study)
+    try:
+        html_path, md_path = write_report(args.study, pdf=args.pdf)
+    except PdfUnavailable as exc:  # the HTML and Markdown are written
+        folder = StudyDir(args.study)
+        print(f"report: {folder.report_html}\n        {folder.report_md}")
+        print(f"resnorm report: {exc}", file=sys.stderr)
+        return 1
     print(f"report: {html_path}\n        {md_path}")
+    if args.pdf:
+        print(f"        {StudyDir(args.study).report_pdf}")
     return 0

@@ -1,7 +1,10 @@
-"""The report's matplotlib figures, written as PNG files to the study's report_assets/."""
+"""The report's matplotlib figures, written as PNG files to the study's report_assets/ (and,
+while `vector_figures()` is on, as SVG beside each: the PDF's figures are vectors)."""
 from __future__ import annotations
 
+import contextvars
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -18,9 +21,34 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "run"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+# On while a report is built for the PDF: SVG costs time that the HTML does not need.
+_VECTOR = contextvars.ContextVar("resnorm_vector_figures", default=False)
+
+
+@contextmanager
+def vector_figures(on: bool = True):
+    """While on, every figure is also saved as SVG beside its PNG (see `vector_of`)."""
+    token = _VECTOR.set(on)
+    try:
+        yield
+    finally:
+        _VECTOR.reset(token)
+
+
+def vector_of(png: Path) -> Path | None:
+    """The SVG saved beside `png` with it (None when there is none, or an older one)."""
+    svg = png.with_suffix(".svg")
+    if svg.is_file() and png.is_file() and svg.stat().st_mtime >= png.stat().st_mtime:
+        return svg
+    return None
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """The figure as PNG at `path` (and as SVG beside it while `vector_figures` is on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    if _VECTOR.get():  # after the PNG: an SVG older than its PNG is a stale one
+        fig.savefig(path.with_suffix(".svg"))
     return path
 
 
@@ -50,7 +78,7 @@ def plot_overlay(runs: list[RunRecord], path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=8, ncols=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sanity(a: RunRecord, b: RunRecord, path: Path) -> Path:
@@ -66,7 +94,7 @@ def plot_sanity(a: RunRecord, b: RunRecord, path: Path) -> Path:
         ax.grid(alpha=0.3)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _nan(x: float | None) -> float:
@@ -105,7 +133,7 @@ def plot_batch(groups: dict[str, list[RunRecord]], batch: dict[str, int], path: 
                ylabel="accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax_time.set(title="Time per epoch", ylabel="seconds")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gates(layers: list[dict], title: str, path: Path) -> Path:
@@ -124,12 +152,13 @@ def plot_gates(layers: list[dict], title: str, path: Path) -> Path:
     ax.set_xticks(list(xs), [l["layer"] for l in layers], rotation=60, ha="right", fontsize=7)
     ax.set(ylim=(-0.05, 1.1), ylabel="gate ρ (mean, min–max)", title=title)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_curves(r: RunRecord, assets: Path) -> Path | None:
     """The run's curves figure: the one training drew, else drawn from its metrics (None
-    before its first epoch)."""
+    before its first epoch). A PNG even for the PDF: drawn 10 inches wide and shown at half
+    a page's width there, it is ~300 dpi, and redrawing every run as SVG costs seconds."""
     drawn = RunDir(r.dir).path(CURVES_FILE)
     if drawn.is_file():
         return drawn
@@ -156,4 +185,4 @@ def plot_ranking(ranking: dict, runs: dict, path: Path) -> Path:
     ax.set_yticks(range(len(order)), [mpl_text(n) for n in order])
     ax.set(xlabel=f"{metric} (%)", title="best set in colour")
     ax.grid(alpha=0.3, axis="x")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -88,7 +88,7 @@ def diff_ci(res: dict) -> str:
 def p_value(p: float | None) -> str:
     if p is None:
         return "—"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"  # (a no-break space: never two lines)
 
 
 METRIC_WORDS = {"acc": "accuracy", "macro_f1": "macro F1", "micro_f1": "micro F1",

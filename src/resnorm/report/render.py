@@ -7,7 +7,7 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from resnorm.report.document import Block, Bold, Bullets, Cell, Img, Para, Report, Sub, Table
 
@@ -49,7 +49,20 @@ def _html_cell(cell: Cell, tag: str, align_numbers: bool = True) -> str:
     return f"<{tag}{cls}>{inner}</{tag}>"
 
 
-def _html_block(block: Block) -> str:
+def embedded_image(block: Img) -> str:
+    """The figure's PNG inside the page (a data URI): the HTML report is one file."""
+    data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{esc(block.caption)}">'
+
+
+# The PDF sets a "wide" table (this many columns or more) in a smaller font to fit the page,
+# and lets a "long" one (more rows than this) run over pages, its header repeated.
+WIDE_TABLE = 9
+LONG_TABLE = 25
+
+
+def html_block(block: Block, image: Callable[[Img], str] = embedded_image) -> str:
+    """One block as HTML; `image` writes a figure's <img> (embedded, or a file for the PDF)."""
     if isinstance(block, Para):
         return f"<p>{esc(block.text)}</p>"
     if isinstance(block, Sub):
@@ -63,22 +76,28 @@ def _html_block(block: Block) -> str:
         body = "".join("<tr>" + "".join(_html_cell(c, "td", not keyed) for c in row) + "</tr>"
                        for row in block.rows)
         cap = f"<caption>{esc(block.caption)}</caption>" if block.caption else ""
-        return f'<div class="scroll"><table>{cap}{head}<tbody>{body}</tbody></table></div>'
+        kinds = " ".join(k for k, on in (("wide", len(block.header) >= WIDE_TABLE),
+                                         ("long", len(block.rows) > LONG_TABLE)) if on)
+        cls = f' class="{kinds}"' if kinds else ""
+        return (f'<div class="scroll"><table{cls}>{cap}{head}<tbody>{body}</tbody></table>'
+                "</div>")
     if isinstance(block, Img):
-        data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         cls = ' class="narrow"' if block.narrow else ""
-        return (f'<figure{cls}><img src="data:image/png;base64,{data}" alt="{esc(block.caption)}">'
-                f"<figcaption>{esc(block.caption)}</figcaption></figure>")
+        return f"<figure{cls}>{image(block)}<figcaption>{esc(block.caption)}</figcaption></figure>"
     raise TypeError(f"unknown block {block!r}")
+
+
+def html_sections(report: Report, image: Callable[[Img], str] = embedded_image) -> list[str]:
+    """Each section as HTML, numbered, with the id the contents link to (#s1, #s2, ...)."""
+    return [f'<section id="s{i}"><h2>{i}. {esc(s.title)}</h2>'
+            + "\n".join(html_block(b, image) for b in s.blocks) + "</section>\n"
+            for i, s in enumerate(report.sections, 1)]
 
 
 def render_html(report: Report) -> str:
     toc = "".join(f'<li><a href="#s{i}">{esc(s.title)}</a></li>'
                   for i, s in enumerate(report.sections, 1))
-    body = "".join(
-        f'<section id="s{i}"><h2>{i}. {esc(s.title)}</h2>'
-        + "\n".join(_html_block(b) for b in s.blocks) + "</section>\n"
-        for i, s in enumerate(report.sections, 1))
+    body = "".join(html_sections(report))
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{esc(report.title)}</title><style>{CSS}</style></head>\n"

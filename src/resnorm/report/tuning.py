@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 from resnorm.fileio import read_json
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bullets, Img, Para, Section, Table
+from resnorm.report.figures import save_figure
 from resnorm.report.format import ci_pct
 from resnorm.rundir import RunDir
 from resnorm.statistics.choice import choice_shares
@@ -228,9 +229,7 @@ def _save(fig: Figure, ax, path: Path) -> Path:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def _crossings(curves: dict[str, list[float]]) -> list[str]:
