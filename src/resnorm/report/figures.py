@@ -7,6 +7,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
@@ -48,7 +49,8 @@ def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     if _VECTOR.get():  # after the PNG: an SVG older than its PNG is a stale one
-        fig.savefig(path.with_suffix(".svg"))
+        with rc_context({"svg.fonttype": "none"}):  # text as text: sharp, searchable
+            fig.savefig(path.with_suffix(".svg"))
     return path
 
 

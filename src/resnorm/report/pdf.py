@@ -57,7 +57,7 @@ h2 { font-size: 12.5pt; border-bottom: 1.2px solid #ccc; padding-bottom: 2px;
 h3 { font-size: 10pt; margin: 10px 0 4px; break-after: avoid }
 p { margin: 3px 0 6px; orphans: 3; widows: 3 }
 ul { padding-left: 14px; margin: 4px 0 } li { margin: 3px 0 }
-nav.toc { break-before: page; break-after: page }
+nav.toc { break-before: page; break-after: page } nav.toc h2 { bookmark-level: none }
 nav.toc ol { list-style: none; padding: 0; font-size: 10pt; line-height: 1.9 }
 nav.toc a { color: inherit; text-decoration: none }
 nav.toc a::after { content: leader(".") target-counter(attr(href), page) }
