@@ -205,7 +205,7 @@ def test_gradcam_and_report_are_written(mini):
     assert "SYNTHETIC" in page
     assert "too\\_big: failed" in md and "boom diverged at epoch 1" in md
     assert "Curve verdict over 2 epochs:" in md
-    assert "Equivalence test on val accuracy" in md and "## 3. Comparisons" in md
+    assert "Equivalence test on val accuracy" in md and "## 4. Comparisons" in md
     stats = json.loads((study / "summary.json").read_text())
     assert stats["runs"]["bn"]["seeds"] == [0] and stats["sanity"]["a"] == "torch_bn"
     assert "no finished seed" in stats["runs"]["boom"]["reason"]

@@ -25,6 +25,7 @@ from resnorm.study.runner import (held_elsewhere, prepare_study, study_plan, tor
                                   train_study, tune_study)
 from resnorm.study.execution.state import StudyState
 from resnorm.study.execution.job import Job, Outcome
+from resnorm.studydir import StudyDir
 
 __all__ = ["StudyResult", "run_study", "finish_study", "configure_parser", "run_cli"]
 
@@ -52,7 +53,7 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
         study = tune_study(prepare_study(plan, out, options, say))
         finish = functools.partial(finish_study, study.folder, plan, study.state,
                                    gradcam=study.options.gradcam, report=study.options.report,
-                                   mlflow=study.options.mlflow)
+                                   mlflow=study.options.mlflow, pdf=study.options.pdf)
         outcomes = train_study(study, finish)
         if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
             return StudyResult(study.folder, [], submitted=True)
@@ -61,25 +62,37 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
 
 def finish_study(study: Path, plan: Plan, state: StudyState, todo: list[Job],
                  outcomes: list[Outcome], *, gradcam: bool, report: bool,
-                 mlflow: str | None = None, say=print) -> StudyResult:
-    """After the training: Grad-CAM, the report and the MLflow export (`mlflow`: its URI,
-    "" for the default), unless other processes still train jobs of the plan (the last one to
-    finish writes them). Also what the job after a SLURM array runs (`--no-wait`)."""
+                 mlflow: str | None = None, pdf: bool = False, say=print) -> StudyResult:
+    """After the training: Grad-CAM, the report (`pdf`: report.pdf too) and the MLflow export
+    (`mlflow`: its URI, "" for the default), unless other processes still train jobs of the
+    plan (the last one to finish writes them). Also what the job after a SLURM array runs
+    (`--no-wait`)."""
     result = StudyResult(study, outcomes)
     if (gradcam or report or mlflow is not None) and held_elsewhere(todo, say):
         gradcam, report, mlflow = False, False, None
     if gradcam and not gradcam_step(study, plan, state, say):
         result.gradcam_error = state.data["gradcam_error"]
     if report:
-        from resnorm.report import write_report
-
-        html_path, _ = write_report(study)
-        say(f"report: {html_path}")
+        report_step(study, pdf, say)
     if mlflow is not None:
         from resnorm.export.mlflow import export_study
 
         say("\n".join(export_study(study, mlflow or None).lines()))
     return result
+
+
+def report_step(study: Path, pdf: bool, say) -> None:
+    """The report (HTML, Markdown; with `pdf` the PDF too). A PDF that cannot be made (no
+    WeasyPrint or Pango) is one line saying what to install: the HTML is written anyway."""
+    from resnorm.report import write_report
+    from resnorm.report.pdf import PdfUnavailable
+
+    try:
+        html_path, _ = write_report(study, pdf=pdf)
+    except PdfUnavailable as exc:
+        say(f"report: {StudyDir(study).report_html}\nreport: {exc}")
+        return
+    say(f"report: {html_path}" + (f"\n        {StudyDir(study).report_pdf}" if pdf else ""))
 
 
 def gradcam_step(study: Path, plan: Plan, state: StudyState, say) -> bool:

@@ -6,10 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, a text bar on a terminal
 
 from resnorm.data.cache import MANIFEST, split_label
 from resnorm.fileio import format_duration
+from resnorm.terminal import live_display
 
 __all__ = ["silent", "progress_bar", "ProgressLines", "counts_text", "print_summary",
            "audit_lines"]
@@ -20,9 +21,10 @@ def silent(*args, **kwargs) -> None:
 
 
 def progress_bar(total: int, enabled: bool, workers: int):
-    """A tqdm bar on a terminal; else (a log file) a plain line every 30 s (_ProgressLines)."""
+    """A tqdm bar on a terminal or in a notebook; else (a log file) a plain line every 30 s
+    (ProgressLines)."""
     desc = f"prepare ({workers} worker{'s' * (workers > 1)})"
-    if enabled and not sys.stderr.isatty():
+    if enabled and not live_display():
         return ProgressLines(total, desc)
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.5, disable=not enabled)

@@ -75,6 +75,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "--executor slurm)")
     parser.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM step")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
+    parser.add_argument("--pdf", action="store_true",
+                        help="the report as STUDY/report.pdf too, to hand in (A4, the answer "
+                        "sheet on page 1; needs WeasyPrint and Pango: pip install "
+                        "'resnorm[pdf]')")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars and no per-epoch lines on the console: one line "
                         "per run (with --jobs, each run's own train.log stays complete)")
@@ -206,7 +210,7 @@ def study_options(args: argparse.Namespace) -> StudyOptions:
         raise UsageError(f"--shard: {exc}") from None
     return StudyOptions(data=args.data, synthetic=args.synthetic, cache=args.cache,
                         progress=not args.quiet, gradcam=not args.no_gradcam,
-                        report=not args.no_report, shard=shard, jobs=args.jobs,
+                        report=not args.no_report, pdf=args.pdf, shard=shard, jobs=args.jobs,
                         seeds=args.seeds, keep_leaked=args.keep_leaked,
                         executor=args.executor, slurm=slurm_overrides(args),
                         mlflow=args.mlflow)

@@ -6,10 +6,11 @@ import sys
 import time
 from typing import Callable
 
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in a notebook, a text bar on a terminal
 
 from resnorm.fileio import format_duration
 from resnorm.rundir import RunDir
+from resnorm.terminal import live_display
 
 
 # Plain lines (no terminal, e.g. a log file): one at least every LINE_EVERY_S seconds and at
@@ -21,7 +22,8 @@ LINE_GAP_S = 5.0
 
 
 class Progress:
-    """Per-epoch progress: a tqdm bar (loss, acc, img/s) on a terminal, else plain lines.
+    """Per-epoch progress: a tqdm bar (loss, acc, img/s) on a terminal or in a notebook, else
+    plain lines.
 
     `wants(step)` says when to read numbers back from the device: every `every` steps for the
     bar; for plain lines at 25/50/75 % of the epoch and whenever `line_every` seconds of the
@@ -34,7 +36,7 @@ class Progress:
                  clock: Callable[[], float] = time.monotonic, line_every: float = LINE_EVERY_S,
                  min_gap: float = LINE_GAP_S) -> None:
         self.enabled, self.epochs, self.every = enabled, epochs, every
-        self.tty = enabled and sys.stderr.isatty()
+        self.tty = enabled and live_display()
         self.bar = None
         self.clock, self.line_every, self.min_gap = clock, line_every, min_gap
         self.last_line = -math.inf  # clock() when the epoch's last plain line was printed

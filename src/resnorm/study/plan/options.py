@@ -27,6 +27,7 @@ class StudyOptions:
     progress: bool = True                # False (--quiet): one line per job, no bars
     gradcam: bool = True                 # False (--no-gradcam)
     report: bool = True                  # False (--no-report)
+    pdf: bool = False                    # --pdf: the report as STUDY/report.pdf too
     shard: tuple[int, int] | None = None  # --shard I/K: only shard I of K of the jobs
     jobs: int | str = 1                  # --jobs K | "auto": jobs at once on this machine
     seeds: int | list[int] | None = None  # --seeds: overrides the plan's seeds:
