@@ -55,6 +55,7 @@ h1 { font-size: 15pt; margin: 0; string-set: doctitle content() }
 h2 { font-size: 12.5pt; border-bottom: 1.2px solid #ccc; padding-bottom: 2px;
      margin: 16px 0 6px; break-after: avoid }
 h3 { font-size: 10pt; margin: 10px 0 4px; break-after: avoid }
+h3 + p { break-after: avoid }
 p { margin: 3px 0 6px; orphans: 3; widows: 3 }
 ul { padding-left: 14px; margin: 4px 0 } li { margin: 3px 0 }
 nav.toc { break-before: page; break-after: page } nav.toc h2 { bookmark-level: none }
@@ -93,12 +94,14 @@ def print_html(report: Report) -> str:
     sections = html_sections(report, image=file_image)
     toc = "".join(f'<li><a href="#s{i}">{i}. {esc(s.title)}</a></li>'
                   for i, s in enumerate(report.sections, 1))
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(report.title)}</title><style>{PRINT_CSS}</style></head>\n"
             f'<body><h1>{esc(report.title)}</h1><p class="sub">{esc(report.subtitle)}</p>'
             f"{sections[0] if sections else ''}"
             f'<nav class="toc"><h2>Contents</h2><ol>{toc}</ol></nav>\n'
             f"{''.join(sections[1:])}</body></html>\n")
+    # in narrow table cells "27.2 ± 4.5" may break before the half-width, never after the ±
+    return page.replace(" ± ", " ±\u00a0")
 
 
 def write_pdf(report: Report, path: str | Path) -> Path:
