@@ -74,5 +74,5 @@ def show_report(study: PathLike, height: int = 900):
           + (f"PDF to hand in: {pdf}" if pdf.is_file() else "no report.pdf (pdf=False, or "
              "WeasyPrint could not run)"))
     page = html.escape(folder.report_html.read_text(encoding="utf-8"), quote=True)
-    return HTML(f'<iframe srcdoc="{page}" style="width:100%;height:{int(height)}px;'
-                'border:1px solid #ddd"></iframe>')
+    return HTML(f'<div class="resnorm-report"><iframe srcdoc="{page}" style="width:100%;'
+                f'height:{int(height)}px;border:1px solid #ddd"></iframe></div>')
