@@ -121,9 +121,28 @@ def test_no_page_is_wider_than_a4_and_nothing_runs_off_its_edge(made):
 
 def test_without_weasyprint_the_html_is_written_and_one_line_says_what_to_install(
         tmp_path, monkeypatch, capsys):
+    """`resnorm report --pdf` exits 1 after writing the HTML; `resnorm study --pdf`
+    (StudyOptions.pdf, the pipeline's report step) says the same line and goes on."""
+    from resnorm.cli import build_parser
+    from resnorm.pipeline import report_step
+    from resnorm.study.cli import study_options
+
     study = fake_study(tmp_path / "s")
     monkeypatch.setitem(sys.modules, "weasyprint", None)  # import weasyprint fails
     assert cli.main(["report", str(study), "--pdf"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'resnorm[pdf]'" in err and "pango" in err
     assert StudyDir(study).report_html.is_file() and not StudyDir(study).report_pdf.exists()
+    args = build_parser().parse_args(["study", "--synthetic", "d", "--plan", "p.yaml", "--out",
+                                      "o", "--pdf"])
+    assert study_options(args).pdf is True
+    import resnorm.report
+
+    def unavailable(folder, pdf):  # what write_report did above, without building it again
+        raise PdfUnavailable(err.split(": ", 1)[1].strip())
+
+    monkeypatch.setattr(resnorm.report, "write_report", unavailable)
+    said: list[str] = []
+    report_step(study, pdf=True, say=said.append)
+    assert said == [f"report: {StudyDir(study).report_html}\nreport: {err.split(': ', 1)[1]}"
+                    .strip()]
