@@ -207,9 +207,7 @@ def _plot_search(results: dict[str, TuneResult], path: Path) -> Path:
     fig.supxlabel("learning rate (log)")
     fig.supylabel("weight decay (log)")
     fig.colorbar(dots, ax=list(axes[:len(results)]), label="val score")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_budget(curves: dict[str, list[float]], path: Path) -> Path:
