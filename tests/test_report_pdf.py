@@ -119,6 +119,19 @@ def test_no_page_is_wider_than_a4_and_nothing_runs_off_its_edge(made):
         assert starts and max(starts) < width - 30, (number, max(starts))
 
 
+@needs_pdf
+def test_weasyprint_leaves_pillow_refusing_truncated_images(monkeypatch):
+    """Importing WeasyPrint turns on Pillow's LOAD_TRUNCATED_IMAGES for the process; through
+    pdf_engine it is put back (WeasyPrint imported afresh here)."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    for name in [m for m in sys.modules if m.split(".")[0] == "weasyprint"]:
+        monkeypatch.delitem(sys.modules, name)
+    pdf_engine()
+    assert "weasyprint.images" in sys.modules and ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
 def test_without_weasyprint_the_html_is_written_and_one_line_says_what_to_install(
         tmp_path, monkeypatch, capsys):
     """`resnorm report --pdf` exits 1 after writing the HTML; `resnorm study --pdf`

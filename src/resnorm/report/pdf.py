@@ -31,7 +31,14 @@ class PdfUnavailable(RuntimeError):
 
 
 def pdf_engine():
-    """The weasyprint module, or PdfUnavailable saying what to install."""
+    """The weasyprint module, or PdfUnavailable saying what to install.
+
+    Importing WeasyPrint turns on Pillow's LOAD_TRUNCATED_IMAGES for the whole process; it is
+    put back, so that `resnorm prepare` (in the same notebook kernel, say) still refuses a
+    truncated image instead of decoding half of it."""
+    from PIL import ImageFile
+
+    truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         import weasyprint
     except ImportError:
@@ -40,6 +47,8 @@ def pdf_engine():
         why = str(exc).splitlines()[0][:120]
         raise PdfUnavailable(f"no PDF: WeasyPrint cannot load its system libraries ({why}): "
                              f"{INSTALL_PDF}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
     return weasyprint
 
 
