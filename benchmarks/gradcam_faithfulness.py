@@ -30,22 +30,23 @@ DEMO = dict(size=32, n=1, batch_size=32, epochs=8, device="cpu")
 
 
 def _setup(work: Path, runs: list[str]) -> Path:
+    """A study folder of trained runs, one seed each (no plan: the runs alone)."""
     from resnorm.data import make_synthetic, prepare
+    from resnorm.rundir import RunDir
+    from resnorm.studydir import StudyDir
     from resnorm.train import train
 
     plan = yaml.safe_load(Path(__file__).resolve().parents[1].joinpath("configs", "demo.yaml")
                           .read_text())
     root = make_synthetic(work / "synth", progress=False, **plan["synthetic"])
     cache = prepare(root, size=32, out=work / "cache32", progress=False)
-    study = work / "study"
+    study = StudyDir(work / "study")
     for norm in runs:
-        out = study / "runs" / norm / "seed-0"
-        if not (out / "final.json").exists():
+        out = study.trial(norm, 0)
+        if not RunDir(out).finished:
             train(dict(data=str(cache), out=str(out), norm=norm, **DEMO), progress=False,
                   epoch_lines=False, data_note=False)
-    (study / "plan.yaml").write_text(yaml.safe_dump(
-        {"runs": [{"name": n, "norm": n} for n in runs]}))
-    return study
+    return study.dir
 
 
 def main() -> None:

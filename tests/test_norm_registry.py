@@ -19,6 +19,7 @@ from resnorm.report.figures import plot_batch
 from resnorm.report.roles import norm_kind
 from resnorm.study import collect_runs
 from resnorm.train import TrainConfig, load_run_model, resolve_config, train
+from study_files import write_plan
 
 TOY = "rms"
 TOY_COLOR = "#123456"
@@ -71,9 +72,9 @@ def test_a_registered_toy_kind_trains_and_reports(toy_kind, synth_cache, tmp_pat
 
     # the report: the toy's place in tables, and its curves in its colour; the plan's
     # design (derived: the runs differ only in their norm) makes both variants
-    (study / "plan.yaml").write_text(yaml.safe_dump({
+    write_plan(study, {
         "defaults": {"size": 32, "n": 1, "batch_size": 8, "epochs": 1},
-        "runs": [{"name": TOY, "norm": TOY}, {"name": "nn", "norm": "nn"}]}))
+        "runs": [{"name": TOY, "norm": TOY}, {"name": "nn", "norm": "nn"}]})
     drawn = []
     plot = Axes.plot
 

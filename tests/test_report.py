@@ -20,6 +20,7 @@ from resnorm.report import build_report, render_html, write_report
 from resnorm.report.build import study_design
 from resnorm.report.roles import study_roles
 from resnorm.study import collect_runs
+from study_files import write_plan
 
 SECTIONS = ["Answer sheet", "Setup", "Results", "Comparisons", "Curves", "Sanity check: PyTorch BN vs own BN",
             "Batch size: BN vs GN", "BIN gates", "Grad-CAM", "Observations"]
@@ -114,9 +115,7 @@ def fake_study(study: Path, classes=("A", "B", "C"), sanity_drift: float = 0.0,
     plan = {"description": "hand-made", "lr_rule": "linear", "base_batch_size": 32,
             "seeds": len(seeds), "defaults": {"n": 1},
             "runs": [{"name": n, **c} for n, _, c in PLAN_RUNS] + [{"name": "ln", "norm": "ln"}]}
-    (study / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
-    (study / "study.json").write_text(json.dumps(
-        {"lr_rule_text": "linear scaling: lr = base lr x batch size / 32", "runs": {}}))
+    write_plan(study, plan, lr_rule_text="linear scaling: lr = base lr x batch size / 32")
     return study
 
 
@@ -228,8 +227,8 @@ def test_sanity_check_verdict_follows_the_tolerance(tmp_path):
     assert "the curves agree within tolerance at every epoch" in md.split("## 2.")[0]
 
 
-def test_a_study_without_a_manifest_gets_its_plan_copys_design(tmp_path):
-    study = fake_study(tmp_path / "s")  # hand-made: plan.yaml, no manifest in study.json
+def test_a_hand_made_study_gets_its_plan_copys_design(tmp_path):
+    study = fake_study(tmp_path / "s")  # hand-made: plan.yaml, the manifest's derived design
     roles = study_roles(study_design(study), collect_runs(study))
     # ln is a variant of the plan not trained yet: listed, never silently left out
     assert [r.name for r in roles.variants] == ["torch_bn", "bn", "in", "gn", "nn", "ln"]
@@ -258,9 +257,10 @@ def test_failed_and_diverged_runs_are_reported(tmp_path):
     study = fake_study(tmp_path / "s")
     fake_run(study, "nn", 0.2, status="diverged", norm="nn")
     (study / "runs" / "ln" / "seed-0").mkdir(parents=True)
-    (study / "study.json").write_text(json.dumps(
-        {"runs": {"ln/seed-0": {"status": "failed", "error": "UsageError: 10 images are fewer "
-                                "than one batch of 32"}}}))
+    state = json.loads((study / "study.json").read_text())
+    state["runs"] = {"ln/seed-0": {"status": "failed", "error": "UsageError: 10 images are "
+                                   "fewer than one batch of 32"}}
+    (study / "study.json").write_text(json.dumps(state))
     md = write_report(study)[1].read_text()
     assert "- ln: failed — UsageError: 10 images are fewer than one batch of 32" in md
     assert "nn diverged at epoch 4, step 3" in md
@@ -392,8 +392,7 @@ def test_a_plan_names_its_own_primary_family(tmp_path):
         parse_plan({**plan, "primary": [["gn", "nope"]]}, "p.yaml")
     assert parse_plan({**plan, "primary": [["gn", "bn_b8"]]}, "p.yaml").design == {
         "primary": [("gn", "bn_b8")]}
-    (study / "plan.yaml").write_text(yaml.safe_dump({**plan, "primary": [["gn", "gn_b8"],
-                                                                          ["bn", "gn"]]}))
+    write_plan(study, {**plan, "primary": [["gn", "gn_b8"], ["bn", "gn"]]})
     write_report(study)
     summary = _strict_json(study / "summary.json")
     primary = {(c["a"], c["b"]) for c in summary["comparisons"] if c["family"] == "primary"}

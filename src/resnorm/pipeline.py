@@ -101,7 +101,7 @@ def gradcam_step(study: Path, plan: Plan, state: StudyState, say) -> bool:
     from resnorm.gradcam import format_summary, study_gradcam
 
     try:
-        summary = study_gradcam(study, study / "gradcam", **plan.gradcam)
+        summary = study_gradcam(study, **plan.gradcam)
     except UsageError as exc:  # e.g. no finished run: nothing to explain, not an error
         say(f"gradcam: skipped: {exc}")
         state.set("gradcam_error", None)
@@ -111,7 +111,7 @@ def gradcam_step(study: Path, plan: Plan, state: StudyState, say) -> bool:
         state.set("gradcam_error", f"{type(exc).__name__}: {exc}".splitlines()[0])
         return False
     state.set("gradcam_error", None)
-    say(format_summary(summary, study / "gradcam"))
+    say(format_summary(summary, StudyDir(study).gradcam))
     return True
 
 

@@ -12,12 +12,14 @@ A run folder (`resnorm train --out RUN`, a study's STUDY/runs/<name>/seed-<s>/) 
     error.txt         a study's record of why the run failed (the traceback)
     train.log         a study's copy of the run's output when it trained in its own process
     .lock, .lock.json a study process's lock on the folder (resnorm.study.execution.locks)
+    gradcam/          `resnorm gradcam --run RUN`'s galleries (by default)
 
 Every write is atomic (`resnorm.fileio`), only by the main process (under torchrun: rank 0),
 and a full disk becomes one `DiskFullError` line naming the file. `clear()` is what a fresh
 start (`--restart`, or a folder without last.pt) removes: every file the run itself wrote,
 nothing else. The readers (`final`, `metrics`, `predictions`, `config`) answer None or empty
 for a file that is not there yet, so the study and the report read any run in any state.
+`status()` is a run's one status, whoever asks (a study's records, the tuning phase).
 This module imports no torch (metrics.csv's reader pulls it in only when called).
 """
 from __future__ import annotations
@@ -38,7 +40,8 @@ from resnorm.predictions import read_predictions, write_predictions
 
 __all__ = ["RunDir", "CONFIG_FILE", "METRICS_FILE", "LAST_FILE", "BEST_FILE", "FINAL_FILE",
            "PREDICTIONS_FILE", "CURVES_FILE", "ERROR_FILE", "LOG_FILE", "LOCK_FILE",
-           "CLAIM_FILE", "EVENTS_GLOB", "RUN_FILES", "to_json"]
+           "CLAIM_FILE", "EVENTS_GLOB", "GRADCAM_DIR", "RUN_FILES", "ARTIFACT_FILES",
+           "OK_STATUSES", "STATUSES", "to_json"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -52,11 +55,18 @@ LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 CLAIM_FILE = ".lock.json"
 EVENTS_GLOB = "events.out.tfevents.*"
+GRADCAM_DIR = "gradcam"
 # What `clear` removes (with the TensorBoard events and stray temp files of these): the files
 # a run writes, and error.txt, which describes a run that a fresh start discards. train.log
 # and the locks belong to the study process that is training the run right now.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, LAST_FILE, BEST_FILE, FINAL_FILE, PREDICTIONS_FILE,
              CURVES_FILE, ERROR_FILE)
+# What a finished run hands on as its record (the MLflow export's artifacts).
+ARTIFACT_FILES = (CURVES_FILE, CONFIG_FILE, METRICS_FILE, FINAL_FILE)
+# A run's status (RunDir.status): final.json's once it ended, else what the folder and the
+# study say. The good ones: a model that trained to its end or stopped early as planned.
+OK_STATUSES = ("completed", "early_stopped")
+STATUSES = (*OK_STATUSES, "diverged", "failed", "interrupted", "not started")
 
 
 class RunDir:
@@ -84,6 +94,23 @@ class RunDir:
     def resumable(self) -> bool:
         """last.pt is there: a run to continue (or a finished one's last state)."""
         return self.has(LAST_FILE)
+
+    @property
+    def gradcam(self) -> Path:
+        """Where `resnorm gradcam --run` puts this run's galleries by default."""
+        return self.path(GRADCAM_DIR)
+
+    def status(self, recorded: str | None = None) -> str:
+        """The run's one status (STATUSES): final.json's status once the run ended
+        (completed, early_stopped, diverged); else "failed" when the study recorded a failure
+        (`recorded`: its study.json entry's status, e.g. a SLURM task that died) or the
+        folder holds error.txt; else "interrupted" (last.pt) or "not started"."""
+        final = self.final()
+        if final is not None:
+            return str(final.get("status", "completed"))
+        if recorded == "failed" or self.has(ERROR_FILE):
+            return "failed"
+        return "interrupted" if self.resumable else "not started"
 
     @property
     def started(self) -> bool:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import UsageError
-from resnorm.rundir import RunDir
+from resnorm.rundir import ARTIFACT_FILES, RunDir
 from resnorm.study.execution.records import RunRecord, Trial, collect_runs, trial_label
 from resnorm.study.tuning.results import TrialPoint, TuneResult, read_choices
+from resnorm.studydir import StudyDir
 
 __all__ = ["export_study", "default_uri", "ExportResult", "LABEL_TAG", "FINGERPRINT_TAG",
            "flat_params", "final_metrics"]
@@ -35,8 +36,6 @@ FINGERPRINT_TAG = "resnorm.fingerprint"
 KIND_TAG = "resnorm.kind"  # study | run | seed | tuning | trial
 PARENT_TAG = "mlflow.parentRunId"  # how MLflow nests a run under another
 # what a (run, seed) folder holds that goes along as artifacts, and the study's own files
-TRIAL_FILES = ("curves.png", "config.yaml", "metrics.csv", "final.json")
-STUDY_FILES = ("report.html", "report.md", "summary.json", "plan.yaml")
 FINAL_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "diverged": "FAILED"}
 _BATCH = 900  # MLflow takes at most 1,000 metrics (100 params) per log_batch
 
@@ -60,7 +59,7 @@ class ExportResult:
 
 def default_uri(study: Path) -> str:
     """A SQLite file in the study folder: `mlflow ui --backend-store-uri` shows it."""
-    return f"sqlite:///{(Path(study) / 'mlflow.db').resolve()}"
+    return f"sqlite:///{StudyDir(study).mlflow_db.resolve()}"
 
 
 def _mlflow_client(uri: str):
@@ -76,24 +75,25 @@ def export_study(study: str | Path, uri: str | None = None,
                  experiment: str | None = None) -> ExportResult:
     """Export every finished (run, seed) of `study` to the tracking store at `uri` (default:
     `default_uri(study)`), in the experiment `experiment` (default: the study folder's name)."""
-    study = Path(study)
-    if not (study / "runs").is_dir():
-        raise UsageError(f"{study} is not a study folder (no runs/)")
+    study = StudyDir(study)
+    if not study.runs.is_dir():
+        raise UsageError(f"{study} is not a study folder (no {StudyDir.RUNS}/)")
     uri = uri or default_uri(study)
     client = _mlflow_client(uri)
-    name = experiment or study.resolve().name
+    name = experiment or study.dir.resolve().name
     exp_id = _experiment(client, name, study)
     result = ExportResult(uri, name)
     existing = _existing_runs(client, exp_id)
     for record in collect_runs(study):
-        _export_record(client, exp_id, record, existing, result)
+        _export_record(client, exp_id, record, _gallery_files(study, record), existing,
+                       result)
     for tuned in read_choices(study).values():
         _export_tuning(client, exp_id, study, tuned, existing, result)
     _export_study_files(client, exp_id, study, existing, result)
     return result
 
 
-def _experiment(client, name: str, study: Path) -> str:
+def _experiment(client, name: str, study: StudyDir) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -101,8 +101,8 @@ def _experiment(client, name: str, study: Path) -> str:
                              "(mlflow experiments restore) or give --experiment another name")
         return found.experiment_id
     # artifacts beside the store's study, not in ./mlartifacts of whatever folder we run in
-    return client.create_experiment(name, artifact_location=(study / "mlartifacts").resolve()
-                                    .as_uri(), tags={"resnorm.study": str(study.resolve())})
+    return client.create_experiment(name, artifact_location=study.mlflow_artifacts.resolve()
+                                    .as_uri(), tags={"resnorm.study": str(study.dir.resolve())})
 
 
 def _existing_runs(client, exp_id: str) -> dict[str, Any]:
@@ -207,16 +207,16 @@ def _log(client, run_id: str, metrics=(), params: dict | None = None) -> None:
 
 # --- the runs ---------------------------------------------------------------------------------
 
-def _export_record(client, exp_id: str, record: RunRecord, existing: dict,
-                   result: ExportResult) -> None:
-    """A plan run: its parent run (the config its seeds share, its gallery), then its seeds."""
+def _export_record(client, exp_id: str, record: RunRecord, gallery: list[Path],
+                   existing: dict, result: ExportResult) -> None:
+    """A plan run: its parent run (the config its seeds share, its `gallery`), then its
+    seeds."""
     trials = [t for t in record.trials if t.final is not None]
     result.unfinished += [trial_label(record.name, t.seed) for t in record.trials
                           if t.final is None]
     if not trials:
         return
     shared = _shared_params(trials)
-    gallery = _gallery_files(record)
     fingerprint = _fingerprint(gallery, shared)
     parent = _reuse(client, existing, record.name, fingerprint, result)
     if parent is None:
@@ -227,7 +227,7 @@ def _export_record(client, exp_id: str, record: RunRecord, existing: dict,
                                          "resnorm.seeds": ",".join(str(t.seed) for t in trials)})
         _log(client, parent.info.run_id, params=shared)
         for path in gallery:
-            client.log_artifact(parent.info.run_id, str(path), "gradcam")
+            client.log_artifact(parent.info.run_id, str(path), StudyDir.GRADCAM)
         client.set_terminated(parent.info.run_id, "FINISHED")
         result.written.append(record.name)
     else:  # a seed may have finished since: the tag says which ones are below
@@ -244,14 +244,11 @@ def _shared_params(trials: list[Trial]) -> dict[str, str]:
             and not k.startswith("environment.")}
 
 
-def _gallery_files(record: RunRecord) -> list[Path]:
+def _gallery_files(study: StudyDir, record: RunRecord) -> list[Path]:
     """The Grad-CAM files explaining this run: those of STUDY/gradcam (the best run's) or of
     STUDY/gradcam/runs/<name> (a plan asking for every variant's); none if neither is it."""
-    study = record.folder.parent.parent if record.folder else None
-    if study is None:
-        return []
-    for folder in (study / "gradcam", study / "gradcam" / "runs" / record.name):
-        g = folder / "gradcam.json"
+    for folder in (study.gradcam, study.gradcam_of(record.name)):
+        g = StudyDir.gallery_json(folder)
         if g.is_file() and json.loads(g.read_text()).get("run") == record.name:
             return sorted(p for p in folder.iterdir() if p.is_file())
     return []
@@ -260,7 +257,7 @@ def _gallery_files(record: RunRecord) -> list[Path]:
 def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_id: str,
                   existing: dict, result: ExportResult) -> None:
     label = trial_label(record.name, trial.seed)
-    fingerprint = _fingerprint([trial.dir / f for f in TRIAL_FILES], parent_id)
+    fingerprint = _fingerprint([trial.dir / f for f in ARTIFACT_FILES], parent_id)
     if _reuse(client, existing, label, fingerprint, result) is not None:
         return
     start = _start_ms(trial.config)
@@ -273,7 +270,7 @@ def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_i
 
     finals = [Metric(k, v, start, 0) for k, v in final_metrics(trial.final).items()]
     _log(client, run_id, _epoch_metrics(trial.rows, start) + finals, flat_params(trial.config))
-    for name in TRIAL_FILES:
+    for name in ARTIFACT_FILES:
         if (trial.dir / name).is_file():
             client.log_artifact(run_id, str(trial.dir / name))
     for split, ev in (trial.final.get("eval") or {}).items():
@@ -286,11 +283,12 @@ def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_i
     result.written.append(label)
 
 
-def _export_study_files(client, exp_id: str, study: Path, existing: dict,
+def _export_study_files(client, exp_id: str, study: StudyDir, existing: dict,
                         result: ExportResult) -> None:
     """The report, summary.json and plan as artifacts of one run labelled 'study'."""
-    files = [study / f for f in STUDY_FILES if (study / f).is_file()]
-    assets = study / "report_assets"
+    files = [f for f in (study.report_html, study.report_md, study.summary, study.plan)
+             if f.is_file()]
+    assets = study.report_assets
     fingerprint = _fingerprint(files + ([assets] if assets.is_dir() else []))
     if not files or _reuse(client, existing, "study", fingerprint, result) is not None:
         return
@@ -300,7 +298,7 @@ def _export_study_files(client, exp_id: str, study: Path, existing: dict,
     for path in files:
         client.log_artifact(run.info.run_id, str(path))
     if assets.is_dir():  # report.md's figures
-        client.log_artifacts(run.info.run_id, str(assets), "report_assets")
+        client.log_artifacts(run.info.run_id, str(assets), StudyDir.REPORT_ASSETS)
     client.set_terminated(run.info.run_id, "FINISHED")
     result.written.append("study")
 
@@ -333,8 +331,8 @@ def _export_trial_point(client, exp_id: str, study: Path, tuned: TuneResult, p: 
     from mlflow.entities import Metric
 
     label = f"tuning/{tuned.run}/trial-{p.number}"
-    folder = Path(study) / p.dir if p.dir else None
-    files = [folder / f for f in TRIAL_FILES] if folder else []
+    folder = StudyDir(study).dir / p.dir if p.dir else None
+    files = [folder / f for f in ARTIFACT_FILES] if folder else []
     chosen = p.number is not None and p.number == tuned.chosen
     fingerprint = _fingerprint(files, [parent_id, chosen, p.status])
     if _reuse(client, existing, label, fingerprint, result) is not None:

@@ -18,6 +18,7 @@ from resnorm.errors import UsageError
 from resnorm.gradcam.run import run_gradcam, study_gradcam
 from resnorm.gradcam.select import PER_CLASS
 from resnorm.rundir import BEST_FILE, RunDir
+from resnorm.studydir import StudyDir
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +45,11 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.run is not None:
         if not RunDir(args.run).has(BEST_FILE):
             raise UsageError(f"{args.run} is not a trained run folder (no best.pt)")
-        out = args.out or args.run / "gradcam"
+        out = args.out or RunDir(args.run).gradcam
         summary = run_gradcam(args.run, out, classes=classes, per_class=args.per_class,
                               seed=args.seed, device=args.device)
     elif args.study is not None:
-        out = args.out or args.study / "gradcam"
+        out = args.out or StudyDir(args.study).gradcam
         summary = study_gradcam(args.study, out, classes=classes, per_class=args.per_class,
                                 seed=args.seed, device=args.device)
     else:

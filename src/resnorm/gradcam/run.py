@@ -4,6 +4,7 @@ from resnorm.train.load_run (the data as the run scored it: val without its leak
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,7 @@ from resnorm.gradcam.maps import TOP_SHARE, pointing_game, val_boxes
 from resnorm.gradcam.select import PER_CLASS, choose_classes
 from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.execution.records import best_run, collect_runs, read_state, write_state
+from resnorm.studydir import StudyDir
 from resnorm.train import load_run
 
 
@@ -68,7 +70,7 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
         summary["faithfulness"] = _gallery_faithfulness(model, data, galleries, out_dir, seed)
         summary["corners"] = corner_mass(model, val.images, np.asarray(val.labels), data.mean,
                                          data.std, seed=seed)
-    (out_dir / "gradcam.json").write_text(json.dumps(summary, indent=2))
+    StudyDir.gallery_json(out_dir).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -98,7 +100,7 @@ def _gallery_pointing(galleries: list[ClassGallery]) -> dict | None:
 def _remove_previous_output(out_dir: Path) -> None:
     """Delete the files an earlier run_gradcam listed in out_dir/gradcam.json (and only those),
     so galleries of classes no longer chosen do not linger beside the new ones."""
-    previous = out_dir / "gradcam.json"
+    previous = StudyDir.gallery_json(out_dir)
     if not previous.is_file():
         return
     for c in json.loads(previous.read_text()).get("classes", []):
@@ -127,14 +129,17 @@ def _score_runs(run, boxes, score_runs, device: str, seed: int) -> dict | None:
 
 # --- a study's best run ------------------------------------------------------------------------
 
-def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class: int = 5,
-                  seed: int = 0, device: str = "auto", runs="best", faithful: bool = True) -> dict:
+def study_gradcam(study: str | Path, out: str | Path | None = None, *, classes=None,
+                  per_class: int = 5, seed: int = 0, device: str = "auto", runs="best",
+                  faithful: bool = True) -> dict:
     """Grad-CAM galleries of the study's best run (by mean val accuracy over its seeds; of
     those, the seed closest to the mean), pointing-game scores of every finished run (each
     its representative seed). `runs` ("best", "all", or a list of run names; the plan's
     `gradcam: runs:`) adds galleries of other runs in OUT/runs/<name>/; gradcam.json's
-    `variants` then lists each gallery's faithfulness and corner scores."""
-    study = Path(study)
+    `variants` then lists each gallery's faithfulness and corner scores. `out`: default
+    STUDY/gradcam."""
+    study = StudyDir(study)
+    out = Path(out) if out is not None else study.gradcam
     records = collect_runs(study)
     best = best_run(records)
     if best is None:
@@ -146,12 +151,12 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
     # (closest to that mean), not the luckiest
     summary.update(run=best.name, seed=best.representative.seed, seeds=best.seeds,
                    mean_val_acc=best.score("val", "acc"))
-    summary["variants"] = [_variant(summary, best, ".")] + [
-        _variant(run_gradcam(r.dir, Path(out) / "runs" / r.name, classes=classes,
+    summary["variants"] = [_variant(summary, best, out, out)] + [
+        _variant(run_gradcam(r.dir, StudyDir.galleries_of(out, r.name), classes=classes,
                              per_class=per_class, seed=seed, device=device, faithful=faithful),
-                 r, f"runs/{r.name}")
+                 r, StudyDir.galleries_of(out, r.name), out)
         for r in _extra_runs(records, runs, best)]
-    (Path(out) / "gradcam.json").write_text(json.dumps(summary, indent=2))
+    StudyDir.gallery_json(out).write_text(json.dumps(summary, indent=2))
     state = read_state(study)
     if state.get("gradcam_error"):  # an earlier failure is superseded
         state["gradcam_error"] = None
@@ -161,7 +166,8 @@ def study_gradcam(study: str | Path, out: str | Path, *, classes=None, per_class
 
 def _extra_runs(records, runs, best) -> list:
     """The finished runs besides the best that the plan's `gradcam: runs:` asks galleries of."""
-    finished = [r for r in records if r.ok and r.name != best.name and (r.dir / "best.pt").exists()]
+    finished = [r for r in records
+                if r.ok and r.name != best.name and RunDir(r.dir).has(BEST_FILE)]
     if runs in (None, "best"):
         return []
     if runs == "all":
@@ -173,8 +179,9 @@ def _extra_runs(records, runs, best) -> list:
     return [r for r in finished if r.name in names]
 
 
-def _variant(summary: dict, record, folder: str) -> dict:
-    """One gallery's line in gradcam.json's `variants`."""
-    return {"run": record.name, "norm": record.config.get("norm"), "dir": folder,
+def _variant(summary: dict, record, folder: Path, out: Path) -> dict:
+    """One gallery's line in gradcam.json's `variants` (`dir`: its folder, relative to `out`)."""
+    return {"run": record.name, "norm": record.config.get("norm"),
+            "dir": Path(os.path.relpath(folder, out)).as_posix(),
             "seed": record.representative.seed, "val_acc": summary.get("val_acc"),
             "faithfulness": summary.get("faithfulness"), "corners": summary.get("corners")}

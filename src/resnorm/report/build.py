@@ -23,47 +23,38 @@ from resnorm.report.summary import study_summary, write_summary
 from resnorm.study.plan.manifest import Design, read_manifest
 from resnorm.report.tuning import section_tuning
 from resnorm.study.plan.parse import DEFAULT_TOLERANCE
-from resnorm.study.execution.records import PLAN_FILE, collect_runs, read_state
+from resnorm.study.execution.records import collect_runs, read_state
 from resnorm.studydir import StudyDir
 
-ASSETS = "report_assets"
 
-
-def _plan_info(study: Path) -> dict:
+def _plan_info(study: StudyDir) -> dict:
     """The study's plan copy with the lr rule in words (as the study stated it)."""
-    plan = read_yaml(study / PLAN_FILE)
+    plan = read_yaml(study.plan)
     state = read_state(study)
     if state.get("lr_rule_text"):
         plan["lr_rule_text"] = state["lr_rule_text"]
     return plan
 
 
-def study_design(study: Path) -> Design:
-    """The design the study declared in its manifest. A study written before manifests gets
-    its plan copy's design, derived by the same plan-time code `resnorm study` runs; a folder
-    of runs without a plan, an empty one (results and curves, no comparisons)."""
+def study_design(study: StudyDir) -> Design:
+    """The design the study declared in its manifest; a folder of runs without a plan, an
+    empty one (results and curves, no comparisons). A study written before manifests never
+    gets here: collect_runs refuses it (StudyDir.check_current)."""
     manifest = read_manifest(study)
-    if manifest is not None:
-        return manifest.design
-    if not (study / PLAN_FILE).exists():  # run folders alone: no questions were declared
-        return Design()
-    from resnorm.study.plan.parse import load_plan
-    from resnorm.study.plan.resolve import plan_design, resolve_runs
-
-    plan = load_plan(study / PLAN_FILE)
-    return plan_design(plan, resolve_runs(plan))
+    return manifest.design if manifest is not None else Design()
 
 
 def build_report(study: str | os.PathLike) -> Report:
     """Read a study folder; build the report's document (plots are written to report_assets/)
     with the study's statistics in `report.summary` (the summary.json contract)."""
-    study = Path(study)
-    if not study.is_dir():
+    study = StudyDir(study)
+    if not study.dir.is_dir():
         raise UsageError(f"study folder {study} does not exist")
     runs = collect_runs(study)
     if not runs:
-        raise UsageError(f"{study} holds no runs (expected {study}/runs/<name>/ or {PLAN_FILE})")
-    assets = study / ASSETS
+        raise UsageError(f"{study} holds no runs (expected {study.run('<name>')}/ or "
+                         f"{study.plan})")
+    assets = study.report_assets
     assets.mkdir(exist_ok=True)
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
@@ -91,8 +82,8 @@ def build_report(study: str | os.PathLike) -> Report:
     finished = sum(r.final is not None for r in runs)
     subtitle = (f"{finished} of {len(runs)} runs finished · written "
                 f"{time.strftime('%Y-%m-%d %H:%M')} by resnorm {__version__}")
-    return Report(f"Normalization study: {study.resolve().name}", subtitle, sections, study,
-                  summary)
+    return Report(f"Normalization study: {study.dir.resolve().name}", subtitle, sections,
+                  study.dir, summary)
 
 
 def write_report(study: str | os.PathLike, pdf: bool = False) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ __all__ = ["faithfulness_blocks", "corner_blocks", "points_ci", "share_ci", "var
 
 
 def variants_of(g: dict) -> list[dict]:
-    """The galleries of gradcam.json: its `variants`, or (older files) the one gallery."""
+    """The galleries of gradcam.json: a study's `variants`, or a single run's one gallery."""
     return g.get("variants") or [{"run": g.get("run"), "norm": None, "val_acc": g.get("val_acc"),
                                   "faithfulness": g.get("faithfulness"),
                                   "corners": g.get("corners")}]

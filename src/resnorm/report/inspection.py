@@ -15,6 +15,7 @@ from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, prop
 from resnorm.report.roles import norm_kind
 from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.execution.records import RunRecord, read_state
+from resnorm.studydir import StudyDir
 
 
 def bin_gates(run: RunRecord) -> list[dict]:
@@ -71,7 +72,7 @@ def section_gates(runs: list[RunRecord], assets: Path) -> tuple[Section, dict | 
 def section_gradcam(study: Path, runs: list[RunRecord], summary: dict | None = None
                     ) -> tuple[Section, dict | None]:
     s = Section("Grad-CAM")
-    path = study / "gradcam" / "gradcam.json"
+    path = StudyDir.gallery_json(StudyDir(study).gradcam)
     error = read_state(study).get("gradcam_error")
     if error:
         s.add(Para(f"Grad-CAM failed in the last study run: {error} (the traceback was printed "
@@ -97,7 +98,7 @@ def section_gradcam(study: Path, runs: list[RunRecord], summary: dict | None = N
         s.add(Sub(c["name"]))
         if c.get("note"):
             s.add(Para(f"Note: {c['note']}."))
-        img = study / "gradcam" / c["png"]
+        img = StudyDir(study).gradcam / c["png"]
         if img.is_file():
             s.add(Img(img, f"{c['name']}: correctly classified (top row) and misclassified "
                            "(bottom row) validation images, Grad-CAM for the true class."))

@@ -60,8 +60,9 @@ class Roles:
 
 
 def resolved_runs(study: Path, runs: list[RunRecord]) -> dict[str, ResolvedRun]:
-    """Each run's resolved record from the study manifest; for a study written before
-    manifests, from the representative seed's config.yaml (all that such a study knew)."""
+    """Each run's resolved record from the study manifest; for a folder of runs without a
+    plan (no manifest), from the representative seed's config.yaml (all such a folder says).
+    A study written before manifests is refused before this (StudyDir.check_current)."""
     manifest = read_manifest(study)
     if manifest is not None:
         return manifest.resolved()

@@ -45,7 +45,8 @@ from resnorm.report.families import BEST_SET_METHOD, adjust_families
 from resnorm.report.roles import Roles
 from resnorm import statistics as st
 from resnorm.study.plan.manifest import Design
-from resnorm.study.execution.records import SUMMARY_FILE, RunRecord
+from resnorm.study.execution.records import RunRecord
+from resnorm.studydir import StudyDir
 
 __all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "TEST_METRICS",
            "METHOD", "primary_metric"]
@@ -420,6 +421,6 @@ def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
 
 
 def write_summary(study: Path, summary: dict) -> Path:
-    path = Path(study) / SUMMARY_FILE
+    path = StudyDir(study).summary
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
     return path

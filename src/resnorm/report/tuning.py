@@ -14,7 +14,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
-from resnorm.fileio import read_json
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bullets, Img, Para, Section, Table
 from resnorm.report.figures import save_figure
@@ -24,8 +23,7 @@ from resnorm.statistics.choice import choice_shares
 from resnorm.statistics.intervals import wilson_interval
 from resnorm.studydir import StudyDir
 from resnorm.study.tuning.results import (
-    CHOICE_FILE, TUNING_DIR, TrialPoint, TuneResult, curves_cross, expected_max, lr_text,
-    read_choices)
+    TrialPoint, TuneResult, curves_cross, expected_max, lr_text, read_choices, read_settings)
 
 __all__ = ["tuning_summary", "section_tuning", "budget_curves", "choice_noise",
            "STABLE_SHARE", "NOISE_RESAMPLES"]
@@ -51,7 +49,7 @@ def _val_predictions(study: Path, p: TrialPoint) -> list[tuple[np.ndarray, np.nd
     """Each seed's (val labels, val predictions) of a trial, None if a seed has none."""
     if p.dir is None:
         return None
-    folders = sorted(f for f in (Path(study) / p.dir).parent.iterdir()
+    folders = sorted(f for f in (StudyDir(study).dir / p.dir).parent.iterdir()
                      if StudyDir.seed_of(f) is not None)
     out = []
     for folder in folders:
@@ -296,7 +294,7 @@ def section_tuning(study: Path, summary: dict, assets: Path) -> Section | None:
     if not results:
         return None
     tuning = summary["tuning"] = tuning_summary(study, results)
-    settings = (read_json(Path(study) / TUNING_DIR / CHOICE_FILE) or {}).get("settings", {})
+    settings = read_settings(study)
     curves = budget_curves(results)
     sec = Section("Tuning: each run at its own learning rate")
     sec.add(_intro(settings, next(iter(results.values()))))

@@ -35,11 +35,11 @@ from resnorm.study.plan.options import StudyOptions
 from resnorm.study.plan.parse import Plan, load_plan, parse_seeds
 from resnorm.study.plan.resolve import experiment_settings, plan_design, resolve_runs
 from resnorm.study.datasets import check_scored_data, make_demo_data, prepare_data
-from resnorm.study.execution.records import PLAN_FILE
 from resnorm.study.execution.make_jobs import make_job, resolved_jobs, shard_of
-from resnorm.study.execution.slurm import LOG_DIR, slurm_settings
+from resnorm.study.execution.slurm import slurm_settings
 from resnorm.study.execution.state import OutcomeRecorder, StudyState
 from resnorm.study.execution.job import Job, Outcome
+from resnorm.studydir import StudyDir
 
 __all__ = ["PreparedStudy", "study_plan", "prepare_study", "tune_study", "train_study",
            "study_executor", "held_elsewhere", "torch_threads"]
@@ -81,7 +81,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     from resnorm.distributed import DistInfo, in_turn, init_from_env, launched_world_size
     from resnorm.train import device_type
 
-    folder, options = Path(out), options.checked()
+    folder, options = StudyDir(out), options.checked()
     if plan.tune is not None:  # a plan to tune without Optuna: refused before anything runs
         from resnorm.study.tuning.engine import require_optuna
 
@@ -103,15 +103,15 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
         data = Path(options.data)
     cache = options.cache
     if options.executor == "slurm" and cache is None and not os.environ.get("RESNORM_CACHE"):
-        cache = str(folder / "cache")  # where every node can read it: beside the runs
+        cache = str(folder.cache)  # where every node can read it: beside the runs
     configs = [run.config for run in runs.values()]
     caches = in_turn(info, lambda: prepare_data(data, configs, cache, options.progress))
     # all checked before any training (a plan to be tuned: its folders once the lrs are chosen)
     jobs = resolved_jobs(runs.values(), data, caches, folder, check=plan.tune is None)
     check_scored_data(jobs, say)
-    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    folder.runs.mkdir(parents=True, exist_ok=True)
     if info.is_main:
-        atomic_write_text(folder / PLAN_FILE,
+        atomic_write_text(folder.plan,
                           yaml.safe_dump(plan.to_yaml_dict(), sort_keys=False))
     state = StudyState(folder, plan, str(data), write=info.is_main)
     # every job resolved, nothing trained yet: the study as declared, for whoever reads it
@@ -123,7 +123,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
     if options.shard is not None:  # Grad-CAM and the report: an unsharded run's
         todo = shard_of(jobs, options.shard, say)
         options = dataclasses.replace(options, gradcam=False, report=False, mlflow=None)
-    return PreparedStudy(folder, plan, options, Path(data), state, jobs, todo, say, design,
+    return PreparedStudy(folder.dir, plan, options, Path(data), state, jobs, todo, say, design,
                          runs, caches)
 
 
@@ -134,7 +134,6 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
     with every final job at its chosen lr and the manifest rewritten with those configs."""
     if study.plan.tune is None:
         return study
-    from resnorm.study.tuning.results import TUNING_DIR
     from resnorm.study.tuning.phase import apply_choices, tune_phase
 
     waiting = dataclasses.replace(study, options=dataclasses.replace(
@@ -142,7 +141,7 @@ def tune_study(study: PreparedStudy) -> PreparedStudy:
     recorder = OutcomeRecorder(study.state, "tuning")
 
     def execute(trials: list[Job], say) -> list[Outcome]:
-        logs = study.folder / TUNING_DIR / LOG_DIR
+        logs = StudyDir(study.folder).tuning_slurm
         return study_executor(waiting, recorder, trials, logs=logs).run(trials, say)
 
     make = functools.partial(make_job, data=study.data, caches=study.caches)
@@ -196,7 +195,7 @@ def study_executor(study: PreparedStudy, recorder: OutcomeRecorder, todo: list[J
     if options.executor == "slurm":
         return make_executor("slurm", threads=plan.threads, recorder=recorder,
                              slurm_settings=slurm_settings(plan.slurm, options.slurm),
-                             folder=logs or study.folder / LOG_DIR, finish=finish)
+                             folder=logs or StudyDir(study.folder).slurm, finish=finish)
     jobs = jobs_that_fit(todo, options.jobs, plan.threads, study.say)
     return make_executor("local", jobs=jobs, threads=plan.threads, progress=options.progress,
                          recorder=recorder)

@@ -7,9 +7,9 @@ from typing import Iterable
 
 from resnorm.errors import UsageError
 from resnorm.rundir import RunDir
+from resnorm.studydir import StudyDir
 from resnorm.study.datasets import data_key
 from resnorm.study.plan.manifest import ResolvedRun
-from resnorm.study.execution.records import trial_dir
 from resnorm.study.execution.job import Job
 
 __all__ = ["resolved_jobs", "make_job", "shard_of"]
@@ -20,7 +20,7 @@ def resolved_jobs(runs: Iterable[ResolvedRun], data: str | Path, caches: dict, s
     """Each (run, seed) of the resolved runs as a Job, in plan order and then seed order
     (checked now, so a bad plan fails before training). check=False: do not compare with
     what the folders hold (a plan to be tuned: its final settings are not known yet)."""
-    return [make_job(run, run.config, seed, trial_dir(study, run.name, seed), run.lr_note,
+    return [make_job(run, run.config, seed, StudyDir(study).trial(run.name, seed), run.lr_note,
                      data=data, caches=caches, check=check)
             for run in runs for seed in run.seeds]
 

@@ -3,37 +3,24 @@
 Read by the runner (what is finished), the report and Grad-CAM. This module imports nothing
 of the runner, training or the report, so the report can read a study without them.
 
-Layout: STUDY/plan.yaml (the plan as run), STUDY/study.json (what the study did to each
-(run, seed)), STUDY/runs/<name>/seed-<s>/ (one trained model: see resnorm.train.run), and
-STUDY/summary.json (the statistics, written with the report). A study written before seeds
-existed has the run's files in runs/<name>/ itself; it reads as one trial of its config's seed.
+The folder's paths are a StudyDir's (resnorm.studydir), a run folder's files a RunDir's, and
+a trial's status is RunDir.status with the study's record of it. A study an older version
+wrote is refused in one line (StudyDir.check_current) before anything is read.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json, read_yaml
-from resnorm.rundir import RunDir
+from resnorm.rundir import OK_STATUSES, RunDir
 from resnorm.studydir import StudyDir
 
-__all__ = ["PLAN_FILE", "STATE_FILE", "SUMMARY_FILE", "OK_STATUSES", "Trial", "RunRecord",
-           "trial_dir", "trial_label", "read_state", "write_state", "collect_runs", "best_run"]
-
-PLAN_FILE = StudyDir.PLAN        # the study's copy of its plan
-STATE_FILE = StudyDir.STATE      # per-(run, seed) outcome as the study saw it (failures, lr)
-SUMMARY_FILE = StudyDir.SUMMARY  # the statistics of the study (resnorm.report.summary)
-OK_STATUSES = ("completed", "early_stopped")
-_SEED_DIR = re.compile(r"^seed-(-?\d+)$")
-
-
-def trial_dir(study: Path, name: str, seed: int) -> Path:
-    """Where (run `name`, `seed`) trains: STUDY/runs/<name>/seed-<seed>/."""
-    return StudyDir(study).trial(name, seed)
+__all__ = ["Trial", "RunRecord", "trial_label", "read_state", "write_state", "collect_runs",
+           "best_run"]
 
 
 def trial_label(name: str, seed: int) -> str:
@@ -47,7 +34,7 @@ class Trial:
 
     seed: int | None
     dir: Path
-    status: str  # completed | early_stopped | diverged | failed | interrupted | not started
+    status: str  # resnorm.rundir.STATUSES
     config: dict
     final: dict | None
     rows: list[dict]
@@ -175,36 +162,27 @@ class RunRecord:
                 [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs])
 
 
-def read_state(study: Path) -> dict:
-    return read_json(study / STATE_FILE) or {"runs": {}}
+def read_state(study: str | os.PathLike) -> dict:
+    return read_json(StudyDir(study).state) or {"runs": {}}
 
 
-def write_state(study: Path, state: dict) -> None:
-    atomic_write_text(study / STATE_FILE, json.dumps(state, indent=2) + "\n")
+def write_state(study: str | os.PathLike, state: dict) -> None:
+    atomic_write_text(StudyDir(study).state, json.dumps(state, indent=2) + "\n")
 
 
 def collect_runs(study: str | os.PathLike) -> list[RunRecord]:
     """Every run of a study: the plan's runs in plan order, then any other run folders."""
-    study = Path(study)
-    plan_raw = read_yaml(study / PLAN_FILE)
-    planned = [str(r["name"]) for r in plan_raw.get("runs", [])
+    folder = StudyDir(study)
+    folder.check_current()
+    planned = [str(r["name"]) for r in read_yaml(folder.plan).get("runs", [])
                if isinstance(r, dict) and "name" in r]
-    found = sorted(p.name for p in (study / "runs").glob("*") if p.is_dir())
-    state = read_state(study).get("runs", {})
+    state = read_state(folder).get("runs", {})
     records = []
-    for name in planned + [n for n in found if n not in planned]:
-        run_dir = study / "runs" / name
-        seeds = sorted((int(m.group(1)), p) for p in run_dir.glob("seed-*")
-                       if p.is_dir() and (m := _SEED_DIR.match(p.name)))
-        if seeds:
-            trials = [_read_trial(d, seed, state.get(trial_label(name, seed), {}))
-                      for seed, d in seeds]
-        elif RunDir(run_dir).started:  # a study from before seeds: the run's files are here
-            trials = [_read_trial(run_dir, None, state.get(name, {}))]
-        else:
-            trials = [_not_started(run_dir, seed, state.get(trial_label(name, seed), {}))
-                      for seed in _planned_seeds(state, name)]
-        records.append(RunRecord(name, trials, name in planned, run_dir))
+    for name in planned + [n for n in folder.run_names() if n not in planned]:
+        seeds = [seed for seed, _ in folder.seed_folders(name)] or _planned_seeds(state, name)
+        trials = [_read_trial(folder.trial(name, seed), seed,
+                              state.get(trial_label(name, seed), {})) for seed in seeds]
+        records.append(RunRecord(name, trials, name in planned, folder.run(name)))
     return records
 
 
@@ -215,26 +193,11 @@ def _planned_seeds(state: dict, name: str) -> list[int]:
                   if k.startswith(prefix) and k[len(prefix):].lstrip("-").isdigit())
 
 
-def _not_started(run_dir: Path, seed: int, entry: dict) -> Trial:
-    status = "failed" if entry.get("status") == "failed" else "not started"
-    return Trial(seed, run_dir / f"seed-{seed}", status, {}, None, [],
-                 entry.get("error") if status == "failed" else None)
-
-
-def _read_trial(run_dir: Path, seed: int | None, entry: dict) -> Trial:
-    run = RunDir(run_dir)
-    final, rows, config = run.final(), run.metrics(), run.config()
-    if final is not None:
-        status = final.get("status", "completed")
-    elif entry.get("status") == "failed":
-        status = "failed"
-    elif run.resumable:
-        status = "interrupted"
-    else:
-        status = "not started"
-    if seed is None:
-        seed = config.get("seed")
-    return Trial(seed, run_dir, status, config, final, rows,
+def _read_trial(folder: Path, seed: int, entry: dict) -> Trial:
+    """A (run, seed) as its folder and study.json's `entry` say (any state, even no folder)."""
+    run = RunDir(folder)
+    status = run.status(entry.get("status"))
+    return Trial(seed, folder, status, run.config(), run.final(), run.metrics(),
                  entry.get("error") if status == "failed" else None)
 
 

@@ -35,12 +35,12 @@ from resnorm.study.execution.locks import CLAIM_FILE, held_by
 from resnorm.study.plan.parse import parse_time_limit
 from resnorm.study.execution.slurm_queue import squeue_live, squeue_states, submitit_states
 from resnorm.study.execution.job import Job, Outcome, busy, train_locked, train_one
+from resnorm.studydir import StudyDir
 
-__all__ = ["LOG_DIR", "TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
+__all__ = ["TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
            "TrainTask", "FinishStudy"]
 
-LOG_DIR = "slurm"          # STUDY/slurm/: submitit's pickles, each task's log
-TASKS_FILE = "tasks.json"  # STUDY/slurm/tasks.json: job label -> the SLURM task training it
+TASKS_FILE = StudyDir.SLURM_TASKS  # in the log folder: job label -> the task training it
 MAX_REQUEUES = 50  # time limits a task may hit, each resumed from last.pt, before it fails
 
 

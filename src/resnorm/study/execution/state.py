@@ -13,7 +13,8 @@ from typing import Any
 
 from resnorm.errors import ResourceError
 from resnorm.study.plan.parse import Plan
-from resnorm.study.execution.records import STATE_FILE, read_state, write_state
+from resnorm.study.execution.records import read_state, write_state
+from resnorm.studydir import StudyDir
 from resnorm.study.execution.job import Job, Outcome, summary_line
 
 __all__ = ["StudyState", "OutcomeRecorder", "Tally"]
@@ -23,7 +24,7 @@ class StudyState:
     """STUDY/study.json: what the study did to each run (kept across re-runs)."""
 
     def __init__(self, study: Path, plan: Plan, data: str, write: bool = True) -> None:
-        self.path, self.write = study / STATE_FILE, write  # write: False on ranks other than 0
+        self.folder, self.write = StudyDir(study), write  # write: False on ranks other than 0
         # what this process says about the study, over whatever the file holds
         self.header = {"data": data, "lr_rule": plan.lr_rule,
                        "base_batch_size": plan.base_batch_size,
@@ -44,7 +45,7 @@ class StudyState:
         # into one file: under its lock, start from what is on disk now, so that what the
         # others wrote meanwhile is kept.
         with self._lock():
-            data = {**read_state(self.path.parent), **self.header}
+            data = {**read_state(self.folder), **self.header}
             data.setdefault("runs", {})
             change(data)
             self.data = data
@@ -53,11 +54,11 @@ class StudyState:
     def _lock(self):
         import filelock
 
-        return filelock.FileLock(str(self.path.with_name(".study.json.lock")), timeout=60)
+        return filelock.FileLock(str(self.folder.state_lock), timeout=60)
 
     def _save(self) -> None:
         if self.write:
-            write_state(self.path.parent, self.data)
+            write_state(self.folder, self.data)
 
 
 class OutcomeRecorder:

@@ -20,8 +20,8 @@ from resnorm.studydir import StudyDir
 __all__ = ["Design", "BatchMember", "Manifest", "ResolvedRun", "MANIFEST_KEY",
            "MANIFEST_VERSION", "read_manifest"]
 
-MANIFEST_KEY = "manifest"   # study.json's key holding it
-MANIFEST_VERSION = 2        # 2: each run's entry is a ResolvedRun (lr, lr_rule, batch, tuned)
+MANIFEST_KEY = StudyDir.MANIFEST_KEY  # study.json's key holding it
+MANIFEST_VERSION = StudyDir.MANIFEST_VERSION  # 2: each run's entry is a ResolvedRun
 
 
 @dataclass
@@ -58,8 +58,9 @@ class ResolvedRun:
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "ResolvedRun":
-        """A manifest's run entry (a version-1 manifest has config, seeds and lr_note only:
-        lr and batch are read from its config, which is all that version knew)."""
+        """A manifest's run entry; for a folder of runs without a manifest, `d` holds only a
+        run's config and seeds: lr and batch are read from its config (a study with a
+        version-1 manifest is refused: StudyDir.check_current)."""
         config = dict(d.get("config") or {})
         return cls(name, config, [int(s) for s in d.get("seeds") or []],
                    float(d.get("lr", config.get("lr") or 0.0)), str(d.get("lr_note") or ""),
@@ -177,7 +178,8 @@ class Manifest:
 
 
 def read_manifest(study: str | Path) -> Manifest | None:
-    """The manifest of a study folder, or None for a study written before manifests."""
+    """The manifest of a study folder, or None for a folder of runs without a plan (a study
+    written before manifests is refused: resnorm.studydir.StudyDir.check_current)."""
     state = read_json(StudyDir(study).state) or {}
     raw = state.get(MANIFEST_KEY)
     return Manifest.from_dict(raw) if isinstance(raw, dict) else None

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from resnorm.errors import UsageError
 from resnorm.study.plan.tune_settings import QMC_SEED, TuneSettings
-from resnorm.study.tuning.results import JOURNAL_FILE, TUNING_DIR, lr_text
+from resnorm.study.tuning.results import lr_text
+from resnorm.studydir import StudyDir
 
 __all__ = ["require_optuna", "journal_storage", "ask_trials", "tell_trials", "best_trial"]
 
@@ -49,7 +50,7 @@ def journal_storage(study: Path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = Path(study) / TUNING_DIR / JOURNAL_FILE
+    path = StudyDir(study).tuning_journal
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -58,7 +59,7 @@ def journal_storage(study: Path):
 def _locked(study: Path):
     import filelock
 
-    lock = Path(study) / TUNING_DIR / ".journal.lock"
+    lock = StudyDir(study).tuning_journal_lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(lock), timeout=600):
         yield journal_storage(study)

@@ -27,8 +27,9 @@ from resnorm.study.plan.manifest import Design, ResolvedRun
 from resnorm.study.plan.parse import Plan
 from resnorm.study.tuning import engine
 from resnorm.study.tuning.results import (
-    TrialPoint, TuneResult, edges_of, lr_text, point_name, read_point, trial_folder,
+    TrialPoint, TuneResult, edges_of, lr_text, point_name, read_point,
     write_choices)
+from resnorm.studydir import StudyDir
 
 __all__ = ["tuned_runs", "shared_lrs", "tune_phase", "apply_choices", "choice_line",
            "search_text"]
@@ -88,7 +89,7 @@ def _trial_jobs(plan: Plan, study: Path, run: ResolvedRun, trials: list,
         name = point_name(lr, wd)
         label = TrialRun(f"{run.name}@{name.replace('-wd-', ',wd=').replace('lr-', 'lr=')}")
         note = f"tuning trial {t.number}: {name.replace('-wd-', ', wd ').replace('-', ' ')}"
-        folders = [trial_folder(study, run.name, name, seed) for seed in seeds]
+        folders = [StudyDir(study).tuning_trial(run.name, name, seed) for seed in seeds]
         point = TrialPoint(lr, "not started", None, weight_decay=wd, params=dict(t.params),
                            number=t.number, untuned=bool(t.user_attrs.get(engine.UNTUNED)),
                            dir=str(folders[0].relative_to(study)))

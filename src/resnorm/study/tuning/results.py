@@ -1,9 +1,10 @@
 """The tuning phase's folder as data: trials, their scores, the choice, expected-max curves.
 
-Layout: STUDY/tuning/<run>/lr-<lr>[-wd-<wd>]/seed-<s>/ (one trial's job per seed: an ordinary
-run folder, named by the setting it trains), STUDY/tuning/tuning.json (what the phase chose,
-`write_choices`), STUDY/tuning/journal.log (the Optuna journal: one Optuna study per tuned
-run, whose sampler drew the trials, resnorm.study.tuning.engine).
+Layout (resnorm.studydir.StudyDir): STUDY/tuning/<run>/lr-<lr>[-wd-<wd>]/seed-<s>/ (one
+trial's job per seed: an ordinary run folder, read through RunDir, named by the setting it
+trains), STUDY/tuning/tuning.json (what the phase chose, `write_choices`),
+STUDY/tuning/journal.log (the Optuna journal: one Optuna study per tuned run, whose sampler
+drew the trials, resnorm.study.tuning.engine).
 
 Choosing is a function of train and val alone: a trial's score is read from its
 metrics.csv val column (the robust score: the median of the last epochs), never from its
@@ -19,30 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from resnorm.fileio import atomic_write_text, read_json
+from resnorm.rundir import OK_STATUSES, RunDir
+from resnorm.studydir import StudyDir, lr_text, point_name
 
-__all__ = ["TUNING_DIR", "CHOICE_FILE", "JOURNAL_FILE", "TrialPoint", "TuneResult",
-           "lr_text", "point_name", "trial_folder", "robust_score", "read_point", "edges_of",
-           "write_choices", "read_choices", "expected_max", "curves_cross"]
-
-TUNING_DIR = "tuning"
-CHOICE_FILE = "tuning.json"
-JOURNAL_FILE = "journal.log"
-_OK = ("completed", "early_stopped")
-
-
-def lr_text(lr: float) -> str:
-    """How an lr is written in folder names and lines: 6 significant digits."""
-    return f"{lr:.6g}"
-
-
-def point_name(lr: float, weight_decay: float | None = None) -> str:
-    """A trial's folder name: the setting it trains, 'lr-0.08' or 'lr-0.08-wd-0.0005'."""
-    return f"lr-{lr_text(lr)}" + (f"-wd-{lr_text(weight_decay)}" if weight_decay is not None
-                                  else "")
-
-
-def trial_folder(study: Path, run: str, point: str, seed: int) -> Path:
-    return Path(study) / TUNING_DIR / run / point / f"seed-{seed}"
+__all__ = ["TrialPoint", "TuneResult", "lr_text", "point_name", "robust_score", "read_point",
+           "edges_of", "write_choices", "read_choices", "read_settings", "expected_max",
+           "curves_cross"]
 
 
 @dataclass
@@ -100,27 +83,17 @@ def robust_score(rows: list[dict], column: str, last_epochs: int) -> float | Non
     return statistics.median(values[-last_epochs:]) if values else None
 
 
-def _trial_status(folder: Path) -> tuple[str, dict | None]:
-    final = read_json(folder / "final.json")
-    if final is not None:
-        status = final.get("status", "completed")
-        return ("ok" if status in _OK else status), final
-    if (folder / "error.txt").exists():
-        return "failed", None
-    return ("interrupted" if (folder / "last.pt").exists() else "not started"), None
-
-
 def read_point(folders: list[Path], lr: float, column: str, last_epochs: int) -> TrialPoint:
     """A trial from its seeds' folders. One diverged or failed seed makes the trial diverged
     or failed: a setting that is unstable for some seeds is never chosen."""
-    from resnorm.metrics import read_metrics_csv
-
     statuses, scores, images = [], [], None
     for folder in folders:
-        status, final = _trial_status(folder)
+        run = RunDir(folder)
+        final, status = run.final(), run.status()
+        status = "ok" if status in OK_STATUSES else status
         statuses.append(status)
-        rows = read_metrics_csv(folder / "metrics.csv") if status == "ok" else []
-        scores.append(robust_score(rows, column, last_epochs) if status == "ok" else None)
+        scores.append(robust_score(run.metrics(), column, last_epochs) if status == "ok"
+                      else None)
         if final is not None:  # the count of scored val images only, not a test score
             images = ((final.get("splits") or {}).get("val") or {}).get("scored", images)
     for worst in ("failed", "diverged", "interrupted", "not started"):
@@ -145,7 +118,7 @@ def edges_of(points: list[TrialPoint], chosen: TrialPoint) -> dict[str, str]:
 
 
 def write_choices(study: Path, results: dict[str, TuneResult], settings: dict) -> Path:
-    path = Path(study) / TUNING_DIR / CHOICE_FILE
+    path = StudyDir(study).tuning_choice
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"settings": settings, "runs": {name: asdict(r) for name, r in results.items()}}
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
@@ -153,15 +126,19 @@ def write_choices(study: Path, results: dict[str, TuneResult], settings: dict) -
 
 
 def read_choices(study: Path) -> dict[str, TuneResult]:
-    """STUDY/tuning/tuning.json as TuneResults ({} for a study without tuning; a study tuned
-    before the sampler chose the trials has a `grid` of lr points, read as its trials)."""
-    data = read_json(Path(study) / TUNING_DIR / CHOICE_FILE) or {}
+    """STUDY/tuning/tuning.json as TuneResults ({} for a study without tuning; one tuned
+    before the sampler chose the trials is refused by StudyDir.check_current)."""
+    data = read_json(StudyDir(study).tuning_choice) or {}
     out = {}
     for name, entry in (data.get("runs") or {}).items():
-        entry = dict(entry)
-        points = [TrialPoint(**p) for p in entry.pop("trials", None) or entry.pop("grid", [])]
+        points = [TrialPoint(**p) for p in entry.get("trials", [])]
         out[name] = TuneResult(**{**entry, "trials": points})
     return out
+
+
+def read_settings(study: Path) -> dict:
+    """The tune: settings the phase ran with (tuning.json's `settings`; {} without tuning)."""
+    return (read_json(StudyDir(study).tuning_choice) or {}).get("settings", {})
 
 
 def expected_max(scores: list[float], n: int) -> float:
