@@ -102,6 +102,45 @@ def imagefolder_loader(root: Path, size: int, batch_size: int, workers: int, mea
         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
+def decode_once(root: Path, cache: Path, files: list[str], size: int, workers: int) -> None:
+    """1. the dataset decoded once: plain PIL against prepare, in 1 and `workers` processes."""
+    n = len(files)
+    print("\n1. decode the dataset once (images/s, higher is better)")
+    pil_1 = time_plain_pil(files, size, 1)
+    pil_n = time_plain_pil(files, size, workers)
+    prep_1 = time_prepare(root, size, 1, cache)
+    prep_n = time_prepare(root, size, workers, cache)
+    for label, seconds in (("plain PIL, 1 process", pil_1),
+                           (f"plain PIL, {workers} processes", pil_n),
+                           ("prepare, 1 process", prep_1),
+                           (f"prepare, {workers} processes", prep_n)):
+        print(f"   {label:<28} {n / seconds:9.1f} img/s  ({seconds:.2f} s)")
+    print(f"   prepare ({workers}) vs plain PIL (1):  {pil_1 / prep_n:6.2f}x")
+    print(f"   prepare ({workers}) vs plain PIL ({workers}):  {pil_n / prep_n:6.2f}x"
+          f"   (draft mode and less work per image; prepare also hashes, audits, writes)")
+    print(f"   prepare (1) vs plain PIL (1):  {pil_1 / prep_1:6.2f}x")
+
+
+def one_epoch(root: Path, cache: Path, args: argparse.Namespace, device) -> None:
+    """2. one training epoch of batches: BatchStream against ImageFolder + DataLoader."""
+    print(f"\n2. one training epoch, batch {args.batch_size}, augmentation on, no model")
+    data = load_cache(cache)
+    train = data.splits["train"]
+    stream = BatchStream(train.images, train.labels, args.batch_size, device=device,
+                         mean=data.mean, std=data.std, shuffle=True, augment=True, seed=0,
+                         drop_last=True)
+    t_stream = time_epochs(stream, device)
+    loader = imagefolder_loader(root, args.size, args.batch_size, args.workers, data.mean,
+                                data.std, device)
+    t_loader = time_epochs(loader, device)
+    images = len(stream) * args.batch_size
+    print(f"   ImageFolder + DataLoader ({args.workers} workers) {t_loader:8.3f} s/epoch "
+          f"({images / t_loader:9.1f} img/s)")
+    print(f"   BatchStream (split on device: {stream.on_device})  {t_stream:8.4f} s/epoch "
+          f"({images / t_stream:9.1f} img/s)")
+    print(f"   BatchStream vs DataLoader:  {t_loader / t_stream:8.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
@@ -126,42 +165,10 @@ def main() -> None:
         if not (root / "train").exists():
             make_photos(root, args.images, tuple(args.photo_side))
         files = sorted(str(p) for p in root.rglob("*.jpg"))
-        n = len(files)
-        # warm the page cache so that both sides read from memory
-        for f in files:
+        for f in files:  # warm the page cache so that both sides read from memory
             Path(f).read_bytes()
-
-        print("\n1. decode the dataset once (images/s, higher is better)")
-        pil_1 = time_plain_pil(files, args.size, 1)
-        pil_n = time_plain_pil(files, args.size, args.workers)
-        prep_1 = time_prepare(root, args.size, 1, cache)
-        prep_n = time_prepare(root, args.size, args.workers, cache)
-        for label, seconds in (("plain PIL, 1 process", pil_1),
-                               (f"plain PIL, {args.workers} processes", pil_n),
-                               ("prepare, 1 process", prep_1),
-                               (f"prepare, {args.workers} processes", prep_n)):
-            print(f"   {label:<28} {n / seconds:9.1f} img/s  ({seconds:.2f} s)")
-        print(f"   prepare ({args.workers}) vs plain PIL (1):  {pil_1 / prep_n:6.2f}x")
-        print(f"   prepare ({args.workers}) vs plain PIL ({args.workers}):  {pil_n / prep_n:6.2f}x"
-              f"   (draft mode and less work per image; prepare also hashes, audits, writes)")
-        print(f"   prepare (1) vs plain PIL (1):  {pil_1 / prep_1:6.2f}x")
-
-        print(f"\n2. one training epoch, batch {args.batch_size}, augmentation on, no model")
-        data = load_cache(cache)
-        train = data.splits["train"]
-        stream = BatchStream(train.images, train.labels, args.batch_size, device=device,
-                             mean=data.mean, std=data.std, shuffle=True, augment=True, seed=0,
-                             drop_last=True)
-        t_stream = time_epochs(stream, device)
-        loader = imagefolder_loader(root, args.size, args.batch_size, args.workers, data.mean,
-                                    data.std, device)
-        t_loader = time_epochs(loader, device)
-        images = len(stream) * args.batch_size
-        print(f"   ImageFolder + DataLoader ({args.workers} workers) {t_loader:8.3f} s/epoch "
-              f"({images / t_loader:9.1f} img/s)")
-        print(f"   BatchStream (split on device: {stream.on_device})  {t_stream:8.4f} s/epoch "
-              f"({images / t_stream:9.1f} img/s)")
-        print(f"   BatchStream vs DataLoader:  {t_loader / t_stream:8.1f}x")
+        decode_once(root, cache, files, args.size, args.workers)
+        one_epoch(root, cache, args, device)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
