@@ -54,9 +54,7 @@ def run_gradcam(run_dir: str | Path, out_dir: str | Path, *, data=None,
         else float("nan"),
         "target_layers": [n for n, m in model.named_modules()
                           if any(m is layer for layer in model.gradcam_layers())],
-        "map_size": int(data.size),
-        "per_class": per_class,
-        "note": note,
+        "map_size": int(data.size), "per_class": per_class, "note": note,
         "classes": [g.to_json() for g in galleries],
         "concentration": {kind: _mean([t["concentration"] for g in galleries
                                        for t in getattr(g, kind)])
