@@ -15,9 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# pytest-xdist: one worker per core; --dist loadfile keeps a test file on one worker, so that
+# its module fixtures (a trained study, a torchrun launch) are built once.
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 demo: setup
 	$(BIN)/resnorm study --synthetic $(DEMO_DATA) --plan configs/demo.yaml --out $(DEMO_OUT) --jobs 2

@@ -6,7 +6,18 @@
 """
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Under pytest-xdist (`make test` runs `-n auto`) each worker gets its share of the cores: the
+# intra-op threads of two workers would otherwise fight over the same cores (and threads spin
+# while they wait, which costs more than they compute for these tiny models). Set before torch
+# is imported, so torch and every process a test starts follow it.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (_cores or 1) // _workers)))
 
 SYNTH_CLASSES = ["Cattle-Egret", "Common-Myna", "Coppersmith-Barbet", "Indian-Peacock",
                  "White-Breasted-Kingfisher"]
