@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from resnorm.errors import UsageError
+from resnorm.rundir import ERROR_FILE
 from resnorm.study.plan.options import StudyOptions
+from resnorm.studydir import StudyDir
 
 __all__ = ["configure_parser", "study_options", "exit_status", "exit_on_sigterm"]
 
@@ -227,7 +229,8 @@ def exit_status(result, executor: str) -> int:
         return 0
     status = 0
     if result.failed:
-        where = "the lines above" if executor == "slurm" else "runs/<name>/seed-<s>/error.txt"
+        where = ("the lines above" if executor == "slurm"
+                 else StudyDir(".").trial("<name>", "<s>") / ERROR_FILE)
         print(f"resnorm study: {len(result.failed)} job(s) failed: {', '.join(result.failed)} "
               f"(see {where}; re-run to retry them)", file=sys.stderr)
         status = 1
