@@ -44,7 +44,6 @@ SYNTHETIC_KEYS = ("num_classes", "class_names", "train_per_class", "val_per_clas
 # epochs (metric: accuracy/F1, absolute; loss: relative) and after the first epoch, before
 # rounding differences have compounded (first_epoch: both kinds).
 DEFAULT_TOLERANCE = {"metric": 0.02, "loss": 0.05, "first_epoch": 0.01}
-OK_STATUSES = ("completed", "early_stopped")
 
 
 # --- the plan ---------------------------------------------------------------------------------
