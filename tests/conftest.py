@@ -51,3 +51,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files with slow tests (`@pytest.mark.slow`: end to end, seconds each) first, each
+    file's tests in their order. Under pytest-xdist (`--dist loadfile`: a file per worker at a
+    time) the long files start at once and the short ones fill in around them, instead of one
+    long file running alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

@@ -130,6 +130,7 @@ def assert_rank_split_of(ranks, kind, want):
             torch.testing.assert_close(g["buffers"][name], buffer, **TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", SYNCED + PER_SAMPLE)
 def test_two_ranks_equal_one_process_with_the_global_batch(ranks, data, kind):
     """Synced bn/bin and per-sample in/ln/gn: the single-process layer (fast path, unsynced)
@@ -143,6 +144,7 @@ def test_per_sample_norms_have_no_sync_switch():
         assert not any(isinstance(m, BatchNorm2d) for m in make_norm(kind, C).modules())
 
 
+@pytest.mark.slow
 def test_unsynced_bn_normalizes_each_rank_by_its_own_batch(ranks, data):
     inputs, upstreams = data
     for rank, got in enumerate(ranks):
@@ -179,6 +181,7 @@ def test_enable_sync_switches_our_batch_norms_only():
         assert not any(getattr(m, "sync", False) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_collective_helpers(ranks):
     for rank, got in enumerate(ranks):
         assert got["first_bad"] == [want for _, want in FIRST_BAD]

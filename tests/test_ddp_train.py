@@ -42,7 +42,8 @@ from resnorm.train.loop import evaluate
 from resnorm.train.runtime import Runtime, make_stream
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+pytestmark = [pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed"),
+              pytest.mark.slow]
 
 # What the 2-rank run and the single-process run share; they differ only in the batch per
 # process (8 on each of 2 ranks vs 16 in one) and in sync_bn (a no-op in one process).

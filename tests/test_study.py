@@ -145,10 +145,12 @@ def mini(tmp_path_factory):
             "out": out.getvalue(), "err": err.getvalue()}
 
 
+@pytest.mark.slow
 def test_quiet_prints_one_line_per_run_and_no_epoch_lines(mini):
     assert "epoch 1/" not in mini["out"] + mini["err"]
 
 
+@pytest.mark.slow
 def test_runs_in_order_with_a_summary_line_each(mini):
     lines = [line for line in mini["out"].splitlines() if line.startswith("[")]
     assert [line.split()[1] for line in lines] == ["torch_bn/seed-0", "bn/seed-0", "gn_b8/seed-0",
@@ -161,6 +163,7 @@ def test_runs_in_order_with_a_summary_line_each(mini):
     assert "linear scaling" in mini["out"].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_and_the_study_goes_on(mini):
     study = mini["study"]
     assert mini["code"] == 1
@@ -182,6 +185,7 @@ def test_a_failed_run_is_recorded_and_the_study_goes_on(mini):
     assert "linear rule, batch 8" in state["runs"]["gn_b8/seed-0"]["lr_note"]
 
 
+@pytest.mark.slow
 def test_data_is_prepared_once_and_shared(mini):
     caches = [p for p in (mini["base"] / "cache").iterdir() if not p.name.startswith(".")]
     assert len(caches) == 1
@@ -190,6 +194,7 @@ def test_data_is_prepared_once_and_shared(mini):
         assert cfg["data"] == str(caches[0])
 
 
+@pytest.mark.slow
 def test_gradcam_and_report_are_written(mini):
     study = mini["study"]
     summary = json.loads((study / "gradcam" / "gradcam.json").read_text())
@@ -211,6 +216,7 @@ def test_gradcam_and_report_are_written(mini):
     assert "no finished seed" in stats["runs"]["boom"]["reason"]
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_retries_the_failed_one(mini, capsys):
     study = mini["study"]
     before = {n: (study / "runs" / n / "seed-0" / "best.pt").stat().st_mtime_ns
@@ -225,6 +231,7 @@ def test_rerun_skips_finished_runs_and_retries_the_failed_one(mini, capsys):
     assert after == before
 
 
+@pytest.mark.slow
 def test_a_prepared_cache_as_data_must_fit_the_plan(mini, tmp_path, capsys):
     cache = next(p for p in (mini["base"] / "cache").iterdir() if not p.name.startswith("."))
     plan = tmp_path / "plan.yaml"

@@ -57,6 +57,7 @@ def plan_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_jobs_match_the_sequential_study_and_rerun_skips(synth_cache, plan_file, tmp_path,
                                                         capsys):
     seq, par = tmp_path / "seq", tmp_path / "par"
@@ -95,6 +96,7 @@ def crashing_job(cfg, run_dir, progress, label):
     return study_jobs.train_locked(cfg, run_dir, progress, label)
 
 
+@pytest.mark.slow
 def test_a_crashed_job_is_a_failed_run_and_the_others_finish(synth_cache, tmp_path,
                                                             monkeypatch, capsys):
     """...also within a shard: --shard 0/2 trains runs 0 and 2 (gn, too_big) with 2 jobs."""
@@ -134,6 +136,7 @@ def sleeping_job(cfg, run_dir, progress, label):
     return Outcome(label, "completed", "trained", None, 0.1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_running_jobs(tmp_path, monkeypatch):
     """An interrupt in the parent while a job trains (here: as the other job's line is said)
     terminates that job's worker; the interrupt goes on up."""

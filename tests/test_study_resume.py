@@ -30,6 +30,7 @@ def rows(path):
 
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(PLAN))

@@ -39,6 +39,7 @@ def study(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_each_run_trains_once_per_seed_in_its_own_folder(study):
     for name in ("torch_bn", "bn", "literal"):
         for seed in (10, 11, 12):  # the defaults' seed + 0, 1, 2
@@ -57,6 +58,7 @@ def test_each_run_trains_once_per_seed_in_its_own_folder(study):
             assert kept["train"]["labels"].shape == (160,)
 
 
+@pytest.mark.slow
 def test_the_verdicts_on_real_training(study):
     summary = json.loads((study / "summary.json").read_text())
     assert summary["runs"]["bn"]["seeds"] == [10, 11, 12]
@@ -74,6 +76,7 @@ def test_the_verdicts_on_real_training(study):
     assert "torch\\_bn higher than literal" in md
 
 
+@pytest.mark.slow
 def test_seeds_on_the_command_line_override_the_plan(study, capsys):
     # --seeds 1 asks for seed 10 only: all trained already, nothing to do
     plan = study.parent / "plan.yaml"

@@ -16,7 +16,7 @@ from resnorm import cli
 from resnorm.study.execution.locks import CLAIM_FILE
 from run_results import run_results
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 PLAN = {"threads": 1, "seeds": 2,
         "defaults": {"size": 32, "n": 1, "epochs": 2, "batch_size": 16, "device": "cpu"},

@@ -136,6 +136,7 @@ def tuned(tmp_path_factory):
     return _study(tmp_path_factory.mktemp("tuned"))
 
 
+@pytest.mark.slow
 def test_toy_tuned_study_chooses_on_val_and_trains_the_final_runs_at_it(tuned):
     study, code, _ = tuned
     assert code == 0
@@ -154,6 +155,7 @@ def test_toy_tuned_study_chooses_on_val_and_trains_the_final_runs_at_it(tuned):
     assert notes["bn/seed-0"]["lr_note"].startswith("tuned: ")
 
 
+@pytest.mark.slow
 def test_the_choice_is_the_optuna_studys_best_trial(tuned):
     import optuna
 
@@ -169,6 +171,7 @@ def test_the_choice_is_the_optuna_studys_best_trial(tuned):
                           for p in r.trials}
 
 
+@pytest.mark.slow
 def test_the_manifest_holds_the_tuned_configs_and_what_each_pair_differs_in(tuned):
     study, _, _ = tuned
     manifest = json.loads((study / "study.json").read_text())["manifest"]
@@ -207,6 +210,7 @@ def test_the_design_names_the_tuned_runs_and_who_shares_an_lr():
     assert shared_lrs(plan, design) == {}  # bn is not tuned: nothing to share
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_is_recorded_and_never_chosen(tuned):
     study, _, _ = tuned
     nn = read_choices(study)["nn"]
@@ -218,6 +222,7 @@ def test_a_diverged_trial_is_recorded_and_never_chosen(tuned):
     assert final["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_tuning(tuned):
     study, _, _ = tuned
     report = (study / "report.md").read_text()
@@ -239,6 +244,7 @@ def test_the_report_shows_the_tuning(tuned):
         assert noise["unstable"] == (noise["chosen_share"] < 0.7)
 
 
+@pytest.mark.slow
 def test_the_choice_ignores_test(tuned, tmp_path):
     study, _, _ = tuned
     shuffled, code, _ = _study(tmp_path, shuffle_test=True, report=False)
@@ -255,6 +261,7 @@ def test_the_choice_ignores_test(tuned, tmp_path):
     assert tests[0] != tests[1]
 
 
+@pytest.mark.slow
 def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
     import optuna
 
@@ -272,6 +279,7 @@ def test_rerun_adds_no_optuna_trial_twice(tuned, capsys):
 
 
 
+@pytest.mark.slow
 def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path, capsys):
     plan = dict(PLAN, tune={"lr": [0.02, 0.05], "epochs": 8, "default": False},
                 runs=[{"name": "bn", "norm": "bn"}])
@@ -308,6 +316,7 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
     assert (study / "runs" / "bn" / "seed-0" / "final.json").exists()
 
 
+@pytest.mark.slow
 def test_the_trials_run_as_slurm_tasks_and_choose_as_locally(tuned, tmp_path):
     """Through submitit's debug executor (no cluster needed): the trials go through the same
     SLURM path as the final jobs, and the choice equals the local study's."""
@@ -450,6 +459,7 @@ def test_choice_shares_follow_the_gap_between_candidates():
     assert choice_shares(labels, [[fair], [fair]], [0.5, 0.5], "acc", 100).tolist() == [1, 0]
 
 
+@pytest.mark.slow
 def test_the_mlflow_export_carries_the_trials(tuned, tmp_path):
     from mlflow.tracking import MlflowClient
 

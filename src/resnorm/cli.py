@@ -2,6 +2,8 @@
 
 Each stage lives in its own module, which exposes `configure_parser(parser)` and
 `run_cli(args) -> int`; this file only wires them together and maps errors to exit codes.
+Only the module of the command given is imported: `resnorm --version` and `resnorm --help`
+import none, and `resnorm train` (a torchrun rank, a SLURM task) not the report's.
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command`'s subparser complete (its module imported), the others by name
+    and help line only (enough for `resnorm --help` and to refuse an unknown command)."""
     parser = argparse.ArgumentParser(
         prog="resnorm",
         description="Study BN, IN, BIN, LN and GN in a 6n+2-layer ResNet.",
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(
             name,
@@ -55,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)  # the first word that is one
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except UsageError as exc:
