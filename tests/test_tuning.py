@@ -385,6 +385,7 @@ SPACE_PLAN = {
 }
 
 
+@pytest.mark.slow
 def test_a_sampled_space_gives_every_variant_the_same_points(tmp_path):
     root = _dataset(tmp_path, shuffle_test=False)
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(SPACE_PLAN))

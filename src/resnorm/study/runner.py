@@ -95,12 +95,7 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
         say = _silent
         options = dataclasses.replace(options, progress=False, gradcam=False, report=False,
                                       mlflow=None)
-    if options.synthetic is not None:
-        data = in_turn(info, lambda: make_demo_data(options.synthetic, plan, options.progress))
-    elif not Path(options.data).exists():
-        raise UsageError(f"data folder {options.data} does not exist")
-    else:
-        data = Path(options.data)
+    data = _source_data(plan, options, info)
     cache = options.cache
     if options.executor == "slurm" and cache is None and not os.environ.get("RESNORM_CACHE"):
         cache = str(folder.cache)  # where every node can read it: beside the runs
@@ -125,6 +120,18 @@ def prepare_study(plan: Plan, out: str | Path, options: StudyOptions, say) -> Pr
         options = dataclasses.replace(options, gradcam=False, report=False, mlflow=None)
     return PreparedStudy(folder.dir, plan, options, Path(data), state, jobs, todo, say, design,
                          runs, caches)
+
+
+def _source_data(plan: Plan, options: StudyOptions, info) -> Path:
+    """The dataset the study reads: --data, or the synthetic stand-in --synthetic writes (one
+    process at a time under torchrun)."""
+    from resnorm.distributed import in_turn
+
+    if options.synthetic is not None:
+        return in_turn(info, lambda: make_demo_data(options.synthetic, plan, options.progress))
+    if not Path(options.data).exists():
+        raise UsageError(f"data folder {options.data} does not exist")
+    return Path(options.data)
 
 
 def tune_study(study: PreparedStudy) -> PreparedStudy:
