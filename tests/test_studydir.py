@@ -29,17 +29,30 @@ def test_every_path_of_a_study_folder(tmp_path):
     assert s.run_names() == ["bn"] and str(s) == str(tmp_path)
 
 
-def test_a_study_written_before_manifests_is_refused_in_one_line(tmp_path, capsys):
+def test_a_study_an_older_version_wrote_is_refused_in_one_line(tmp_path, capsys):
     study = tmp_path / "old"
     write_plan(study, {"runs": [{"name": "bn", "norm": "bn"}]})
     StudyDir(study).trial("bn", 0).mkdir(parents=True)
     RunDir(StudyDir(study).trial("bn", 0)).write_final({"status": "completed"})
     assert [r.status for r in collect_runs(study)] == ["completed"]  # current: read
-    (study / "study.json").write_text(json.dumps({"data": "/data/birds", "runs": {}}))
-    assert cli.main(["report", str(study)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no manifest" in err
-    assert f"resnorm study --plan {study / 'plan.yaml'} --data /data/birds --out {study}" in err
+    current = json.loads((study / "study.json").read_text())
+    tuning = StudyDir(study).tuning_choice
+    tuning.parent.mkdir()
+    tuning.write_text(json.dumps({"runs": {"bn": {"trials": []}}}))
+    assert [r.status for r in collect_runs(study)] == ["completed"]
+    current = {**current, "data": "/data/birds"}
+    for older, why in (({"data": "/data/birds", "runs": {}}, "study.json has no manifest"),
+                       ({**current, "manifest": {**current["manifest"], "version": 1}},
+                        "a version-1 manifest"),
+                       (current, "a tuning.json of an lr grid")):
+        (study / "study.json").write_text(json.dumps(older))
+        if why.startswith("a tuning"):
+            tuning.write_text(json.dumps({"runs": {"bn": {"grid": [{"lr": 0.1}]}}}))
+        assert cli.main(["report", str(study)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"older resnorm ({why})" in err
+        assert f"resnorm study --plan {study / 'plan.yaml'} --data /data/birds --out " \
+               f"{study}`" in err
 
 
 def test_a_study_written_before_seeds_is_refused_in_one_line(tmp_path, capsys):
