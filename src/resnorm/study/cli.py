@@ -90,6 +90,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="score val/test images that have an exact or near copy in train "
                         "(left out by default; scores then inflated; plan: defaults: "
                         "keep_leaked: true)")
+    _work_options(parser)
+    parser.add_argument("--mlflow", metavar="URI", nargs="?", const="",
+                        help="at the end, export the study to MLflow (`resnorm export`): to URI, "
+                        "or with no URI to sqlite:///STUDY/mlflow.db")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="where the jobs train: local (this process, or --jobs K processes; "
+                        "the default) or slurm (one SLURM array task per (run, seed))")
+    _slurm_options(parser.add_argument_group(
+        "SLURM (with --executor slurm; each overrides the plan's slurm: section)"))
+
+
+def _work_options(parser: argparse.ArgumentParser) -> None:
+    """Which jobs this process trains, and how many at once: --jobs, --seeds, --shard."""
     parser.add_argument("--jobs", type=_jobs_arg, default=1, metavar="K",
                         help="train up to K runs at once, each in its own process sharing the "
                         "device or the CPU cores; torch threads per job: the plan's `threads`, "
@@ -108,14 +121,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "runs (round-robin in plan order; 0 <= I < K) into the same --out, e.g. "
                         "one per machine or SLURM array task; no Grad-CAM or report "
                         "(docs/distributed.md)")
-    parser.add_argument("--mlflow", metavar="URI", nargs="?", const="",
-                        help="at the end, export the study to MLflow (`resnorm export`): to URI, "
-                        "or with no URI to sqlite:///STUDY/mlflow.db")
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
-                        help="where the jobs train: local (this process, or --jobs K processes; "
-                        "the default) or slurm (one SLURM array task per (run, seed))")
-    _slurm_options(parser.add_argument_group(
-        "SLURM (with --executor slurm; each overrides the plan's slurm: section)"))
 
 
 def _slurm_options(group) -> None:
