@@ -44,6 +44,7 @@ def outputs(cell) -> str:
                      for o in cell.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_headless_to_its_end(tmp_path):
     pdf = False  # laying out the PDF costs ~5 s: tests/test_report_pdf.py checks it
     plan = tmp_path / "tiny.yaml"
