@@ -28,9 +28,10 @@ COMMANDS = {
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; `command`'s subparser complete (its module imported), the others by name
-    and help line only (enough for `resnorm --help` and to refuse an unknown command)."""
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser: the subparsers of `commands` (default: all) complete, their modules
+    imported; the others by name and help line only (enough for `resnorm --help` and to
+    refuse an unknown command)."""
     parser = argparse.ArgumentParser(
         prog="resnorm",
         description="Study BN, IN, BIN, LN and GN in a 6n+2-layer ResNet.",
@@ -46,7 +47,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resnorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        if name != command:
+        if commands is not None and name not in commands:
             sub.add_parser(name, help=help_text)
             continue
         module = importlib.import_module(module_name)
@@ -64,7 +65,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if a in COMMANDS), None)  # the first word that is one
-    args = build_parser(command).parse_args(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except UsageError as exc:
