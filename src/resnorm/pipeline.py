@@ -1,4 +1,5 @@
-"""Run a whole study plan: train every (run, seed), then Grad-CAM, then the report.
+"""Run a whole study plan: train every (run, seed), then the robustness step, Grad-CAM and
+the report.
 
 The top floor of `resnorm study`: the study package trains the jobs (resnorm.study.runner,
 which knows nothing of Grad-CAM or the report), then this module explains the best run
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnorm.errors import UsageError
+from resnorm.robustness.step import check_plan as check_robustness, finishes
+from resnorm.robustness.step import study_step as robustness_step
 from resnorm.study import cli as study_cli
 from resnorm.study.plan.options import StudyOptions
 from resnorm.study.plan.parse import Plan
@@ -49,11 +52,15 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
     --shard trains, or other processes still train jobs of the plan: the last one writes
     them). Under torchrun every job trains on all processes; rank 0 alone writes."""
     plan = study_plan(plan_path, options)
+    check_robustness(plan)  # before any training: a step that could not run fails now
     with torch_threads(plan.threads):
         study = tune_study(prepare_study(plan, out, options, say))
+        robustness = (functools.partial(robustness_step, study)
+                      if plan.robustness is not None and finishes(study) else None)
         finish = functools.partial(finish_study, study.folder, plan, study.state,
                                    gradcam=study.options.gradcam, report=study.options.report,
-                                   mlflow=study.options.mlflow, pdf=study.options.pdf)
+                                   mlflow=study.options.mlflow, pdf=study.options.pdf,
+                                   robustness=robustness)
         outcomes = train_study(study, finish)
         if outcomes is None:  # --no-wait: a job after the SLURM array finishes the study
             return StudyResult(study.folder, [], submitted=True)
@@ -62,14 +69,17 @@ def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
 
 def finish_study(study: Path, plan: Plan, state: StudyState, todo: list[Job],
                  outcomes: list[Outcome], *, gradcam: bool, report: bool,
-                 mlflow: str | None = None, pdf: bool = False, say=print) -> StudyResult:
-    """After the training: Grad-CAM, the report (`pdf`: report.pdf too) and the MLflow export
-    (`mlflow`: its URI, "" for the default), unless other processes still train jobs of the
-    plan (the last one to finish writes them). Also what the job after a SLURM array runs
-    (`--no-wait`)."""
+                 mlflow: str | None = None, pdf: bool = False, robustness=None,
+                 say=print) -> StudyResult:
+    """After the training: the robustness step (`robustness(say)`, resnorm.robustness),
+    Grad-CAM, the report (`pdf`: report.pdf too) and the MLflow export (`mlflow`: its URI, ""
+    for the default), unless other processes still train jobs of the plan (the last one to
+    finish does them). Also what the job after a SLURM array runs (`--no-wait`)."""
     result = StudyResult(study, outcomes)
-    if (gradcam or report or mlflow is not None) and held_elsewhere(todo, say):
-        gradcam, report, mlflow = False, False, None
+    if (gradcam or report or mlflow is not None or robustness) and held_elsewhere(todo, say):
+        gradcam, report, mlflow, robustness = False, False, None, None
+    if robustness is not None:
+        robustness(say=say)
     if gradcam and not gradcam_step(study, plan, state, say):
         result.gradcam_error = state.data["gradcam_error"]
     if report:

@@ -17,7 +17,9 @@ from resnorm.report.inspection import section_gates, section_gradcam
 from resnorm.report.observations import Facts, observations
 from resnorm.report.pdf import write_pdf
 from resnorm.report.render import render_html, render_markdown
+from resnorm.report.robustness import section_robustness
 from resnorm.report.roles import data_manifest, resolved_runs, study_roles
+from resnorm.robustness.summary import robustness_summary
 from resnorm.report.sections import section_curves, section_results, section_setup
 from resnorm.report.summary import study_summary, write_summary
 from resnorm.study.plan.manifest import Design, read_manifest
@@ -44,6 +46,13 @@ def study_design(study: StudyDir) -> Design:
     return manifest.design if manifest is not None else Design()
 
 
+def _robustness(design: Design) -> dict:
+    """The design's robustness question (derived as at plan time for an older manifest)."""
+    from resnorm.study.plan.design import robustness_question
+
+    return design.robustness or robustness_question(design)
+
+
 def build_report(study: str | os.PathLike) -> Report:
     """Read a study folder; build the report's document (plots are written to report_assets/)
     with the study's statistics in `report.summary` (the summary.json contract)."""
@@ -60,6 +69,8 @@ def build_report(study: str | os.PathLike) -> Report:
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
     roles = study_roles(study_design(study), runs, resolved_runs(study, runs))
     summary = study_summary(runs, plan, roles)
+    summary["robustness"] = robustness_summary(study, [(r.name, [t.seed for t in r.trials])
+                                                       for r in runs], _robustness(roles.design))
 
     sanity_section, sanity = section_sanity(roles, tol, assets, summary)
     gates_section, gates = section_gates(runs, assets)
@@ -74,11 +85,13 @@ def build_report(study: str | os.PathLike) -> Report:
         section_curves(runs, roles, assets),
         sanity_section,
         section_batch(roles, plan, assets, summary),
+        section_robustness(summary["robustness"], roles.design.norms, roles.design.variants,
+                           assets),
         gates_section,
         gradcam_section,
         Section("Observations", [Bullets(observations(facts))]),
     ]
-    sections = [s for s in sections if s is not None]  # (no tuning section without tuning)
+    sections = [s for s in sections if s is not None]  # (no tuning or robustness: no section)
     finished = sum(r.final is not None for r in runs)
     subtitle = (f"{finished} of {len(runs)} runs finished · written "
                 f"{time.strftime('%Y-%m-%d %H:%M')} by resnorm {__version__}")

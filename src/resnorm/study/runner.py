@@ -213,7 +213,7 @@ def held_elsewhere(todo: list[Job], say) -> bool:
     which: the last process to finish writes Grad-CAM and the report."""
     from resnorm.study.execution.locks import held_by
 
-    busy = [(job, held_by(job.dir)) for job in todo if not job.run.finished]
+    busy = [(job, held_by(job.dir)) for job in todo if not job.finished]
     busy = [(job, holder) for job, holder in busy if holder is not None]
     if busy:
         say(f"study: {len(busy)} job(s) still being trained by other processes: "

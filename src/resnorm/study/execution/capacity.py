@@ -309,7 +309,7 @@ def jobs_that_fit(todo: Sequence[Any], jobs: int | str, threads: int | None, say
     """--jobs K settled for the jobs of `todo` (resnorm.study.execution.job.Job) still to train:
     auto: as many as the device (GPU memory and SMs, or CPU cores) holds, said in a line; a K
     that cannot fit on a GPU is refused up front, in one line."""
-    pending = [job.cfg for job in todo if not job.run.finished]
+    pending = [job.cfg for job in todo if not job.finished]
     if jobs == "auto":
         if not pending:
             return 1

@@ -6,7 +6,7 @@
     slurm        one SLURM array task per job (--executor slurm, submitit)   resnorm.study.execution.slurm
 
 Every executor trains a job with the same `train_locked` (skip a finished job, resume from
-last.pt, the folder's lock held meanwhile) and hands each outcome, as it is known, to the one
+last.pt, the folder's lock held meanwhile), or does its work (`Job.work`: `run_job`) and hands each outcome, as it is known, to the one
 `OutcomeRecorder` (resnorm.study.execution.state), which writes study.json and the job's line. `run`
 returns the outcomes in job order. Jobs may live anywhere (their folder is `job.cfg.out`):
 the plan's under STUDY/runs/, a tuning phase's trials elsewhere.
@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 from resnorm.study.execution.pool import PoolExecutor
 from resnorm.study.execution.slurm import SlurmExecutor, SlurmSettings
 from resnorm.study.execution.state import OutcomeRecorder
-from resnorm.study.execution.job import Job, Outcome, train_locked
+from resnorm.study.execution.job import Job, Outcome, run_job
 
 __all__ = ["Executor", "InProcessExecutor", "KINDS", "make_executor"]
 
@@ -43,7 +43,7 @@ class InProcessExecutor:
     def run(self, jobs: list[Job], say) -> list[Outcome]:
         tally = self.recorder.begin(jobs, say)
         for job in jobs:
-            tally.tell(job, train_locked(job.cfg, job.dir, self.progress, job.label, self.lock))
+            tally.tell(job, run_job(job, self.progress, self.lock))
         return tally.outcomes()
 
 

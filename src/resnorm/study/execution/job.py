@@ -3,6 +3,9 @@
 `train_one` is what both the sequential runner and each --jobs process call, so the skip /
 resume / failure bookkeeping is the same either way. A `Job` is one (run, seed) with its
 resolved config; its folder is the config's `out` (STUDY/runs/<name>/seed-<s>/).
+
+A job may do other work than training on the same executors (`Job.work`, a `JobWork`: the
+robustness step's evaluation of a trained run): `run_job` is what every executor calls.
 """
 from __future__ import annotations
 
@@ -10,13 +13,30 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from resnorm.errors import DivergedError, ResourceError
 from resnorm.rundir import RunDir
 from resnorm.study.execution.records import trial_label
 
-__all__ = ["Job", "Outcome", "busy", "train_one", "train_locked", "summary_line"]
+__all__ = ["Job", "JobWork", "Outcome", "busy", "run_job", "train_one", "train_locked",
+           "summary_line"]
+
+
+class JobWork(Protocol):
+    """What a job does instead of training (picklable: it travels to worker processes and
+    SLURM tasks), in a folder of its own: its lock, its log, its record."""
+
+    folder: Path
+
+    def __call__(self, label: str, progress: bool, lock: bool) -> "Outcome":
+        """Do it (or skip it when done, or say "busy" when another process holds the folder)."""
+
+    def finished(self) -> bool:
+        """Whether its record is there and current."""
+
+    def record(self) -> dict | None:
+        """What the outcome's `final` holds: its record."""
 
 
 @dataclass
@@ -27,6 +47,7 @@ class Job:
     seed: int
     cfg: Any               # resnorm.train.TrainConfig (cfg.out is the folder)
     lr_note: str
+    work: Any = None       # None: train the run; a JobWork: that instead, in its own folder
 
     @property
     def label(self) -> str:
@@ -34,12 +55,20 @@ class Job:
 
     @property
     def dir(self) -> Path:
-        return Path(self.cfg.out)
+        return Path(self.work.folder) if self.work is not None else Path(self.cfg.out)
+
+    @property
+    def finished(self) -> bool:
+        return self.work.finished() if self.work is not None else self.run.finished
+
+    def final(self) -> dict | None:
+        """The finished job's record: final.json, or its work's."""
+        return self.work.record() if self.work is not None else self.run.final()
 
     @property
     def run(self) -> RunDir:
-        """The job's run folder: its files (resnorm.rundir)."""
-        return RunDir(self.cfg.out)
+        """The job's folder: its files (resnorm.rundir; a work's: error.txt, the log)."""
+        return RunDir(self.dir)
 
 
 @dataclass
@@ -53,12 +82,20 @@ class Outcome:
     seconds: float
     error: str | None = None
     fatal: bool = False    # the study cannot go on (a full disk): raised once recorded
+    note: str | None = None  # a job that is no training: what its line says instead of scores
 
 
 def busy(label: str, holder) -> Outcome:
     """The outcome of a job another process holds (its lock): skipped here; that process
     trains and records it."""
     return Outcome(label, "busy", "skipped", None, 0.0, f"being trained by {holder}")
+
+
+def run_job(job: Job, progress: bool, lock: bool = True) -> Outcome:
+    """What every executor does with a job: train it (`train_locked`), or its work."""
+    if job.work is not None:
+        return job.work(job.label, progress, lock)
+    return train_locked(job.cfg, job.dir, progress, job.label, lock)
 
 
 def train_locked(cfg, run_dir: Path, progress: bool, label: str, lock: bool = True) -> Outcome:
@@ -117,6 +154,9 @@ def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
         return f"{head} skipped: {o.error}"
     if o.status == "failed":
         return f"{head} {o.error}"
+    when = "(already done)" if o.action == "skipped" else f"{o.action} in {o.seconds:.1f} s"
+    if o.note is not None:  # not a training: its own words
+        return f"{head} {o.note}  {when}"
     ev = (o.final or {}).get("eval") or {}
     val = ev.get("val") or {}
     scores = (f"val acc {val['acc']:.3f}  macro F1 {val['macro_f1']:.3f}" if "acc" in val
@@ -125,5 +165,4 @@ def summary_line(i: int, total: int, o: Outcome, name_width: int = 14) -> str:
     if o.status == "diverged" and isinstance(at, dict):
         scores += f"  (non-finite loss at epoch {at.get('epoch')}, step {at.get('step')})"
     epochs = (o.final or {}).get("epochs_run", "?")
-    when = "(already done)" if o.action == "skipped" else f"{o.action} in {o.seconds:.1f} s"
     return f"{head} {scores}  {epochs} epochs  {when}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from resnorm.rundir import LOG_FILE
 from resnorm.study.execution.locks import held_by
-from resnorm.study.execution.job import Job, Outcome, busy, train_locked, train_one
+from resnorm.study.execution.job import Job, Outcome, busy, run_job, train_locked
 
 __all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 
@@ -104,7 +104,7 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
                     worker.close()
                 else:
                     if outcome.status not in ("failed", "busy"):  # the job sent all but final
-                        outcome.final = job.run.final()
+                        outcome.final = job.final()
                     worker.job = None
                     idle.append(worker)
                 if not queue:  # nothing left to give: idle workers free their memory now
@@ -119,8 +119,8 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
 def _without_a_process(job: Job, progress: bool) -> Outcome | None:
     """The outcome of a job that needs no worker: finished already (skipped), or held by
     another study process (busy; the worker would re-check). None: it needs a worker."""
-    if job.run.finished:
-        return train_one(job.cfg, job.dir, progress, job.label)
+    if job.finished:
+        return run_job(job, progress, lock=False)
     holder = held_by(job.dir)
     if holder is not None:
         return busy(job.label, holder)
@@ -144,8 +144,9 @@ class _Worker:
 
     def give(self, job: Job) -> None:
         self.job, self.started = job, time.perf_counter()
-        self.action = "resumed" if job.run.resumable else "trained"
-        self.tasks.send((job.cfg, job.dir, job.label))
+        self.action = ("evaluated" if job.work is not None
+                       else "resumed" if job.run.resumable else "trained")
+        self.tasks.send((job.cfg, job.dir, job.label, job.work))
 
     def outcome(self) -> Outcome | None:
         """The job's Outcome, or None when the worker died without one."""
@@ -219,11 +220,12 @@ def _worker_main(threads: int, tasks, results, lifeline, run_job) -> None:
             return
         if task is None:
             return
-        cfg, run_dir, label = task
+        cfg, run_dir, label, work = task
         with _output_to(run_dir / LOG_FILE):
             print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}: pid {os.getpid()}, "
                   f"{threads} torch thread(s) ===")
-            outcome = run_job(cfg, run_dir, True, label)
+            outcome = (work(label, True, True) if work is not None
+                       else run_job(cfg, run_dir, True, label))
         # final.json is on disk; send the rest only (a pipe blocks on large messages)
         results.send(dataclasses.replace(outcome, final=None))
 

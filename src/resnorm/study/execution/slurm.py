@@ -34,7 +34,7 @@ from resnorm.fileio import atomic_write_text, read_json
 from resnorm.study.execution.locks import CLAIM_FILE, held_by
 from resnorm.study.plan.parse import parse_time_limit
 from resnorm.study.execution.slurm_queue import squeue_live, squeue_states, submitit_states
-from resnorm.study.execution.job import Job, Outcome, busy, train_locked, train_one
+from resnorm.study.execution.job import Job, Outcome, busy, run_job
 from resnorm.studydir import StudyDir
 
 __all__ = ["TASKS_FILE", "SlurmSettings", "slurm_settings", "SlurmExecutor",
@@ -95,7 +95,7 @@ class TrainTask:
               f"{os.environ.get('SLURM_JOB_ID', '?')} on {os.uname().nodename}, pid "
               f"{os.getpid()}, {torch.get_num_threads()} torch thread(s) ===", flush=True)
         # the task's log is not the console: complete (progress, epoch lines) whatever --quiet
-        outcome = train_locked(job.cfg, job.dir, True, job.label)
+        outcome = run_job(job, True)
         return dataclasses.replace(outcome, final=None)  # final.json is on the shared disk
 
     def checkpoint(self, job: Job):
@@ -125,7 +125,7 @@ class FinishStudy:
         for job in self.todo:
             task_id = self.tasks.get(job.label)
             if task_id is None:  # finished before the array, or held by another process
-                outcome = train_one(job.cfg, job.dir, False, job.label)
+                outcome = run_job(job, False, lock=False)
             else:  # afterany: every task has ended, with a result or without
                 task = submitit.SlurmJob(self.folder, task_id)
                 ended = "done" if task.paths.result_pickle.exists() else "ended"
@@ -196,8 +196,8 @@ def sort_jobs(todo: list[Job], folder: Path, settings: SlurmSettings, say, tell
     tracked, to_submit = {}, []
     for job in todo:
         holder = held_by(job.dir)
-        if job.run.finished:
-            tell(job, train_one(job.cfg, job.dir, False, job.label))
+        if job.finished:
+            tell(job, run_job(job, False, lock=False))
         elif earlier.get(job.label) in live:
             task = earlier[job.label]
             say(f"{job.label}: already queued as SLURM task {task} ({live[task]}); waiting "
@@ -351,7 +351,7 @@ def outcome_of(job: Job, task, state: str) -> Outcome:
         return Outcome(job.label, "failed", "trained", None, 0.0,
                        f"SLURM task {task.job_id} failed: {last_error_line(exc)}; log: {log}")
     if outcome.status not in ("failed", "busy"):
-        outcome.final = job.run.final()  # from the shared disk (None if it has none)
+        outcome.final = job.final()  # from the shared disk (None if it has none)
     return outcome
 
 

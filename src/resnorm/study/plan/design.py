@@ -22,7 +22,7 @@ from resnorm.errors import UsageError, checked_mapping
 from resnorm.study.plan.manifest import BatchMember, Design
 
 __all__ = ["DESIGN_KEYS", "ASSIGNMENT", "parse_design", "resolve_design", "experiment_fields",
-           "differences"]
+           "differences", "robustness_question"]
 
 DESIGN_KEYS = ("variants", "sanity", "batch", "primary", "literal")
 # The assignment's questions, by norm kind: the sanity check compares PyTorch's BN with ours,
@@ -125,7 +125,21 @@ def resolve_design(declared: dict[str, Any] | None, fields: Fields, kinds: dict[
     design.primary = design.primary or design.variant_pairs()
     _check_sanity(design.sanity, fields, source)
     design.pairs = compared_pairs(design, fields)
+    design.robustness = robustness_question(design)
     return design
+
+
+def robustness_question(design: Design) -> dict[str, Any]:
+    """The robustness family (asked when the study evaluates corrupted images): the
+    variants pairwise on mean corrupted accuracy, and each variant whose norm keeps running
+    statistics (the norm registry's batch_stats) adapted vs as trained; mCE relative to the
+    sanity reference (PyTorch BN, in the role AlexNet has in ImageNet-C)."""
+    from resnorm.norms import norm_info
+
+    return {"pairs": [list(p) for p in design.variant_pairs()],
+            "adapt": [v for v in design.variants
+                      if norm_info(design.norms.get(v, v)).batch_stats],
+            "reference": design.sanity[0] if design.sanity else None}
 
 
 def _signature(f: dict[str, Any], drop: tuple[str, ...]) -> tuple:

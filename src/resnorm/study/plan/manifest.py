@@ -90,6 +90,7 @@ class Design:
     pairs:       every pair the study compares, each {a, b, differs_in: [fields]} in the
                  order the report lists them (settings from the resolved configs)
     norms:       run -> its norm kind without parameter, as the plan names it
+    robustness:  the robustness family ({pairs, adapt, reference}: design.robustness_question)
     """
 
     variants: list[str] = field(default_factory=list)
@@ -100,6 +101,7 @@ class Design:
     comparisons: list[tuple[str, str]] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
     norms: dict[str, str] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)
 
     def variant_pairs(self) -> list[tuple[str, str]]:
         """The variants pairwise (the default primary family)."""
@@ -128,7 +130,8 @@ class Design:
                 "primary": [list(p) for p in self.primary],
                 "literal": [list(p) for p in self.literal],
                 "comparisons": [list(p) for p in self.comparisons],
-                "pairs": [dict(p) for p in self.pairs], "norms": dict(self.norms)}
+                "pairs": [dict(p) for p in self.pairs], "norms": dict(self.norms),
+                "robustness": dict(self.robustness)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Design":
@@ -141,7 +144,8 @@ class Design:
                    literal=[(str(a), str(b)) for a, b in d.get("literal") or []],
                    comparisons=[(str(a), str(b)) for a, b in d.get("comparisons") or []],
                    pairs=[dict(p) for p in d.get("pairs") or []],
-                   norms={str(k): str(v) for k, v in (d.get("norms") or {}).items()})
+                   norms={str(k): str(v) for k, v in (d.get("norms") or {}).items()},
+                   robustness=dict(d.get("robustness") or {}))
 
 
 @dataclass

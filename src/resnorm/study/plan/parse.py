@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from resnorm.errors import UsageError, checked_mapping
+from resnorm.study.plan.robustness_settings import RobustnessSettings, parse_robustness
 from resnorm.study.plan.tune_settings import TuneSettings, parse_tune
 
 __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds",
@@ -27,7 +28,7 @@ __all__ = ["Plan", "RunSpec", "load_plan", "parse_plan", "parse_seeds",
 
 PLAN_KEYS = ("description", "lr_rule", "base_batch_size", "sanity_tolerance", "threads",
              "seeds", "comparisons", "design", "primary", "synthetic", "gradcam", "slurm",
-             "tune",
+             "tune", "robustness",
              "defaults", "runs")
 # TrainConfig fields a plan may not set: the study decides where data and runs live.
 STUDY_OWNED_FIELDS = ("data", "cache", "out", "name")
@@ -75,6 +76,7 @@ class Plan:
     design: dict[str, Any] | None = None
     source: str = "plan"  # where it was read from, for messages
     tune: TuneSettings | None = None  # the lr search before the final runs (study.tuning)
+    robustness: RobustnessSettings | None = None  # corrupted held-out images after training
 
     def seeds_of(self, spec: RunSpec) -> list[int]:
         """The seeds run `spec` trains with."""
@@ -106,6 +108,7 @@ class Plan:
                 "synthetic": self.synthetic,
                 "gradcam": self.gradcam, "slurm": self.slurm,
                 **({"tune": self.tune.to_yaml_dict()} if self.tune else {}),
+                **({"robustness": self.robustness.to_yaml_dict()} if self.robustness else {}),
                 "defaults": self.defaults,
                 "runs": [{"name": r.name, **r.overrides} for r in self.runs]}
 
@@ -179,6 +182,7 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.synthetic = _sub_mapping(raw, "synthetic", SYNTHETIC_KEYS, source)
     plan.slurm = _slurm_section(_sub_mapping(raw, "slurm", SLURM_KEYS, source), f"{source}: slurm")
     plan.tune = parse_tune(raw.get("tune"), [r.name for r in runs], source)
+    plan.robustness = parse_robustness(raw.get("robustness"), source)
     return plan
 
 
