@@ -1,7 +1,8 @@
 """A study exported to MLflow: one experiment, a parent run per plan run, a nested run per
 (run, seed), a run holding the study's report, and for a tuned study a parent run per tuned
 run ("tuning/<run>") with a nested run per tuning trial (its sampled params, its val score,
-whether it was chosen, its epochs).
+whether it was chosen, its epochs). A (run, seed) evaluated by the robustness step also
+carries its accuracies on corrupted images (`robustness_*`, resnorm.robustness).
 
 The run folders stay the source of truth; one process reads them (resnorm.study.execution.records) and
 writes the tracking store. MLflow's file store is deprecated and one SQLite file breaks under
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from resnorm.errors import UsageError
+from resnorm.robustness.results import read_record, record_metrics, trial_folder
 from resnorm.rundir import ARTIFACT_FILES, RunDir
 from resnorm.study.execution.records import RunRecord, Trial, collect_runs, trial_label
 from resnorm.study.tuning.results import TrialPoint, TuneResult, read_choices
@@ -257,7 +259,8 @@ def _gallery_files(study: StudyDir, record: RunRecord) -> list[Path]:
 def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_id: str,
                   existing: dict, result: ExportResult) -> None:
     label = trial_label(record.name, trial.seed)
-    fingerprint = _fingerprint([trial.dir / f for f in ARTIFACT_FILES], parent_id)
+    robustness = _robustness_record(record, trial)
+    fingerprint = _fingerprint([trial.dir / f for f in ARTIFACT_FILES], [parent_id, robustness])
     if _reuse(client, existing, label, fingerprint, result) is not None:
         return
     start = _start_ms(trial.config)
@@ -268,7 +271,8 @@ def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_i
     run_id = run.info.run_id
     from mlflow.entities import Metric
 
-    finals = [Metric(k, v, start, 0) for k, v in final_metrics(trial.final).items()]
+    finals = [Metric(k, v, start, 0) for k, v in {**final_metrics(trial.final),
+                                                  **record_metrics(robustness)}.items()]
     _log(client, run_id, _epoch_metrics(trial.rows, start) + finals, flat_params(trial.config))
     for name in ARTIFACT_FILES:
         if (trial.dir / name).is_file():
@@ -283,6 +287,14 @@ def _export_trial(client, exp_id: str, record: RunRecord, trial: Trial, parent_i
     result.written.append(label)
 
 
+def _robustness_record(record: RunRecord, trial: Trial) -> dict | None:
+    """The trial's robustness evaluation (STUDY/robustness/<run>/seed-<s>/), if any."""
+    if record.folder is None or trial.seed is None:
+        return None
+    return read_record(trial_folder(record.folder.parent.parent, record.name, trial.seed))
+
+
+def _export_study_files(client, exp_id: str, study: Path, existing: dict,
 def _export_study_files(client, exp_id: str, study: StudyDir, existing: dict,
                         result: ExportResult) -> None:
     """The report, summary.json and plan as artifacts of one run labelled 'study'."""

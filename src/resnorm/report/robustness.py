@@ -40,8 +40,8 @@ def section_robustness(rob: dict | None, norms: dict[str, str], variants: list[s
               "summary.json."))
     s.add(Img(_plot_severity(rob, shown, norms, assets / "robustness-severity.png"),
               "Accuracy against severity (0: clean), mean over the corruptions, per variant "
-              "with its 95 % interval band; dashed: BN's statistics adapted on the corrupted "
-              "val images."))
+              "with its 95 % interval band; dotted: BN's statistics adapted on the corrupted "
+              f"{rob.get('adapted_on') or 'val'} images."))
     s.add(Sub("The robustness family"), Para(_family_text(rob)), _family_table(rob))
     s.add(Sub("Per run"), _run_table(rob, runs))
     s.add(Sub("Per corruption group"), _group_table(rob, runs))
@@ -102,16 +102,16 @@ def _plot_severity(rob: dict, shown: list[str], norms: dict[str, str], path: Pat
     for run in shown:
         entry = rob["runs"][run]
         style = _style(run, norms)
-        for measures, dashed in ((entry, False), (entry.get("adapted"), True)):
+        for measures, adapted in ((entry, False), (entry.get("adapted"), True)):
             if not measures:
                 continue
             points = [entry["clean"]] + [measures["by_severity"][str(s)]
                                          for s in rob["severities"]]
             mean = [p["mean"] for p in points]
             lo, hi = zip(*[p["ci95"] for p in points])
-            label = mpl_text(run) + (" adapted" if dashed else "")
+            label = mpl_text(run) + (" adapted" if adapted else "")
             ax.plot(severities, mean, marker="o", markersize=3, label=label,
-                    color=style["color"], linestyle="--" if dashed else style["linestyle"])
+                    color=style["color"], linestyle=":" if adapted else style["linestyle"])
             ax.fill_between(severities, lo, hi, color=style["color"], alpha=0.12, lw=0)
     ax.set(xlabel="severity (0: clean)", ylabel="accuracy", xticks=severities)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))

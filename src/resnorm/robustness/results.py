@@ -22,7 +22,7 @@ from resnorm.studydir import StudyDir
 
 __all__ = ["STEP_FILE", "RECORD_FILE", "SCORES_FILE", "TrialScores", "trial_folder",
            "write_trial", "read_record", "read_trial", "collect_scores", "read_step",
-           "write_step"]
+           "write_step", "record_metrics"]
 
 STEP_FILE = "robustness.json"
 RECORD_FILE = "result.json"
@@ -105,3 +105,19 @@ def write_step(study: str | Path, step: dict) -> None:
     folder = StudyDir(study).robustness
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / STEP_FILE, json.dumps(step, indent=1) + "\n")
+
+
+def record_metrics(record: dict | None) -> dict[str, float]:
+    """An evaluation's accuracies as flat metrics (the MLflow export): robustness_clean_acc,
+    robustness_mean_acc, robustness_acc_<corruption>_s<severity>, and robustness_adapted_*."""
+    if not record:
+        return {}
+    out = {"robustness_clean_acc": record.get("clean_acc")}
+    for prefix, mean_key, cells_key in (("robustness", "mean_acc", "acc"),
+                                        ("robustness_adapted", "adapted_mean_acc",
+                                         "adapted_acc")):
+        out[f"{prefix}_mean_acc"] = record.get(mean_key)
+        for corruption, by_severity in (record.get(cells_key) or {}).items():
+            for severity, acc in by_severity.items():
+                out[f"{prefix}_acc_{corruption}_s{severity}"] = acc
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
