@@ -21,7 +21,7 @@ COMMANDS = {
     "synth": ("resnorm.data.synth", "write the synthetic stand-in dataset"),
     "prepare": ("resnorm.data.prepare", "decode an image-folder dataset once into a uint8 cache"),
     "train": ("resnorm.train.cli", "train one model variant"),
-    "study": ("resnorm.pipeline", "run a whole study plan: train, Grad-CAM, report"),
+    "study": ("resnorm.pipeline", "run a whole study plan: train, robustness, Grad-CAM, report"),
     "robustness": ("resnorm.robustness.cli", "score a study's runs on corrupted held-out images"),
     "gradcam": ("resnorm.gradcam.cli", "render Grad-CAM galleries for a trained run"),
     "report": ("resnorm.report.cli", "write the HTML/Markdown report of a study"),

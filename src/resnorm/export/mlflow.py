@@ -294,7 +294,6 @@ def _robustness_record(record: RunRecord, trial: Trial) -> dict | None:
     return read_record(trial_folder(record.folder.parent.parent, record.name, trial.seed))
 
 
-def _export_study_files(client, exp_id: str, study: Path, existing: dict,
 def _export_study_files(client, exp_id: str, study: StudyDir, existing: dict,
                         result: ExportResult) -> None:
     """The report, summary.json and plan as artifacts of one run labelled 'study'."""

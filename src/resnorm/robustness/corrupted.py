@@ -16,6 +16,8 @@ Many processes may ask for the same set at once (the jobs of a study, several st
 dataset): one makes each missing file under the set's file lock, writing it beside its final
 name and renaming it into place, so a reader without the lock sees a whole file or none. A
 file of the right size is complete. Corruptions are added to a set as plans ask for them.
+A large set is made by `workers` processes, one (split, corruption, severity) file each at a
+time (the library is single-threaded numpy); each image's seed makes the pixels the same.
 """
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from resnorm.data.cache import load_cache
 from resnorm.errors import UsageError
 from resnorm.fileio import atomic_write_text, read_json, temp_path
 from resnorm.robustness.corruptions import (LIBRARY, MIN_SIZE, check_library, corrupt_image,
@@ -39,6 +43,7 @@ __all__ = ["CORRUPTED_DIR", "SET_FORMAT", "CorruptedSet", "held_out_splits", "se
 CORRUPTED_DIR = "corrupted"  # in the prepared cache's folder
 SET_FORMAT = 1
 META = "meta.json"
+PARALLEL_FROM = 20_000  # images to corrupt from which worker processes pay for their start
 
 
 def held_out_splits(data, adapt: bool) -> tuple[str, str | None]:
@@ -106,9 +111,10 @@ def open_set(folder: str | os.PathLike) -> CorruptedSet:
 
 
 def ensure_set(data, splits: list[str], corruptions: list[str], severities: list[int],
-               images: int, seed: int, say=None) -> CorruptedSet:
+               images: int, seed: int, say=None, workers: int = 1) -> CorruptedSet:
     """The set of `data` (a PreparedData, all rows) holding every (split, corruption,
-    severity) asked for: opened, completed or made, under the set's lock."""
+    severity) asked for: opened, completed or made (by up to `workers` processes when it is
+    large), under the set's lock."""
     import filelock
 
     version = check_library()
@@ -126,8 +132,7 @@ def ensure_set(data, splits: list[str], corruptions: list[str], severities: list
         todo = [(sp, c, s) for sp in splits for c in corruptions for s in severities
                 if not cset.has(sp, c, s)]
         started = time.perf_counter()
-        for split, corruption, severity in todo:
-            _make(cset, data, split, corruption, severity)
+        _make_all(cset, data, todo, workers)
         if todo and say is not None:
             say(f"robustness: corrupted {len(todo)} (split, corruption, severity) sets of "
                 f"{data.size}x{data.size} images in {time.perf_counter() - started:.1f} s "
@@ -157,8 +162,27 @@ def _choose(split, images: int, seed: list[int]) -> dict:
             "labels": np.asarray(split.labels)[clean].tolist()}
 
 
-def _make(cset: CorruptedSet, data, split: str, corruption: str, severity: int) -> None:
-    """One (split, corruption, severity): every chosen image corrupted, published whole."""
+def _make_all(cset: CorruptedSet, data, todo: list[tuple[str, str, int]],
+              workers: int) -> None:
+    """Every (split, corruption, severity) of `todo`: here, or in `workers` processes."""
+    count = sum(len(cset.rows(split)) for split, _, _ in todo)
+    if workers <= 1 or len(todo) < 2 or count < PARALLEL_FROM:
+        for split, corruption, severity in todo:
+            _make(cset.folder, data, split, corruption, severity)
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(min(workers, len(todo)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(_make, cset.folder, str(data.path), *cell) for cell in todo]:
+            done.result()
+
+
+def _make(folder: Path, data, split: str, corruption: str, severity: int) -> None:
+    """One (split, corruption, severity): every chosen image corrupted, published whole.
+    `data`: the PreparedData, or (in a worker process) its cache folder."""
+    cset = open_set(folder)
+    data = load_cache(data) if isinstance(data, str) else data
     rows = cset.rows(split)
     source = data.splits[split].images
     out = np.empty((len(rows), 3, data.size, data.size), dtype=np.uint8)

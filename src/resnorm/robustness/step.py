@@ -16,6 +16,7 @@ done again otherwise; a failed one is recorded (error.txt) and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -115,6 +116,14 @@ class Evaluation:
         return Outcome(label, "completed", action, record, seconds, note=note)
 
 
+def _cores() -> int:
+    """The cores this process may use (the corrupted set is made before any job runs)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _scorable(trial) -> bool:
     """A seed whose best checkpoint the report scores: finished, or diverged after one."""
     return (trial.ok or trial.status == "diverged") \
@@ -142,7 +151,7 @@ def evaluation_jobs(study: Path, settings: RobustnessSettings, say
             splits = [scored] + ([adapt] if adapt and adapt != scored else [])
             sets[str(data.path)] = ensure_set(data, splits, settings.corruptions,
                                               settings.severities, settings.images,
-                                              settings.seed, say)
+                                              settings.seed, say, workers=_cores())
         work = Evaluation(Path(trial.dir), trial_folder(study, name, trial.seed),
                           sets[str(data.path)].folder, settings, scored, adapt)
         jobs.append(Job(RunSpec(name, {}), trial.seed, cfg, "", work))
