@@ -142,10 +142,14 @@ def evaluation_jobs(study: Path, settings: RobustnessSettings, say
     if not trials:
         raise UsageError(f"robustness: {study} has no finished run to evaluate")
     sets: dict[str, CorruptedSet] = {}
+    caches: dict[tuple, object] = {}  # the runs' data, loaded once per (data, size, resize)
     jobs = []
     for name, trial in trials:
         cfg = config_from_dict(trial.config)
-        data = load_cache(load_data(cfg, progress=False).path)  # every row: leaked ones too
+        where = (cfg.data, cfg.cache, cfg.size, cfg.resize)
+        if where not in caches:  # every row: the leaked ones too (the set leaves them out)
+            caches[where] = load_cache(load_data(cfg, progress=False).path)
+        data = caches[where]
         scored, adapt = held_out_splits(data, settings.adapt)
         if str(data.path) not in sets:
             splits = [scored] + ([adapt] if adapt and adapt != scored else [])

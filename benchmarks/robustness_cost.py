@@ -1,0 +1,87 @@
+"""What the robustness step costs beside the training it follows, measured side by side.
+
+One process runs a study plan the way `resnorm study` does (resnorm.study.runner:
+prepare_study, tune_study, train_study; then resnorm.robustness.step.study_step, the
+pipeline's robustness step) and times the two phases on the same machine, in the same
+minutes: the training (every (run, seed), through the study's executor, --jobs K) and the
+robustness step (the corrupted set made, or found in the cache, then one evaluation job per
+(run, seed) through the same executor). It prints both wall times and their ratio; the issue's
+bound is 20 %. `--fresh-set` deletes the dataset's corrupted set first, so that making it is
+counted (a second study on the same data finds it cached). Grad-CAM and the report are not run.
+
+    python benchmarks/robustness_cost.py --plan configs/demo.yaml --synthetic /tmp/d --jobs 2
+    python benchmarks/robustness_cost.py --plan configs/birds-cpu.yaml \
+        --data /path/to/Birds_25 --jobs 2 --fresh-set
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LIMIT = 0.20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data")
+    source.add_argument("--synthetic")
+    parser.add_argument("--out", help="the study folder (default: a fresh temporary one)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--fresh-set", action="store_true",
+                        help="delete the dataset's corrupted set first: its making is timed")
+    args = parser.parse_args(argv)
+
+    from resnorm.robustness.step import study_step
+    from resnorm.study.plan.options import StudyOptions
+    from resnorm.study.runner import (prepare_study, study_plan, torch_threads, train_study,
+                                      tune_study)
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="robustness-cost-")) / "study"
+    options = StudyOptions(data=args.data, synthetic=args.synthetic, jobs=args.jobs,
+                           seeds=args.seeds, progress=False, gradcam=False, report=False)
+    plan = study_plan(args.plan, options)
+    if plan.robustness is None:
+        print(f"{args.plan} has no robustness: section", file=sys.stderr)
+        return 2
+    quiet = lambda line: None  # noqa: E731 - the phases' lines are not the benchmark's
+    with torch_threads(plan.threads):
+        study = tune_study(prepare_study(plan, out, options, quiet))
+        if args.fresh_set:
+            _forget_sets(study)
+        started = time.perf_counter()
+        train_study(study)
+        trained = time.perf_counter()
+        study_step(study, quiet)
+        done = time.perf_counter()
+    step = json.loads((out / "robustness" / "robustness.json").read_text())
+    training, robustness = trained - started, done - trained
+    print(f"plan {args.plan}: {len(study.jobs)} (run, seed) jobs, --jobs {args.jobs}")
+    print(f"training            {training:8.1f} s")
+    print(f"robustness step     {robustness:8.1f} s   (corrupted set "
+          f"{step['seconds']['set']:.1f} s, evaluations {step['seconds']['evaluation']:.1f} s; "
+          f"{len(step['settings']['corruptions'])} corruptions x "
+          f"{len(step['settings']['severities'])} severities x {step['images']} images)")
+    ratio = robustness / training
+    print(f"ratio               {100 * ratio:8.1f} %   (bound {100 * LIMIT:.0f} %: "
+          f"{'within' if ratio <= LIMIT else 'OVER'})")
+    return 0
+
+
+def _forget_sets(study) -> None:
+    """Delete the corrupted sets of the study's caches (their making is then timed)."""
+    from resnorm.robustness.corrupted import CORRUPTED_DIR
+
+    for cache in study.caches.values():
+        shutil.rmtree(Path(cache) / CORRUPTED_DIR, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
