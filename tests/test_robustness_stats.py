@@ -1,17 +1,22 @@
 """The robustness numbers on planted truths, without torch: mCE of a run that errs exactly twice
 as often as the reference is 2; a variant planted more robust is found so by the family, and an
 adaptation planted to help is found to help, adjusted jointly; equal variants are not told
-apart; a stale evaluation (another key) is not read."""
+apart; a stale evaluation (another key) is not read. And the plan's section: defaults, order,
+one-line errors."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from resnorm.errors import UsageError
 from resnorm.robustness.measures import RunArrays, interval, mce
 from resnorm.robustness.results import trial_folder, write_step, write_trial
 from resnorm.robustness.summary import robustness_summary
+from resnorm.study.plan.parse import parse_plan
 
 CORRUPTIONS, SEVERITIES, N = ["gaussian_noise", "fog", "contrast"], [1, 3], 300
 LABELS = np.random.default_rng(9).integers(0, 5, N)  # the held-out images every run scores
+PLAN = {"defaults": {"n": 1}, "runs": [{"name": "bn", "norm": "bn"}]}
 
 
 def test_mce_of_a_run_with_twice_the_reference_errors_is_two():
@@ -82,3 +87,28 @@ def test_the_family_finds_planted_differences_and_only_those(tmp_path):
     assert out["gaps"]["bn"]["leader"] == "in"
     assert len(out["exploratory"]) == len(CORRUPTIONS) * 4
     assert all(e["family"] == "exploratory" for e in out["exploratory"])
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"corruptions": ["fog", "rain"]}, "robustness.corruptions: unknown corruption 'rain'"),
+    ({"severities": [1, 6]}, "robustness.severities: severity 6 is not one of 1, 2, 3, 4, 5"),
+    ({"severities": []}, "robustness.severities must be a list of severities"),
+    ({"images": 0}, "robustness.images must be an integer of at least 1"),
+    ({"adapt": "yes"}, "robustness.adapt must be true or false"),
+    ({"noise": 1}, "robustness: unknown key 'noise'"),
+])
+def test_a_bad_section_is_one_line(section, message):
+    with pytest.raises(UsageError) as e:
+        parse_plan({**PLAN, "robustness": section}, "p.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_section_defaults_and_round_trips():
+    plan = parse_plan({**PLAN, "robustness": {}}, "p.yaml")
+    assert plan.robustness.to_yaml_dict() == {"corruptions": "all", "severities": [1, 3, 5],
+                                              "images": 500, "adapt": True, "seed": 0}
+    again = parse_plan({**PLAN, "robustness": {"corruptions": ["contrast", "gaussian_noise"],
+                                               "severities": [5, 1]}}, "p.yaml")
+    assert again.robustness.corruptions == ["gaussian_noise", "contrast"]  # benchmark order
+    assert again.robustness.middle_severity == 1
+    assert parse_plan(PLAN, "p.yaml").robustness is None

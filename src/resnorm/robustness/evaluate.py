@@ -11,6 +11,11 @@ Schneider et al. adapt to each shift on its own. The checkpoint is read, never w
 
 Writes into the job's folder (resnorm.robustness.results): scores.npz (per-image predictions)
 then result.json (the record; its presence means done).
+
+The norms' kernels are planned for the evaluation's own work, as training plans them
+(resnorm.norm_functions.kernels): a few hundred forward passes at 32 px stay eager. Without a
+plan the call-count rule would compile them (seconds of inductor) part way through the second
+evaluation a worker process runs.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ import numpy as np
 import torch
 
 from resnorm.data import load_cache
+from resnorm.model import STAGE_WIDTHS
+from resnorm.norm_functions.kernels import planned_kernels
 from resnorm.norms import norm_info
 from resnorm.robustness.adaptation import adapted, has_running_stats
 from resnorm.robustness.corrupted import CorruptedSet
@@ -61,22 +68,12 @@ def evaluate_trial(run_dir: Path, out: Path, cset: CorruptedSet,
     cfg = config_from_dict(config)
     rt = Runtime.for_config(cfg)
     model.to(rt.device)
-    scorer = _Scorer(cset, cfg.eval_batch_size, rt, len(cset.meta["classes"]))
-    clean = load_cache(cset.meta["cache"]).splits[scored].images
-    clean_preds = scorer.predict(model, np.asarray(clean[cset.rows(scored)]))
     with_adapt = adapt_split is not None and adapts(cfg.norm, settings) \
         and has_running_stats(model)
-    shape = (len(settings.corruptions), len(settings.severities), len(clean_preds))
-    preds = np.empty(shape, dtype=np.int16)
-    adapted_preds = np.empty(shape, dtype=np.int16) if with_adapt else None
-    for i, corruption in enumerate(settings.corruptions):
-        for j, severity in enumerate(settings.severities):
-            x = cset.images(scored, corruption, severity)
-            preds[i, j] = scorer.predict(model, x)
-            if adapted_preds is not None:
-                target = cset.images(adapt_split, corruption, severity)
-                adapted_preds[i, j] = scorer.predict(
-                    adapted(model, scorer.batches(target)), x)
+    with planned_kernels(*_work(cset, cfg, settings, scored, with_adapt)):
+        clean_preds, preds, adapted_preds = _predictions(model, cset, cfg, rt, settings,
+                                                         scored, adapt_split if with_adapt
+                                                         else None)
     labels = cset.labels(scored)
     record = _record(config, labels, clean_preds, preds, adapted_preds, settings,
                      time.perf_counter() - started)
@@ -85,6 +82,37 @@ def evaluate_trial(run_dir: Path, out: Path, cset: CorruptedSet,
     write_trial(out, record, labels=labels, files=np.asarray(cset.files(scored)),
                 clean=clean_preds.astype(np.int16), preds=preds, adapted=adapted_preds)
     return record
+
+
+def _work(cset: CorruptedSet, cfg, settings: RobustnessSettings, scored: str,
+          adapt: bool) -> tuple[int, int]:
+    """(forward passes, elements of the largest normalized activation per pass): the
+    evaluation's work, as `plan_kernels` takes a run's."""
+    n = len(cset.rows(scored))
+    batches = -(-n // cfg.eval_batch_size)
+    cells = len(settings.corruptions) * len(settings.severities)
+    return batches * (1 + cells * (3 if adapt else 1)), \
+        min(n, cfg.eval_batch_size) * STAGE_WIDTHS[0] * cset.size ** 2
+
+
+def _predictions(model, cset: CorruptedSet, cfg, rt, settings: RobustnessSettings,
+                 scored: str, adapt_split: str | None):
+    """Clean, corrupted and (with `adapt_split`) adapted predictions on the scored split."""
+    scorer = _Scorer(cset, cfg.eval_batch_size, rt, len(cset.meta["classes"]))
+    clean = load_cache(cset.meta["cache"]).splits[scored].images
+    clean_preds = scorer.predict(model, np.asarray(clean[cset.rows(scored)]))
+    shape = (len(settings.corruptions), len(settings.severities), len(clean_preds))
+    preds = np.empty(shape, dtype=np.int16)
+    adapted_preds = np.empty(shape, dtype=np.int16) if adapt_split is not None else None
+    for i, corruption in enumerate(settings.corruptions):
+        for j, severity in enumerate(settings.severities):
+            x = cset.images(scored, corruption, severity)
+            preds[i, j] = scorer.predict(model, x)
+            if adapted_preds is not None:
+                target = cset.images(adapt_split, corruption, severity)
+                adapted_preds[i, j] = scorer.predict(
+                    adapted(model, scorer.batches(target)), x)
+    return clean_preds, preds, adapted_preds
 
 
 class _Scorer:
