@@ -205,17 +205,23 @@ def _exploratory_text(rob: dict) -> str:
 
 
 def robustness_sentences(rob: dict, norms: dict[str, str]) -> list[str]:
-    """Which norms degrade least (the drop from clean, as trained) and whether adapting BN
-    closes the gap to the most robust variant, every number with its interval."""
+    """Which norms hold up best under corruption (mean corrupted accuracy) and degrade least
+    (the drop from clean: a weak model has little to lose, so both are said), as trained, and
+    whether adapting BN closes the gap to the most robust variant; every number with its
+    interval."""
     runs = rob.get("runs") or {}
     fam_runs = [r for c in rob.get("comparisons") or [] if c.get("kind") == "pair"
                 for r in (c["a"], c["b"])]
-    ranked = sorted((r for r in dict.fromkeys(fam_runs) if r in runs) or runs,
-                    key=lambda r: runs[r]["drop"]["mean"])
-    if not ranked:
+    variants = [r for r in dict.fromkeys(fam_runs) if r in runs] or list(runs)
+    if not variants:
         return []
-    out = [f"Least degraded as trained: {_drop(ranked[0], runs)}; most: "
-           f"{_drop(ranked[-1], runs)} (drop from clean to mean corrupted accuracy, points)."]
+    best = max(variants, key=lambda r: runs[r]["mean_corrupted"]["mean"])
+    drops = sorted(variants, key=lambda r: runs[r]["drop"]["mean"])
+    out = [f"As trained, the highest mean corrupted accuracy is {best}'s "
+           f"{ci_pct(runs[best]['mean_corrupted'])}% (clean {ci_pct(runs[best]['clean'])}%); "
+           f"the smallest drop from clean is {_drop(drops[0], runs)}, the largest "
+           f"{_drop(drops[-1], runs)} (points; see the family below for which differences "
+           "hold)."]
     for run, gap in (rob.get("gaps") or {}).items():
         verdict = next((c for c in rob.get("comparisons") or []
                         if c.get("kind") == "adapt" and c["b"] == run), None)
@@ -229,7 +235,7 @@ def robustness_sentences(rob: dict, norms: dict[str, str]) -> list[str]:
 
 
 def _drop(run: str, runs: dict) -> str:
-    return f"{run} {_pts(runs[run]['drop'])}"
+    return f"{run}'s {_pts(runs[run]['drop'])} (clean {ci_pct(runs[run]['clean'])}%)"
 
 
 def _closed(after: dict) -> str:
