@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"robustness step     {robustness:8.1f} s   (corrupted set "
           f"{step['seconds']['set']:.1f} s, evaluations {step['seconds']['evaluation']:.1f} s; "
           f"{len(step['settings']['corruptions'])} corruptions x "
-          f"{len(step['settings']['severities'])} severities x {step['images']} images)")
+          f"{len(step['settings']['severities'])} severit(y/ies) x {step['images']} images)")
     ratio = robustness / training
     print(f"ratio               {100 * ratio:8.1f} %   (bound {100 * LIMIT:.0f} %: "
           f"{'within' if ratio <= LIMIT else 'OVER'})")

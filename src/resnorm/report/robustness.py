@@ -83,10 +83,11 @@ def _plot_heatmap(rob: dict, shown: list[str], norms: dict[str, str], path: Path
     fig = Figure(figsize=(1.0 + 0.62 * len(corruptions), 1.2 + 0.42 * len(shown)),
                  layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    top = max(float(grid.max()), 1.0)  # the colours span what was measured, from 0
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=top, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                color="white" if v < 55 else "black")
+                color="white" if v < 0.55 * top else "black")
     ax.set_xticks(range(len(corruptions)), [mpl_text(c.replace("_", " ")) for c in corruptions],
                   rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(shown)), [mpl_text(r) for r in shown], fontsize=8)

@@ -43,7 +43,9 @@ METHOD = ("Each finished seed's best checkpoint predicted the same held-out imag
           "trained) is adjusted jointly by step-down max-T, like the primary family; the "
           "comparisons per corruption are exploratory (Benjamini–Hochberg). mCE: the mean "
           "over corruptions of the run's error summed over severities divided by the "
-          "reference run's, per seed (paired by seed), with a delta-method image variance.")
+          "reference run's, per seed (paired by seed), with a delta-method image variance. "
+          "With one seed per run the intervals count the images alone (conditional on the "
+          "trained models).")
 
 
 def adapted_name(run: str) -> str:
