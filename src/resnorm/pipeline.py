@@ -48,7 +48,7 @@ class StudyResult:
 def run_study(plan_path: str | Path, out: str | Path, options: StudyOptions,
               say=print) -> StudyResult:
     """The whole study: data once, every job (options.executor: here, --jobs K processes, or
-    SLURM), then Grad-CAM of the best run and the report (unless options turn them off, a
+    SLURM), then the plan's robustness step, Grad-CAM of the best run and the report (unless options turn them off, a
     --shard trains, or other processes still train jobs of the plan: the last one writes
     them). Under torchrun every job trains on all processes; rank 0 alone writes."""
     plan = study_plan(plan_path, options)

@@ -30,7 +30,7 @@ from resnorm.robustness.results import (RECORD_FILE, read_record, trial_folder, 
 from resnorm.rundir import BEST_FILE, RunDir
 from resnorm.study.execution.job import Job, Outcome, busy
 from resnorm.study.execution.records import collect_runs
-from resnorm.study.plan.parse import Plan, RunSpec, resolved_settings
+from resnorm.study.plan.parse import Plan, RunSpec, train_default
 from resnorm.study.plan.robustness_settings import RobustnessSettings
 from resnorm.studydir import StudyDir
 
@@ -49,7 +49,7 @@ def check_plan(plan: Plan) -> None:
         return
     check_library()
     for spec in plan.runs:
-        size = int(resolved_settings(plan, spec).get("size") or 0)
+        size = int({**plan.defaults, **spec.overrides}.get("size", train_default("size")))
         if size < MIN_SIZE:
             raise UsageError(f"{plan.source}: robustness: run '{spec.name}' trains on {size} px "
                              f"images; the corruptions need at least {MIN_SIZE} px")
