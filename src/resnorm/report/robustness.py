@@ -15,7 +15,7 @@ from matplotlib.ticker import PercentFormatter
 from resnorm.norms import norm_info
 from resnorm.plots import mpl_text
 from resnorm.report.document import Bold, Cell, Img, Para, Section, Sub, Table
-from resnorm.report.format import ci_pct, diff_ci, p_value
+from resnorm.report.format import ci_pct, diff_ci, p_value, secs
 from resnorm.report.verdicts import p_adjusted, simultaneous_ci, verdict_cell
 
 __all__ = ["section_robustness", "robustness_sentences"]
@@ -68,7 +68,16 @@ def _setup_text(rob: dict) -> str:
             "keeps running statistics are scored twice: as trained, and with those statistics "
             f"re-estimated on the corrupted {rob.get('adapted_on') or 'val'} images, "
             "unlabeled (Schneider et al. 2020, full adaptation); the checkpoint is never "
-            f"changed.{shared} {rob.get('method', '')}")
+            f"changed.{shared}{_cost(rob.get('seconds'))} {rob.get('method', '')}")
+
+
+def _cost(seconds: dict | None) -> str:
+    """What the step took (its last run): the corrupted set and the evaluations."""
+    if not seconds:
+        return ""
+    return (f" The step took {secs(seconds.get('set', 0) + seconds.get('evaluation', 0))} "
+            f"(corrupted images {secs(seconds.get('set'))}, evaluations "
+            f"{secs(seconds.get('evaluation'))}).")
 
 
 def _style(run: str, norms: dict[str, str]) -> dict:
