@@ -6,10 +6,12 @@
     slurm        one SLURM array task per job (--executor slurm, submitit)   resnorm.study.execution.slurm
 
 Every executor trains a job with the same `train_locked` (skip a finished job, resume from
-last.pt, the folder's lock held meanwhile), or does its work (`Job.work`: `run_job`) and hands each outcome, as it is known, to the one
-`OutcomeRecorder` (resnorm.study.execution.state), which writes study.json and the job's line. `run`
-returns the outcomes in job order. Jobs may live anywhere (their folder is `job.cfg.out`):
-the plan's under STUDY/runs/, a tuning phase's trials elsewhere.
+last.pt, the folder's lock held meanwhile), or does the job's other work (`Job.work`: the
+robustness step's evaluations; `run_job` is what they call), and hands each outcome, as it
+is known, to the one `OutcomeRecorder` (resnorm.study.execution.state), which writes
+study.json and the job's line. `run` returns the outcomes in job order. Jobs may live
+anywhere (their folder is `job.dir`): the plan's under STUDY/runs/, a tuning phase's trials
+and the robustness evaluations elsewhere.
 """
 from __future__ import annotations
 
