@@ -186,6 +186,16 @@ class StudyDir:
     def robustness(self) -> Path:
         return self.dir / self.ROBUSTNESS
 
+    def robustness_trial(self, run: str, seed: int) -> Path:
+        """Where (run, seed) is evaluated on corrupted images (resnorm.robustness):
+        STUDY/robustness/<run>/seed-<seed>/."""
+        return self.robustness / run / f"seed-{seed}"
+
+    @property
+    def robustness_slurm(self) -> Path:
+        """The robustness evaluations' SLURM log folder."""
+        return self.robustness / self.SLURM
+
     @property
     def gradcam(self) -> Path:
         """The best run's galleries and gradcam.json."""

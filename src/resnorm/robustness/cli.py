@@ -78,7 +78,7 @@ def _executor(args: argparse.Namespace, study: StudyDir, plan):
     if args.executor == "slurm":
         return make_executor("slurm", threads=threads, recorder=recorder,
                              slurm_settings=slurm_settings(plan.slurm if plan else {}, {}),
-                             folder=study.robustness / StudyDir.SLURM)
+                             folder=study.robustness_slurm)
     return make_executor("local", jobs=args.jobs, threads=threads, progress=not args.quiet,
                          recorder=recorder)
 

@@ -52,7 +52,7 @@ class TrialScores:
 
 def trial_folder(study: str | Path, run: str, seed: int) -> Path:
     """STUDY/robustness/<run>/seed-<seed>/."""
-    return StudyDir(study).robustness / run / f"seed-{seed}"
+    return StudyDir(study).robustness_trial(run, seed)
 
 
 def write_trial(folder: Path, record: dict, **arrays) -> None:

@@ -214,7 +214,7 @@ def study_step(study, say) -> list[Outcome]:
     waiting = dataclasses.replace(study, options=dataclasses.replace(
         study.options, slurm={**(study.options.slurm or {}), "wait": True}))
     recorder = OutcomeRecorder(study.state, "robustness")
-    logs = StudyDir(study.folder).robustness / StudyDir.SLURM
+    logs = StudyDir(study.folder).robustness_slurm
 
     def execute(jobs: list[Job], say_) -> list[Outcome] | None:
         return study_executor(waiting, recorder, jobs, logs=logs).run(jobs, say_)
