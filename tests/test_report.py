@@ -365,7 +365,9 @@ def _check_families(summary: dict) -> None:
                             ("in", "nn"), ("gn", "nn")]}
     assert all(c["metric"] == "val_acc" for c in primary)
     for c in primary + [summary["sanity"], summary["interaction"]]:
-        assert c["family"] == "primary" and c["p"] <= c["p_adjusted"] <= c["p_holm"] + 1e-9
+        # (max-T may exceed Holm's p: its null carries the variance heterogeneity the model
+        # allows, which the raw t p-values Holm adjusts do not)
+        assert c["family"] == "primary" and c["p"] <= c["p_adjusted"] and c["p"] <= c["p_holm"]
         lo, hi = c["ci95_simultaneous"]
         assert lo < c["ci95"][0] and c["ci95"][1] < hi
     explore = [c for c in summary["comparisons"] if c["family"] == "exploratory"]

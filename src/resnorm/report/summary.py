@@ -41,7 +41,8 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
-from resnorm.report.families import BEST_SET_METHOD, adjust_families
+from resnorm.report.calibration import calibration_studies, study_calibration
+from resnorm.report.families import adjust_families, describe_calibration, family_design
 from resnorm.report.roles import Roles
 from resnorm import statistics as st
 from resnorm.study.plan.manifest import Design
@@ -108,11 +109,13 @@ class _Stats:
     split is drawn from the same image resamples (and each replicate is computed once), and
     the seed-variance model per (split, metric), fitted once to every run."""
 
-    def __init__(self, seeds: dict[str, _Seeds]) -> None:
+    def __init__(self, seeds: dict[str, _Seeds], recipes: dict[str, str | None]) -> None:
         self.indices: dict[tuple[str, int], np.ndarray] = {}
         self.cache: dict = {}
         self.seeds = seeds
+        self.recipes = recipes
         self.models: dict[tuple[str, str], st.SeedModel | None] = {}
+        self.paired: dict[tuple[str, str, str], st.SeedModel] = {}
 
     def kwargs(self, split: str, n: int) -> dict:
         key = (split, n)
@@ -129,11 +132,24 @@ class _Stats:
             if runs and max(len(r) for r in runs.values()) >= 2:
                 try:
                     n = next(iter(runs.values()))[0].labels.size
-                    fit = st.fit_runs(runs, metric, **self.kwargs(split, n))
+                    fit = st.fit_runs(runs, metric, excluded=self.excluded(runs),
+                                      **self.kwargs(split, n))
                 except ValueError:
                     fit = None
             self.models[(split, metric)] = fit
         return self.models[(split, metric)]
+
+
+    def excluded(self, runs: dict[str, list[st.SeedPredictions]]) -> dict[str, str]:
+        """The runs kept out of the pooled seed variance (`statistics.comparable`), from the
+        seeds' accuracy on these images, the most frequent class, diverged seeds, recipes."""
+        labels = next(iter(runs.values()))[0].labels
+        accuracy = {n: [float(np.mean(s.labels == s.preds)) for s in seeds]
+                    for n, seeds in runs.items()}
+        chance = float(np.bincount(labels).max() / labels.size) if labels.size else None
+        return st.not_comparable(accuracy, labels.size, chance,
+                                 {n: self.seeds[n].diverged for n in runs},
+                                 {n: r for n, r in self.recipes.items() if n in runs and r})
 
 
 def _finite(x: Any) -> Any:
@@ -258,10 +274,13 @@ def primary_metric(summary: dict) -> str:
     return "test_acc" if "test" in summary.get("splits", {}) else "val_acc"
 
 
-def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
-    """The statistics of a study (the summary.json contract; see the module notes)."""
+def study_summary(runs: list[RunRecord], plan: dict, roles: Roles,
+                  calibration: int | None = None, previous: dict | None = None) -> dict:
+    """The statistics of a study (the summary.json contract; see the module notes).
+    `calibration`: the studies to simulate (`report.calibration`); `previous`: the last
+    summary.json, whose calibration is reused when its inputs are unchanged."""
     seeds = {r.name: _seed_predictions(r) for r in runs}
-    stats = _Stats(seeds)
+    stats = _Stats(seeds, {r.name: r.config.get("recipe") for r in runs})
     out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
     metric = primary_metric(out)
@@ -277,17 +296,24 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
                                       design.primary != design.variant_pairs(),
                                       stats.model(split, key))
     out["ranking"] = _ranking(design.ranked(), seeds, stats, metric, out["comparisons"])
+    sanity = stats.paired.get((*design.sanity, metric)) if design.sanity else None
+    out["calibration"] = study_calibration(
+        family_design(out, stats.model(split, key), sanity, design.ranked()),
+        calibration_studies(calibration), (previous or {}).get("calibration"))
+    describe_calibration(out)
     return out
 
 
 def _model_entry(stats: _Stats, metric: str) -> dict | None:
-    """The primary metric's seed-variance model: its name, the prior's df d0 (None: the runs
-    look alike, pooled fully up to the cap) and the seed df it rests on."""
+    """The primary metric's seed-variance model: its name, the runs kept out of the pool
+    (name -> why), the prior's df d0 (the data's 95 % lower bound; None: ∞, pooled fully)
+    and the seed df it rests on."""
     split, m = metric.split("_", 1)
     model = stats.model(split, m)
     if model is None:
         return None
     return {"name": st.MODEL_NAME, "metric": metric, "runs": model.names,
+            "excluded": dict(model.excluded),
             "prior_df": _finite(model.d0), "seed_df": model.df_prior,
             "pooled_seed_sd": _finite(math.sqrt(model.s0sq)),
             "seed_sd": {n: _finite(math.sqrt(v)) for n, v in zip(model.names, model.s2)},
@@ -392,6 +418,7 @@ def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
         return None
     if fit is None:
         return None
+    stats.paired[(a, b, metric)] = fit
     res = st.results(fit, [{"difference": 1.0}], m)[0]
     res["method"] += " Paired by seed: every seed of the two runs shares its initialisation."
     return res
@@ -416,8 +443,7 @@ def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
     simultaneous = {(c["a"], c["b"]): c.get("ci95_simultaneous") for c in comparisons
                     if c["metric"] == metric and c.get("family") == "primary"}
     return {**res, "metric": metric, "left_out": left_out,
-            "best_set": st.best_set(res["runs"], simultaneous),
-            "best_set_method": BEST_SET_METHOD}
+            "best_set": st.best_set(res["runs"], simultaneous)}
 
 
 def write_summary(study: Path, summary: dict) -> Path:

@@ -43,7 +43,8 @@ def not_comparable(accuracy: Mapping[str, Sequence[float]], n_images: int,
         elif main is not None and recipe is not None and recipe != main:
             out[name] = f"recipe {recipe}, not the study's {main}"
         elif chance is not None and _at_chance(accs, n_images, chance):
-            out[name] = f"at chance level ({100 * chance:.0f} % by the most frequent class)"
+            out[name] = (f"at chance level: not above the {100 * chance:.0f} % of always "
+                         "predicting the most frequent class")
     return out
 
 

@@ -42,13 +42,15 @@ def _scores(runs: Sequence[Sequence[Any]], metric: str, n_boot: int, rng: Any,
 
 def fit_runs(runs: Mapping[str, Sequence[Any]], metric: str = "acc", *,
              n_boot: int = DEFAULT_N_BOOT, rng: np.random.Generator | int | None = 0,
-             indices: np.ndarray | None = None, cache: dict | None = None) -> SeedModel:
+             indices: np.ndarray | None = None, cache: dict | None = None,
+             excluded: Mapping[str, str] | None = None) -> SeedModel:
     """The model fitted to `runs` (name -> list of seeds, as for `contrasts.contrast`, all on
-    one validation set) on `metric`. Raises ValueError for runs on other validation sets."""
+    one validation set) on `metric`, the runs in `excluded` (name -> why) kept out of the
+    pool. Raises ValueError for runs on other validation sets."""
     check_metric(metric)
     names = list(runs)
     n, full, reps = _scores([runs[name] for name in names], metric, n_boot, rng, indices, cache)
-    return fit_seed_model(names, full, moments_from_replicates(reps, n))
+    return fit_seed_model(names, full, moments_from_replicates(reps, n), excluded)
 
 
 def paired_fit(a: Sequence[Any], b: Sequence[Any], metric: str = "acc", *,
