@@ -24,8 +24,8 @@ from scipy import optimize
 
 from calibration_sim import (CHANCE, INTERACTION, K, N_IMAGES, RUNS, SIX, TOLERANCE, draw,
                              expected_acc, wide_sa)
-from resnorm.statistics import (adjust_model, best_set, equivalence_p, fit_seed_model,
-                                moments_from_correct, results)
+from resnorm.statistics import (INTERACTION_VERDICT, adjust_model, best_set, equivalence_p,
+                                fit_seed_model, moments_from_correct, results)
 from resnorm.statistics.comparable import not_comparable
 from resnorm.statistics.joint import fit_paired
 
@@ -34,7 +34,8 @@ NULL_DRAWS = 2000      # each simulated study's max-T null (the report draws 20,
 BATCH = 100
 PAIRS = [{a: 1.0, b: -1.0} for i, a in enumerate(SIX) for b in SIX[i + 1:]]
 SANITY = {"torch_bn": 1.0, "bn": -1.0}
-DIRECTIONAL = ("a higher", "b higher", "GN less sensitive", "BN less sensitive")
+INTERACTION_LABELS = (INTERACTION_VERDICT.format("GN"), INTERACTION_VERDICT.format("BN"))
+DIRECTIONAL = ("a higher", "b higher", *INTERACTION_LABELS)
 WIDE = "nn"
 # The issue's table (issue 39): 3 seeds and 150 images unless stated.
 SCENARIOS = {
@@ -89,7 +90,7 @@ def primary_family(correct: np.ndarray, runs: list[str] = RUNS, kw: dict | None 
                   p=equivalence_p(sanity, TOLERANCE))
     pairs = [{**r, "a": a, "b": b} for r, (a, b) in zip(results(model, PAIRS),
                                                         [tuple(w) for w in PAIRS])]
-    inter = results(model, [INTERACTION], labels=[("GN less sensitive", "BN less sensitive")])
+    inter = results(model, [INTERACTION], labels=[INTERACTION_LABELS])
     members = [sanity] + pairs + inter
     adjust_model(members, [SANITY] + PAIRS + [INTERACTION], model, n_sim=null_draws,
                  rng=np.random.default_rng(seed))

@@ -339,7 +339,7 @@ def test_summary_json_contract_with_three_seeds(tmp_path):
     assert inter["runs"] == {"gn_small": "gn_b8", "gn_large": "gn", "bn_small": "bn_b8",
                              "bn_large": "bn"} and inter["batch_sizes"] == [8, 32]
     assert inter["diff"] == pytest.approx((0.44 - 0.45) - (0.35 - 0.505))
-    assert inter["verdict"] == "GN less sensitive"
+    assert inter["verdict"] == "GN's small-batch recipe loses less"
     assert summary["sanity"]["equivalence"] in ("equivalent", "inconclusive", "not equivalent")
     _check_families(summary)
     # the report: mean ± CI with the seed count, the curves' band, the representative seed

@@ -227,7 +227,8 @@ def _contrast(kind: str, names: list[str], stats: _Stats, metric: str,
     model = stats.model(split, m)
     if model is not None and all(n in model.names for n in names):
         weights = _terms(names) if kind == "interaction" else {names[0]: 1.0, names[1]: -1.0}
-        labels = ([(f"{groups[1]} less sensitive", f"{groups[0]} less sensitive")]
+        labels = ([(st.INTERACTION_VERDICT.format(groups[1]),
+                    st.INTERACTION_VERDICT.format(groups[0]))]
                   if kind == "interaction" else None)
         res = st.results(model, [weights], m, labels)[0]
         return _with_sensitivity(res, model, names, groups) if kind == "interaction" else res
@@ -357,7 +358,8 @@ def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
     """(second small − second large) − (first small − first large) of the design's first two
     batch groups, at the smallest and largest batch sizes both groups were trained at. Keys
     name the groups (`<group>_small`, `<group>_large`); the verdict says which group's label
-    is less sensitive ("<label> less sensitive"), `sensitivity` is keyed by group name."""
+    loses less by its small-batch recipe (`statistics.INTERACTION_VERDICT`), `sensitivity` is
+    keyed by group name."""
     if len(design.batch) < 2:
         return None
     first, second = list(design.batch)[:2]

@@ -12,6 +12,7 @@ from pathlib import Path
 from resnorm.report.calibration import equivalence_sentence, power_sentence
 from resnorm.report.document import Block, Bold, Cell, Img, Para, Sub, Table
 from resnorm.report.figures import plot_ranking
+from resnorm.statistics import INTERACTION_VERDICT
 from resnorm.report.format import ci_pct, diff_ci, metric_label, p_value, pts, signed_pts
 
 VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
@@ -134,7 +135,7 @@ def _interaction_rows(inter: dict | None) -> list[list[Cell]]:
                                                                                    verdict):
         cell: Cell = ADJUSTED_AWAY
     else:
-        directional = {f"{label} less sensitive" for label in inter.get("labels") or []}
+        directional = {INTERACTION_VERDICT.format(label) for label in inter.get("labels") or []}
         cell = Bold(verdict) if verdict in directional else verdict
     first, second = inter["groups"]
     return [["batch-size interaction", f"{r[second + '_small']} − {r[second + '_large']}",

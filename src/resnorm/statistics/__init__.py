@@ -28,7 +28,8 @@ Pure numpy + scipy.stats (no torch), so the report and any tool can use it cheap
   intervals   plain-sample intervals: a mean (t), a share (Wilson), a difference of means
               (Welch)
 """
-from resnorm.statistics.contrasts import (NOT_COMPUTABLE, compare, contrast, equivalence,
+from resnorm.statistics.contrasts import (INTERACTION_VERDICT, NOT_COMPUTABLE, compare,
+                                          contrast, equivalence,
                                                 equivalence_p, interaction, summarize)
 from resnorm.statistics.families import (ALPHA, EXPLORATORY, NO_DIFFERENCE, POWER,
                                                PRIMARY, adjust, benjamini_hochberg, holm,
@@ -50,7 +51,7 @@ from resnorm.statistics.calibration import FamilyDesign, calibrate
 from resnorm.statistics.resampling import Resample, resample_runs
 
 __all__ = [
-    "METRICS", "DEFAULT_N_BOOT", "NOT_COMPUTABLE", "ALPHA", "PRIMARY", "EXPLORATORY",
+    "METRICS", "DEFAULT_N_BOOT", "NOT_COMPUTABLE", "INTERACTION_VERDICT", "ALPHA", "PRIMARY", "EXPLORATORY",
     "NO_DIFFERENCE", "BEST_THRESHOLD",
     "SeedPredictions", "metric_value", "bootstrap_indices", "metric_replicates",
     "contrast", "compare", "interaction", "summarize", "equivalence", "equivalence_p",
