@@ -141,15 +141,9 @@ class _Stats:
 
 
     def excluded(self, runs: dict[str, list[st.SeedPredictions]]) -> dict[str, str]:
-        """The runs kept out of the pooled seed variance (`statistics.comparable`), from the
-        seeds' accuracy on these images, the most frequent class, diverged seeds, recipes."""
-        labels = next(iter(runs.values()))[0].labels
-        accuracy = {n: [float(np.mean(s.labels == s.preds)) for s in seeds]
-                    for n, seeds in runs.items()}
-        chance = float(np.bincount(labels).max() / labels.size) if labels.size else None
-        return st.not_comparable(accuracy, labels.size, chance,
-                                 {n: self.seeds[n].diverged for n in runs},
-                                 {n: r for n, r in self.recipes.items() if n in runs and r})
+        """The runs kept out of the pooled seed variance (`statistics.comparable`)."""
+        return st.runs_not_comparable(runs, {n: self.seeds[n].diverged for n in runs},
+                                      {n: r for n, r in self.recipes.items() if n in runs and r})
 
 
 def _finite(x: Any) -> Any:

@@ -44,7 +44,7 @@ from resnorm.statistics.model import (MODEL_NAME, SeedModel, contrast_correlatio
                                             detectable_effect, fit_seed_model,
                                             moments_from_correct)
 from resnorm.statistics.ranking import BEST_THRESHOLD, best_or_tied, best_set, rank_runs
-from resnorm.statistics.comparable import not_comparable
+from resnorm.statistics.comparable import not_comparable, runs_not_comparable
 from resnorm.statistics.null import null_p_values, null_statistics, study_rng
 from resnorm.statistics.calibration import NULL_DRAWS as CALIBRATION_NULL_DRAWS
 from resnorm.statistics.calibration import FamilyDesign, calibrate
@@ -56,7 +56,7 @@ __all__ = [
     "SeedPredictions", "metric_value", "bootstrap_indices", "metric_replicates",
     "contrast", "compare", "interaction", "summarize", "equivalence", "equivalence_p",
     "holm", "benjamini_hochberg", "interval_at", "max_t", "max_t_null", "adjust", "POWER",
-    "not_comparable", "null_p_values", "null_statistics", "study_rng",
+    "not_comparable", "runs_not_comparable", "null_p_values", "null_statistics", "study_rng",
     "FamilyDesign", "calibrate", "CALIBRATION_NULL_DRAWS",
     "MODEL_NAME", "SeedModel", "fit_seed_model", "moments_from_correct", "contrast_correlation",
     "detectable_effect", "fit_runs", "paired_fit", "adjust_model", "results", "weight_matrix",

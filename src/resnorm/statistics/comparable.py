@@ -21,7 +21,11 @@ import math
 from collections import Counter
 from typing import Mapping, Sequence
 
-__all__ = ["not_comparable"]
+import numpy as np
+
+from resnorm.statistics.inputs import SeedPredictions
+
+__all__ = ["not_comparable", "runs_not_comparable"]
 
 _Z95 = 1.6449  # the one-sided 95 % normal quantile
 
@@ -64,3 +68,15 @@ def _at_chance(accs: Sequence[float], n_images: int, chance: float) -> bool:
     mean = sum(accs) / len(accs)
     se = math.sqrt(chance * (1 - chance) / (n_images * len(accs)))
     return mean <= chance + _Z95 * se
+
+
+def runs_not_comparable(runs: Mapping[str, Sequence[SeedPredictions]],
+                        diverged: Mapping[str, int] | None = None,
+                        recipes: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`not_comparable` from the runs' predictions on one evaluated set: each seed's accuracy,
+    chance the share of the most frequent class among the labels."""
+    labels = next(iter(runs.values()))[0].labels
+    accuracy = {n: [float(np.mean(s.labels == s.preds)) for s in seeds]
+                for n, seeds in runs.items()}
+    chance = float(np.bincount(labels).max() / labels.size) if labels.size else None
+    return not_comparable(accuracy, int(labels.size), chance, diverged, recipes)
