@@ -107,6 +107,7 @@ class Rates:
     false_equivalent: float           # adjusted, sanity pair at the margin
     tost_at_margin: float             # raw TOST p < 5 % at the margin
     mde_points: float                 # the family's median detectable effect, median
+    rest_tail: float                  # the tail of the null tests without the WIDE variant
     power: float | None = None        # the planted pair found (planted scenarios)
 
     def se(self, rate: float) -> float:
@@ -152,7 +153,7 @@ def scenario(name: str, studies: int, planted: tuple = (), found: tuple | None =
     seed = zlib.crc32(repr((name, planted)).encode())
     rng = np.random.default_rng(seed)
     counts = dict(fwer=0, cover=0, best=0, eq=0, tost=0, found=0)
-    tails = {v: [] for v in SIX}
+    tails: dict[str, list] = {v: [] for v in SIX + ["rest"]}
     mde = []
     for b in range(math.ceil(studies / BATCH)):
         size = min(BATCH, studies - b * BATCH)
@@ -160,10 +161,10 @@ def scenario(name: str, studies: int, planted: tuple = (), found: tuple | None =
             members, pairs, model = primary_family(correct, runs, kw, seed=seed + b * BATCH + i)
             _count(members, pairs, model, theta, best, found, counts, tails, mde)
     return Rates(studies, counts["fwer"] / studies,
-                 {v: float(np.mean(t)) / TAIL for v, t in tails.items() if t},
+                 {v: float(np.mean(t)) / TAIL for v, t in tails.items() if t and v in SIX},
                  counts["cover"] / studies, counts["best"] / studies, counts["eq"] / studies,
                  counts["tost"] / studies, float(np.median(mde)),
-                 counts["found"] / studies if found else None)
+                 float(np.mean(tails["rest"])) / TAIL, counts["found"] / studies if found else None)
 
 
 def _count(members, pairs, model, theta, best, found, counts, tails, mde) -> None:
@@ -180,6 +181,8 @@ def _count(members, pairs, model, theta, best, found, counts, tails, mde) -> Non
     for v in SIX:
         tails[v] += [m["p"] < TAIL for m in pairs
                      if v in (m["a"], m["b"]) and abs(theta[(m["a"], m["b"])]) < 1e-9]
+    tails["rest"] += [m["p"] < TAIL for m in pairs
+                      if WIDE not in (m["a"], m["b"]) and abs(theta[(m["a"], m["b"])]) < 1e-9]
     kept = [m["mde_points"] for m in pairs
             if not ({m["a"], m["b"]} & set(model.excluded))]
     mde.append(float(np.median(kept)))
