@@ -150,3 +150,14 @@ def test_the_tost_at_its_margin_has_its_level():
     se, df, tol = 0.01, 2.0, 0.05
     diff = tol - stats.t.ppf(0.95, df) * se
     assert equivalence_p({"diff": diff, "se": se, "df": df}, tol) == pytest.approx(0.05)
+
+
+def test_the_detectable_effect_is_quick_and_right_far_out():
+    """A critical t of 10⁸ (1 df, p 1e-16: a 2-seed run kept out of the pool) costs no
+    search, and beyond a critical t of 100 the far limit agrees with the exact noncentral t."""
+    assert np.isfinite(detectable_effect(1.0, 1.0, 1e-16))
+    for df, p in ((1.0, 1e-3), (2.0, 1e-5)):
+        crit = special.stdtrit(df, 1 - p / 2)
+        exact = special.nctdtrinc(df, 0.2, crit) / np.sqrt(stats.chi2.median(df) / df)
+        assert crit > 100 and float(detectable_effect(1.0, df, p)) == pytest.approx(exact,
+                                                                                 rel=1e-4)

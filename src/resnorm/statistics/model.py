@@ -233,7 +233,7 @@ def detectable_effect(se: np.ndarray, df: np.ndarray, p_crit: float,
     se, df = np.asarray(se, dtype=np.float64), np.asarray(df, dtype=np.float64)
     df = np.where(np.isfinite(df), df, 1e7)
     # scipy.special, not scipy.stats: the calibration suite calls this for thousands of studies
-    crit = special.stdtrit(df, 1 - p_crit / 2)
+    crit = -special.stdtrit(df, p_crit / 2)  # the lower tail: 1 − p/2 rounds to 1 for tiny p
     median_se = np.sqrt(special.chdtri(df, 0.5) / df)
     # nctdtrinc's search takes seconds to minutes beyond a critical t of ~1e4 (1 df, tiny
     # p): there the normal part of the noncentral t is negligible beside its noncentrality,
