@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from resnorm import statistics as st
-from resnorm.report.calibration import best_set_sentence, family_sentence
+from resnorm.report.calibration import (best_set_sentence, calibration_studies,
+                                        family_sentence, study_calibration)
 from resnorm.report.format import metric_label
 
-__all__ = ["adjust_families", "weights", "describe_calibration", "excluded_text",
-           "family_design"]
+__all__ = ["adjust_families", "weights", "calibrate_family", "describe_calibration",
+           "excluded_text", "family_design"]
 
 MAX_T_METHOD = ("Primary family ({m} tests): {questions}. The tests are made jointly: each "
                 "run's seed-to-seed variance is moderated towards the study's pooled seed "
@@ -62,6 +63,17 @@ def adjust_families(out: dict, pairs: list[tuple[str, str]], metric: str, from_p
                             "mde_points": _median_mde([c for c in exploratory
                                                        if c.get("p") is not None]),
                             "method": EXPLORATORY_METHOD}}
+
+
+def calibrate_family(out: dict, model: st.SeedModel | None, sanity_model: st.SeedModel | None,
+                     ranked: list[str], setting: int | None, previous: dict | None) -> None:
+    """out["calibration"]: the primary family's rates on this study's design simulated
+    (`setting` studies, see `report.calibration`; reused from the `previous` summary when
+    unchanged), and the methods that state them."""
+    out["calibration"] = study_calibration(family_design(out, model, sanity_model, ranked),
+                                           calibration_studies(setting),
+                                           (previous or {}).get("calibration"))
+    describe_calibration(out)
 
 
 def describe_calibration(out: dict) -> None:

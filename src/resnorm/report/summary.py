@@ -41,8 +41,7 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
-from resnorm.report.calibration import calibration_studies, study_calibration
-from resnorm.report.families import adjust_families, describe_calibration, family_design
+from resnorm.report.families import adjust_families, calibrate_family
 from resnorm.report.roles import Roles
 from resnorm import statistics as st
 from resnorm.study.plan.manifest import Design
@@ -132,18 +131,15 @@ class _Stats:
             if runs and max(len(r) for r in runs.values()) >= 2:
                 try:
                     n = next(iter(runs.values()))[0].labels.size
-                    fit = st.fit_runs(runs, metric, excluded=self.excluded(runs),
-                                      **self.kwargs(split, n))
+                    # runs that are not comparable stay out of the pooled seed variance
+                    excluded = st.runs_not_comparable(
+                        runs, {r: self.seeds[r].diverged for r in runs},
+                        {r: x for r, x in self.recipes.items() if r in runs and x})
+                    fit = st.fit_runs(runs, metric, excluded=excluded, **self.kwargs(split, n))
                 except ValueError:
                     fit = None
             self.models[(split, metric)] = fit
         return self.models[(split, metric)]
-
-
-    def excluded(self, runs: dict[str, list[st.SeedPredictions]]) -> dict[str, str]:
-        """The runs kept out of the pooled seed variance (`statistics.comparable`)."""
-        return st.runs_not_comparable(runs, {n: self.seeds[n].diverged for n in runs},
-                                      {n: r for n, r in self.recipes.items() if n in runs and r})
 
 
 def _finite(x: Any) -> Any:
@@ -292,10 +288,8 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles,
                                       stats.model(split, key))
     out["ranking"] = _ranking(design.ranked(), seeds, stats, metric, out["comparisons"])
     sanity = stats.paired.get((*design.sanity, metric)) if design.sanity else None
-    out["calibration"] = study_calibration(
-        family_design(out, stats.model(split, key), sanity, design.ranked()),
-        calibration_studies(calibration), (previous or {}).get("calibration"))
-    describe_calibration(out)
+    calibrate_family(out, stats.model(split, key), sanity, design.ranked(), calibration,
+                     previous)
     return out
 
 
