@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/synth-demo
 DEMO_OUT ?= studies/demo
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench calibrate clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/norm_speed.py
+
+# The calibration table of the verdicts (benchmarks/RESULTS.md, issue 39): 5,000 simulated
+# studies per scenario (about 10 minutes on one core), then the suite's own checks at 2,000.
+calibrate: setup
+	$(BIN)/python benchmarks/calibration.py --studies 5000
+	RESNORM_SUITE_STUDIES=2000 $(BIN)/python -m pytest -q -s tests/test_calibration.py
 
 clean:
 	rm -rf $(DEMO_OUT) $(DEMO_DATA)

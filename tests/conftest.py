@@ -19,6 +19,10 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (_cores or 1) // _workers)))
 
+# Every report a test renders simulates its family's error rates (report.calibration): a few
+# studies suffice to exercise it (the production default costs about 10 s per report).
+os.environ.setdefault("RESNORM_CALIBRATION_STUDIES", "20")
+
 SYNTH_CLASSES = ["Cattle-Egret", "Common-Myna", "Coppersmith-Barbet", "Indian-Peacock",
                  "White-Breasted-Kingfisher"]
 SYNTH_TRAIN_PER_CLASS = 16

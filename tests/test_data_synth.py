@@ -152,3 +152,20 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     assert read_marker(out)["seed"] == 3 and len(discover(out).splits["train"]) == 4
     assert main(["synth", str(tmp_path / "bad"), "--classes", "40"]) == 2
     assert "between 2 and 25" in capsys.readouterr().err
+
+
+def test_a_test_split_is_held_out_and_leaves_the_others_as_they_were(tmp_path, capsys):
+    """`test_per_class` adds test/<Class>/* (discovered as the test split) without changing
+    a single train or valid image; without it the folder is what it always was."""
+    plain = small(tmp_path / "plain")
+    held = small(tmp_path / "held", test_per_class=2)
+    assert not (plain / "test").exists() and "test_per_class" not in read_marker(plain)
+    layout = discover(held)
+    assert len(layout.splits["test"]) == 2 * len(layout.classes)
+    for split in ("train", "valid"):
+        for p in (plain / split).rglob("*.*"):
+            assert p.read_bytes() == (held / p.relative_to(plain)).read_bytes()
+    assert main(["synth", str(tmp_path / "cli"), "--classes", "2", "--train-per-class", "2",
+                 "--val-per-class", "1", "--test-per-class", "1", "--quiet"]) == 0
+    assert len(discover(tmp_path / "cli").splits["test"]) == 2
+    capsys.readouterr()

@@ -339,7 +339,7 @@ def test_summary_json_contract_with_three_seeds(tmp_path):
     assert inter["runs"] == {"gn_small": "gn_b8", "gn_large": "gn", "bn_small": "bn_b8",
                              "bn_large": "bn"} and inter["batch_sizes"] == [8, 32]
     assert inter["diff"] == pytest.approx((0.44 - 0.45) - (0.35 - 0.505))
-    assert inter["verdict"] == "GN less sensitive"
+    assert inter["verdict"] == "GN's small-batch recipe loses less"
     assert summary["sanity"]["equivalence"] in ("equivalent", "inconclusive", "not equivalent")
     _check_families(summary)
     # the report: mean ± CI with the seed count, the curves' band, the representative seed
@@ -365,7 +365,9 @@ def _check_families(summary: dict) -> None:
                             ("in", "nn"), ("gn", "nn")]}
     assert all(c["metric"] == "val_acc" for c in primary)
     for c in primary + [summary["sanity"], summary["interaction"]]:
-        assert c["family"] == "primary" and c["p"] <= c["p_adjusted"] <= c["p_holm"] + 1e-9
+        # (max-T may exceed Holm's p: its null carries the variance heterogeneity the model
+        # allows, which the raw t p-values Holm adjusts do not)
+        assert c["family"] == "primary" and c["p"] <= c["p_adjusted"] and c["p"] <= c["p_holm"]
         lo, hi = c["ci95_simultaneous"]
         assert lo < c["ci95"][0] and c["ci95"][1] < hi
     explore = [c for c in summary["comparisons"] if c["family"] == "exploratory"]

@@ -19,9 +19,9 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from resnorm.statistics import (SeedPredictions, bootstrap_indices, compare, contrast,
-                                      equivalence, interaction, metric_replicates, metric_value,
-                                      summarize)
+from resnorm.statistics import (INTERACTION_VERDICT, SeedPredictions, bootstrap_indices,
+                                compare, contrast, equivalence, interaction, metric_replicates,
+                                metric_value, summarize)
 
 MU, SB, SA = 0.8, 1.5, 0.15
 _X, _W = np.polynomial.hermite_e.hermegauss(80)
@@ -286,12 +286,15 @@ def test_equivalence_outcomes():
     assert equivalence(compare(*runs, n_boot=300), 0.05) == "inconclusive"
 
 
+GN_LESS, BN_LESS = INTERACTION_VERDICT.format("GN"), INTERACTION_VERDICT.format("BN")
+
+
 @pytest.mark.parametrize("deltas,verdict", [
-    ((0.0, 0.0, -1.0, 0.0), "GN less sensitive"),     # BN drops with small batches, GN not
-    ((-1.0, 0.0, 0.0, 0.0), "BN less sensitive"),     # GN drops, BN not
+    ((0.0, 0.0, -1.0, 0.0), GN_LESS),                 # BN drops with small batches, GN not
+    ((-1.0, 0.0, 0.0, 0.0), BN_LESS),                 # GN drops, BN not
     ((-0.5, 0.0, -0.5, 0.0), "no clear difference"),  # both drop alike
-    ((0.2, 0.0, 1.0, 0.0), "BN less sensitive"),      # both rise; BN gains more (signed)
-    ((-0.2, 0.0, -1.2, 0.0), "GN less sensitive"),    # both drop; BN drops more
+    ((0.2, 0.0, 1.0, 0.0), BN_LESS),                  # both rise; BN gains more (signed)
+    ((-0.2, 0.0, -1.2, 0.0), GN_LESS),                # both drop; BN drops more
 ])
 def test_interaction_verdicts_on_planted_effects(deltas, verdict):
     """deltas: logit effects of (gn_small, gn_large, bn_small, bn_large)."""
@@ -300,7 +303,7 @@ def test_interaction_verdicts_on_planted_effects(deltas, verdict):
     assert res["verdict"] == verdict  # worded by the groups' names
     sens = res["sensitivity"]
     assert res["diff"] == pytest.approx(sens["BN"] - sens["GN"])
-    if verdict == "GN less sensitive":
+    if verdict == GN_LESS:
         assert sens["GN"] < sens["BN"]
 
 

@@ -13,7 +13,9 @@ from resnorm.data.species import SPECIES, Species
 
 __all__ = ["SPLITS", "image_rng", "render_image"]
 
-SPLITS = ("train", "valid")  # a synthetic dataset's split folders, each with its own draws
+# a synthetic dataset's split folders, each with its own draws (test: only when asked for;
+# its place here keeps the train and valid draws what they were)
+SPLITS = ("train", "valid", "test")
 
 
 def image_rng(seed: int, split: str, name: str, index: int,

@@ -1,7 +1,8 @@
 """`resnorm synth`: a synthetic stand-in for the 25-species Indian Birds dataset.
 
-Same layout as the real data (`train/<Class>/*`, `valid/<Class>/*`, the 25 species folder
-names), so every command runs on it unchanged; it is marked SYNTHETIC everywhere (the
+Same layout as the real data (`train/<Class>/*`, `valid/<Class>/*`, with `test_per_class` a
+held-out `test/<Class>/*`, the 25 species folder names), so every command runs on it
+unchanged; it is marked SYNTHETIC everywhere (the
 `SYNTHETIC.txt` marker is copied into every cache's manifest).
 
 Each image holds one drawn "bird" whose shape (body proportions, beak, tail, legs, crest),
@@ -43,8 +44,12 @@ MARKER = "SYNTHETIC.txt"
 def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_class: int = 40,
                    val_per_class: int = 12, seed: int = 0, *,
                    class_names: list[str] | None = None, side_range: tuple[int, int] = (48, 400),
-                   png_fraction: float = 0.2, progress: bool = False) -> Path:
+                   png_fraction: float = 0.2, progress: bool = False,
+                   test_per_class: int = 0) -> Path:
     """Write the synthetic dataset to `out` (or reuse it) and return `out`.
+
+    `test_per_class` > 0 adds a test split (test/<Class>/*): images no run sees while it
+    trains or chooses its epochs, so a study's verdicts rest on held-out images.
 
     Classes: `class_names` if given, else the first `num_classes` species in sorted order.
     Image sides range over `side_range`, skewed small (about 3/4 under 160 px for the
@@ -55,12 +60,16 @@ def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_clas
     for count, what in ((train_per_class, "train_per_class"), (val_per_class, "val_per_class")):
         if not isinstance(count, int) or count < 1:
             raise UsageError(f"{what} must be a positive integer, got {count!r}")
+    if not isinstance(test_per_class, int) or test_per_class < 0:
+        raise UsageError(f"test_per_class must be a whole number >= 0, got {test_per_class!r}")
     lo, hi = side_range
     if not 16 <= lo <= hi:
         raise UsageError(f"side_range must satisfy 16 <= min <= max, got {side_range}")
     params = {"classes": names, "train_per_class": train_per_class,
               "val_per_class": val_per_class, "seed": seed, "side_range": [lo, hi],
               "png_fraction": png_fraction, "generator_version": GENERATOR_VERSION}
+    if test_per_class:  # absent otherwise: a folder made before test splits stays valid
+        params["test_per_class"] = test_per_class
     out = Path(out).expanduser()
     existing = read_marker(out)
     if existing == params:
@@ -70,12 +79,12 @@ def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_clas
 
     staging = staging_dir(out)
     try:
-        counts = {"train": train_per_class, "valid": val_per_class}
+        counts = {"train": train_per_class, "valid": val_per_class, "test": test_per_class}
         boxes = {}
         total = sum(counts.values()) * len(names)
         bar = tqdm(total=total, desc="synth", unit="img", dynamic_ncols=True, mininterval=0.5,
                    disable=not progress)
-        for split in SPLITS:
+        for split in (s for s in SPLITS if counts[s]):
             for name in names:
                 (staging / split / name).mkdir(parents=True)
                 for i in range(counts[split]):
@@ -161,12 +170,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="train images per class (default 40)")
     parser.add_argument("--val-per-class", type=int, default=12, metavar="N",
                         help="validation images per class (default 12)")
+    parser.add_argument("--test-per-class", type=int, default=0, metavar="N",
+                        help="held-out test images per class (default 0: no test split)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.epilog = (
         "example:\n"
-        "  resnorm synth data/synth --classes 25 --train-per-class 40 --val-per-class 12\n\n"
-        "Writes OUT/train/<Species>/*, OUT/valid/<Species>/* (JPEG and PNG, 48-400 px),\n"
+        "  resnorm synth data/synth --classes 25 --train-per-class 40 --val-per-class 12\n"
+        "  resnorm synth data/synth --classes 10 --train-per-class 60 --val-per-class 15 "
+        "--test-per-class 15\n\n"
+        "Writes OUT/train/<Species>/*, OUT/valid/<Species>/* (with --test-per-class also\n"
+        "OUT/test/<Species>/*, held out) (JPEG and PNG, 48-400 px),\n"
         "OUT/boxes.json (bird box per image) and OUT/SYNTHETIC.txt. The images are drawings,\n"
         "not photos: a stand-in to run the whole pipeline without the real dataset."
     )
@@ -176,6 +190,6 @@ def run_cli(args: argparse.Namespace) -> int:
     out = make_synthetic(args.out, num_classes=args.classes,
                          train_per_class=args.train_per_class,
                          val_per_class=args.val_per_class, seed=args.seed,
-                         progress=not args.quiet)
+                         test_per_class=args.test_per_class, progress=not args.quiet)
     print(out)
     return 0

@@ -16,6 +16,7 @@ from resnorm.report.roles import group_labels, norm_kind
 from resnorm.report.summary import primary_metric
 from resnorm.report.verdicts import ADJUSTMENTS
 from resnorm.study.execution.records import RunRecord
+from resnorm.statistics import INTERACTION_VERDICT
 
 __all__ = ["TITLE", "section_answers", "ITEMS"]
 
@@ -136,9 +137,11 @@ def answer_batch(f: Facts) -> str:
         f"{diff_ci(f.comparison(names[f'{g}_small'], names[f'{g}_large'], inter['metric']) or {})}"
         for g in reversed(inter["groups"]))
     one, two = group_labels(inter)
-    verdict = {f"{two} less sensitive": f"{two} is less sensitive than {one}",
-               f"{one} less sensitive": f"{one} is less sensitive than {two}"}.get(
-        inter.get("verdict"), "not distinguishable at this scale")
+    move = f"the move from the batch-{large} to the batch-{small} recipe costs"
+    verdict = {INTERACTION_VERDICT.format(two): f"{move} {two} less than {one}",
+               INTERACTION_VERDICT.format(one): f"{move} {one} less than {two}"}.get(
+        inter.get("verdict"), f"whether {move} {two} less than {one} is not distinguishable "
+                              "at this scale")
     if inter.get("verdict") == "no clear difference" and inter.get("verdict_unadjusted") not in (
             None, "no clear difference"):
         verdict += " after adjustment"

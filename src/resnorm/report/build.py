@@ -2,6 +2,7 @@
 STUDY/report.html and STUDY/report.md (and STUDY/report.pdf on request)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -53,9 +54,19 @@ def _robustness(design: Design) -> dict:
     return design.robustness or robustness_question(design)
 
 
-def build_report(study: str | os.PathLike) -> Report:
+def _previous_summary(study: StudyDir) -> dict | None:
+    """The summary.json a previous report wrote (its calibration is reused when unchanged)."""
+    try:
+        return json.loads(study.summary.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_report(study: str | os.PathLike, calibration_studies: int | None = None) -> Report:
     """Read a study folder; build the report's document (plots are written to report_assets/)
-    with the study's statistics in `report.summary` (the summary.json contract)."""
+    with the study's statistics in `report.summary` (the summary.json contract).
+    `calibration_studies`: the studies to simulate for the family's error rates
+    (`report.calibration`; default $RESNORM_CALIBRATION_STUDIES, else its default)."""
     study = StudyDir(study)
     if not study.dir.is_dir():
         raise UsageError(f"study folder {study} does not exist")
@@ -68,7 +79,7 @@ def build_report(study: str | os.PathLike) -> Report:
     plan = _plan_info(study)
     tol = {**DEFAULT_TOLERANCE, **(plan.get("sanity_tolerance") or {})}
     roles = study_roles(study_design(study), runs, resolved_runs(study, runs))
-    summary = study_summary(runs, plan, roles)
+    summary = study_summary(runs, plan, roles, calibration_studies, _previous_summary(study))
     summary["robustness"] = robustness_summary(study, [(r.name, [t.seed for t in r.trials])
                                                        for r in runs], _robustness(roles.design))
 
@@ -99,13 +110,15 @@ def build_report(study: str | os.PathLike) -> Report:
                   study.dir, summary)
 
 
-def write_report(study: str | os.PathLike, pdf: bool = False) -> tuple[Path, Path]:
+def write_report(study: str | os.PathLike, pdf: bool = False,
+                 calibration_studies: int | None = None) -> tuple[Path, Path]:
     """Write STUDY/summary.json, STUDY/report.html and STUDY/report.md (and with `pdf`,
     STUDY/report.pdf, its figures as vectors); return the HTML and Markdown paths. Without
     WeasyPrint or its system libraries the HTML and Markdown are written, then
-    report.pdf.PdfUnavailable says what to install."""
+    report.pdf.PdfUnavailable says what to install. `calibration_studies`: as for
+    `build_report`."""
     with vector_figures(pdf):
-        report = build_report(study)
+        report = build_report(study, calibration_studies)
     folder = StudyDir(study)
     write_summary(folder.dir, report.summary)
     atomic_write_text(folder.report_html, render_html(report))

@@ -19,6 +19,7 @@ from resnorm.report.format import (ci_pct, diff_ci, fine_pct, fine_pts, lr_rule_
 from resnorm.report.roles import Roles, group_labels, seeds_mean_of, val_count
 from resnorm.report.summary import METHOD, primary_metric
 from resnorm.study.execution.records import RunRecord
+from resnorm.statistics import INTERACTION_VERDICT
 
 CURVE_COLUMNS = ("train_loss", "train_acc", "train_micro_f1", "train_macro_f1",
                  "val_loss", "val_acc", "val_micro_f1", "val_macro_f1")
@@ -205,9 +206,10 @@ def _interaction_text(inter: dict) -> str:
     # what changes with the batch size (lr by the plan's rule, patience) changes too: the
     # test is of that whole change, not of the batch size alone
     whole = "in the move to the small batch (with whatever else changes with it: see the table)"
-    verdict = {f"{two} less sensitive": f"{two} loses less than {one} {whole}",
-               f"{one} less sensitive": f"{one} loses less than {two} {whole}"}
-    return (f"Is {two} less sensitive to the batch size than {one}? Here the small-batch runs "
+    verdict = {INTERACTION_VERDICT.format(two): f"{two} loses less than {one} {whole}",
+               INTERACTION_VERDICT.format(one): f"{one} loses less than {two} {whole}"}
+    return (f"Does the move from the batch-{large} to the batch-{small} recipe cost {two} "
+            f"less than {one}? The small-batch runs "
             "also change what the table shows changing with the batch size (the learning rate "
             "by the plan's rule, the patience), so the test is of that whole change, not of the "
             "batch size alone. "

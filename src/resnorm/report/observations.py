@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from resnorm.report.calibration import calibration_clause
 from resnorm.report.format import ci_pct, diff_ci, metric_label, num, pct, signed_pts
 from resnorm.report.gallery_data import gallery_tiles, hit_counts, mean_ci, proportion_ci
 from resnorm.report.roles import Roles
@@ -96,8 +97,8 @@ def _obs_families(f: Facts):
     primary, explore = fam.get("primary"), fam.get("exploratory")
     if not primary or not primary.get("size"):
         return None
-    how = ("a joint step-down max-T test on the study's seed-variance model, which held the "
-           "chance of even one false verdict among them near 5 % (3–7 %) in simulated studies"
+    held = calibration_clause(f.summary.get("calibration"))
+    how = (f"a joint step-down max-T test on the study's seed-variance model ({held})"
            if primary.get("adjustment") == "max-T"
            else "Holm's step-down adjustment, which keeps the chance of even one false verdict "
                 "among them at or below about 5 %")

@@ -41,7 +41,7 @@ import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
-from resnorm.report.families import BEST_SET_METHOD, adjust_families
+from resnorm.report.families import adjust_families, calibrate_family
 from resnorm.report.roles import Roles
 from resnorm import statistics as st
 from resnorm.study.plan.manifest import Design
@@ -108,11 +108,13 @@ class _Stats:
     split is drawn from the same image resamples (and each replicate is computed once), and
     the seed-variance model per (split, metric), fitted once to every run."""
 
-    def __init__(self, seeds: dict[str, _Seeds]) -> None:
+    def __init__(self, seeds: dict[str, _Seeds], recipes: dict[str, str | None]) -> None:
         self.indices: dict[tuple[str, int], np.ndarray] = {}
         self.cache: dict = {}
         self.seeds = seeds
+        self.recipes = recipes
         self.models: dict[tuple[str, str], st.SeedModel | None] = {}
+        self.paired: dict[tuple[str, str, str], st.SeedModel] = {}
 
     def kwargs(self, split: str, n: int) -> dict:
         key = (split, n)
@@ -129,7 +131,11 @@ class _Stats:
             if runs and max(len(r) for r in runs.values()) >= 2:
                 try:
                     n = next(iter(runs.values()))[0].labels.size
-                    fit = st.fit_runs(runs, metric, **self.kwargs(split, n))
+                    # runs that are not comparable stay out of the pooled seed variance
+                    excluded = st.runs_not_comparable(
+                        runs, {r: self.seeds[r].diverged for r in runs},
+                        {r: x for r, x in self.recipes.items() if r in runs and x})
+                    fit = st.fit_runs(runs, metric, excluded=excluded, **self.kwargs(split, n))
                 except ValueError:
                     fit = None
             self.models[(split, metric)] = fit
@@ -211,7 +217,8 @@ def _contrast(kind: str, names: list[str], stats: _Stats, metric: str,
     model = stats.model(split, m)
     if model is not None and all(n in model.names for n in names):
         weights = _terms(names) if kind == "interaction" else {names[0]: 1.0, names[1]: -1.0}
-        labels = ([(f"{groups[1]} less sensitive", f"{groups[0]} less sensitive")]
+        labels = ([(st.INTERACTION_VERDICT.format(groups[1]),
+                    st.INTERACTION_VERDICT.format(groups[0]))]
                   if kind == "interaction" else None)
         res = st.results(model, [weights], m, labels)[0]
         return _with_sensitivity(res, model, names, groups) if kind == "interaction" else res
@@ -258,10 +265,13 @@ def primary_metric(summary: dict) -> str:
     return "test_acc" if "test" in summary.get("splits", {}) else "val_acc"
 
 
-def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
-    """The statistics of a study (the summary.json contract; see the module notes)."""
+def study_summary(runs: list[RunRecord], plan: dict, roles: Roles,
+                  calibration: int | None = None, previous: dict | None = None) -> dict:
+    """The statistics of a study (the summary.json contract; see the module notes).
+    `calibration`: the studies to simulate (`report.calibration`); `previous`: the last
+    summary.json, whose calibration is reused when its inputs are unchanged."""
     seeds = {r.name: _seed_predictions(r) for r in runs}
-    stats = _Stats(seeds)
+    stats = _Stats(seeds, {r.name: r.config.get("recipe") for r in runs})
     out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
                            "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
     metric = primary_metric(out)
@@ -277,17 +287,22 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles) -> dict:
                                       design.primary != design.variant_pairs(),
                                       stats.model(split, key))
     out["ranking"] = _ranking(design.ranked(), seeds, stats, metric, out["comparisons"])
+    sanity = stats.paired.get((*design.sanity, metric)) if design.sanity else None
+    calibrate_family(out, stats.model(split, key), sanity, design.ranked(), calibration,
+                     previous)
     return out
 
 
 def _model_entry(stats: _Stats, metric: str) -> dict | None:
-    """The primary metric's seed-variance model: its name, the prior's df d0 (None: the runs
-    look alike, pooled fully up to the cap) and the seed df it rests on."""
+    """The primary metric's seed-variance model: its name, the runs kept out of the pool
+    (name -> why), the prior's df d0 (the data's 95 % lower bound; None: ∞, pooled fully)
+    and the seed df it rests on."""
     split, m = metric.split("_", 1)
     model = stats.model(split, m)
     if model is None:
         return None
     return {"name": st.MODEL_NAME, "metric": metric, "runs": model.names,
+            "excluded": dict(model.excluded),
             "prior_df": _finite(model.d0), "seed_df": model.df_prior,
             "pooled_seed_sd": _finite(math.sqrt(model.s0sq)),
             "seed_sd": {n: _finite(math.sqrt(v)) for n, v in zip(model.names, model.s2)},
@@ -331,7 +346,8 @@ def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
     """(second small − second large) − (first small − first large) of the design's first two
     batch groups, at the smallest and largest batch sizes both groups were trained at. Keys
     name the groups (`<group>_small`, `<group>_large`); the verdict says which group's label
-    is less sensitive ("<label> less sensitive"), `sensitivity` is keyed by group name."""
+    loses less by its small-batch recipe (`statistics.INTERACTION_VERDICT`), `sensitivity` is
+    keyed by group name."""
     if len(design.batch) < 2:
         return None
     first, second = list(design.batch)[:2]
@@ -392,6 +408,7 @@ def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
         return None
     if fit is None:
         return None
+    stats.paired[(a, b, metric)] = fit
     res = st.results(fit, [{"difference": 1.0}], m)[0]
     res["method"] += " Paired by seed: every seed of the two runs shares its initialisation."
     return res
@@ -416,8 +433,7 @@ def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
     simultaneous = {(c["a"], c["b"]): c.get("ci95_simultaneous") for c in comparisons
                     if c["metric"] == metric and c.get("family") == "primary"}
     return {**res, "metric": metric, "left_out": left_out,
-            "best_set": st.best_set(res["runs"], simultaneous),
-            "best_set_method": BEST_SET_METHOD}
+            "best_set": st.best_set(res["runs"], simultaneous)}
 
 
 def write_summary(study: Path, summary: dict) -> Path:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from resnorm.report.calibration import equivalence_sentence, power_sentence
 from resnorm.report.document import Block, Bold, Cell, Img, Para, Sub, Table
 from resnorm.report.figures import plot_ranking
+from resnorm.statistics import INTERACTION_VERDICT
 from resnorm.report.format import ci_pct, diff_ci, metric_label, p_value, pts, signed_pts
 
 VERDICT_TEXT = {"a higher": "{a} higher", "b higher": "{b} higher",
@@ -61,8 +63,10 @@ def detectable_text(summary: dict) -> str | None:
     if mde is None:
         return None
     power = f"{100 * (summary.get('families') or {}).get('power', 0.8):.0f} %"
+    measured = power_sentence(summary.get("calibration"))
     text = (f"the smallest difference the primary family detects with {power} power is about "
-            f"{mde:.1f} points (the median over its tests, at the family's level)")
+            f"{mde:.1f} points (the median over its tests, at the family's level"
+            + (f"; {measured})" if measured else ")"))
     if gap is not None and gap < mde:
         return (f"This study cannot detect the differences it asks about: {text}, and the "
                 f"largest difference it observed between its compared runs is {gap:.1f} "
@@ -92,7 +96,13 @@ def primary_blocks(summary: dict) -> list[Block]:
                   caption="Verdicts follow the adjusted p (its method in brackets); the raw p "
                           "and plain Holm's are beside it. Detectable: the difference the "
                           "test finds with 80 % power at the family's level. Intervals in "
-                          "points.")]
+                          "points." + _equivalence_note(summary))]
+
+
+def _equivalence_note(summary: dict) -> str:
+    """' The sanity pair, placed at the margin ...: called equivalent in x % ...'."""
+    text = equivalence_sentence(summary.get("calibration"))
+    return f" The sanity pair, {text}." if text else ""
 
 
 def _cells(c: dict) -> list[Cell]:
@@ -125,7 +135,7 @@ def _interaction_rows(inter: dict | None) -> list[list[Cell]]:
                                                                                    verdict):
         cell: Cell = ADJUSTED_AWAY
     else:
-        directional = {f"{label} less sensitive" for label in inter.get("labels") or []}
+        directional = {INTERACTION_VERDICT.format(label) for label in inter.get("labels") or []}
         cell = Bold(verdict) if verdict in directional else verdict
     first, second = inter["groups"]
     return [["batch-size interaction", f"{r[second + '_small']} − {r[second + '_large']}",

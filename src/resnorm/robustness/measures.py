@@ -55,7 +55,7 @@ def interval(values: np.ndarray, name: str = "run") -> dict:
     seed-variance model (see the module notes): {"mean", "ci95", "seeds", "df"}."""
     values = np.asarray(values, dtype=np.float64)
     model = st.fit_seed_model([name], [values.mean(axis=1)],
-                              st.moments_from_correct(values[None]), d0_max=0.0)
+                              st.moments_from_correct(values[None]), pool=False)
     res = st.results(model, [{name: 1.0}], "acc")[0]
     return {"mean": res["diff"], "ci95": res["ci95"], "seeds": len(values), "df": res["df"],
             "se": res["se"]}
@@ -76,7 +76,7 @@ def mce(run: RunArrays, ref: RunArrays, corruptions: list[str]) -> dict | None:
     ce = e_f / e_r                                        # (K, C)
     influence = ((err_f - ce[..., None] * err_r) / e_r[..., None]).mean(axis=1)  # (K, N)
     model = st.fit_seed_model(["mce"], [ce.mean(axis=1)],
-                              st.moments_from_correct(influence[None]), d0_max=0.0)
+                              st.moments_from_correct(influence[None]), pool=False)
     res = st.results(model, [{"mce": 1.0}], "acc")[0]
     per = {c: float(v) for c, v in zip(corruptions, ce.mean(axis=0))}
     return {"mean": res["diff"], "ci95": res["ci95"], "seeds": len(seeds), "ce": per}

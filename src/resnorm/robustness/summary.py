@@ -213,7 +213,7 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict:
     """a − b seed by seed (the same trained model each seed), as a contrast result."""
     d = np.asarray(a, float) - np.asarray(b, float)
     model = st.fit_seed_model(["difference"], [d.mean(axis=1)], st.moments_from_correct(d[None]),
-                              d0_max=0.0)
+                              pool=False)
     res = st.results(model, [{"difference": 1.0}], "acc", [("adapted higher",
                                                               "as trained higher")])[0]
     res["method"] += " Paired by seed: adapted and as trained are the same model per seed."

@@ -83,10 +83,11 @@ from resnorm.statistics.inputs import (checked_indices, normalize_groups,
 from resnorm.statistics.metrics import (DEFAULT_N_BOOT, bootstrap_indices, check_metric,
                                               metric_value)
 
-__all__ = ["NOT_COMPUTABLE", "contrast", "compare", "interaction", "summarize", "equivalence",
-           "equivalence_p"]
+__all__ = ["NOT_COMPUTABLE", "INTERACTION_VERDICT", "contrast", "compare", "interaction",
+           "summarize", "equivalence", "equivalence_p"]
 
 NOT_COMPUTABLE = "not computable"
+INTERACTION_VERDICT = "{}'s small-batch recipe loses less"  # .format(group)
 _ZERO_SD = 1e-8        # a standard error below this is zero (floating-point residue of
                        # variances that cancel: 1e-6 points)
 _ZERO_DIFF = 1e-12     # a contrast estimate below this in size is zero
@@ -288,16 +289,20 @@ def interaction(second_small: Sequence[Any], second_large: Sequence[Any],
              = sens_first − sens_second,
 
     so a positive value means the second group loses less (or gains more) than the first by
-    going to the small batch. Verdict: "<second> less sensitive" when the CI lies above 0,
-    "<first> less sensitive" below 0, "no clear difference" when it holds 0. Being a signed
-    statement, it stays well defined when both drop or both rise: "less sensitive" always
+    going to the small batch. Verdict: "<second>'s small-batch recipe loses less"
+    (`INTERACTION_VERDICT`) when the CI lies above 0, the first's below 0, "no clear
+    difference" when it holds 0: the small-batch runs change their whole recipe (the batch
+    size, the lr by the plan's rule or its tuning, the patience), so the verdict is of that
+    change, not of the batch size alone. Being a signed statement, it stays well defined
+    when both drop or both rise: "loses less" always
     means "the small batch costs it less". The result adds ``sensitivity``: {group: point
     estimate} for both groups.
     """
     first, second = groups
     res = contrast([second_small, second_large, first_small, first_large],
-                   [1.0, -1.0, -1.0, 1.0], metric, labels_pos=f"{second} less sensitive",
-                   labels_neg=f"{first} less sensitive", **kwargs)
+                   [1.0, -1.0, -1.0, 1.0], metric,
+                   labels_pos=INTERACTION_VERDICT.format(second),
+                   labels_neg=INTERACTION_VERDICT.format(first), **kwargs)
     if res["verdict"] != NOT_COMPUTABLE:
         ss, sl, fs, fl = res["means"]
         res["sensitivity"] = {second: sl - ss, first: fl - fs}

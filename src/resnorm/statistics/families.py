@@ -9,14 +9,14 @@ equal would show a few "a higher" verdicts by chance in every study. So the test
   Young (1993), as multcomp does it for contrasts (Hothorn, Bretz & Westfall 2008): the
   pairwise tests share runs (bn − gn and bn − ln both move with bn's noise), images and the
   pooled seed variance, so they are correlated, and the critical value comes from the joint
-  null distribution of their statistics: a multivariate t with the correlation the study's
-  model gives (`model.contrast_correlation`) and one shared variance estimate (its df the
-  family's median). Holm's adjustment, which allows for any dependence, is kept beside it
-  (``p_holm``) and used alone where no correlation is given. Each member also gets a
-  simultaneous interval at the max-T level (Bonferroni's 1 − α/m with Holm) and the smallest
-  difference it would detect with 80 % power at that level (``mde_points``). The joint null
-  is an approximation (normal seed means, a shared χ² for the variance estimates); how
-  closely the family-wise rate holds is measured by simulation (tests/test_calibration.py).
+  null distribution of their statistics, drawn from the study's model itself (`null`: each
+  statistic over the variance draws the model allows, `max_t_null`). Holm's adjustment,
+  which allows for any dependence, is kept beside it (``p_holm``) and used alone where there
+  is no model. Each member also gets a simultaneous interval at the max-T level
+  (Bonferroni's 1 − α/m with Holm) and the smallest difference it would detect with 80 %
+  power at that level (``mde_points``, from the noncentral t). How closely the family-wise
+  rate holds is measured by simulation: of the demo's design and harder ones in
+  tests/test_calibration.py, of each study's own design in its report (`calibration`).
 - **exploratory**: everything else (the second metric, recipe and batch-size pairs, pairs a
   plan adds). Benjamini–Hochberg adjusted p-values control the expected share of false
   verdicts among those stated (the false discovery rate) at 5 %.
@@ -42,13 +42,13 @@ from resnorm.statistics.contrasts import NOT_COMPUTABLE, equivalence
 from resnorm.statistics.model import detectable_effect
 
 __all__ = ["ALPHA", "PRIMARY", "EXPLORATORY", "NO_DIFFERENCE", "POWER", "holm",
-           "benjamini_hochberg", "interval_at", "max_t", "adjust"]
+           "benjamini_hochberg", "interval_at", "max_t", "max_t_null", "adjust"]
 
 ALPHA = 0.05
 POWER = 0.8   # the power at which a family's detectable effect is stated
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 NO_DIFFERENCE = "no clear difference"
-N_SIM = 20000  # null draws for max-T: an adjusted p near 0.05 is known to about ± 0.0015
+N_SIM = 20000  # null draws for `max_t`: an adjusted p near 0.05 is known to ± 0.0015
 
 
 def holm(p: Sequence[float]) -> list[float]:
@@ -98,26 +98,34 @@ def max_t(p: Sequence[float], corr: np.ndarray, alpha: float = ALPHA, n_sim: int
     """Step-down max-T (minP) adjusted p-values for tests whose statistics are correlated as
     `corr`, and the single-step critical p (a member's simultaneous interval is its estimate
     ± the t quantile of that p × its se). Under the null the statistics are simulated as
-    |T|, T = Z / √W, Z ~ N(0, corr) and W ~ χ²_df / df shared by every test (one variance
-    estimate; W = 1 for df None: normal statistics), and each p as the two-sided p of that
-    |T| on the same t."""
-    p = np.asarray(p, dtype=np.float64)
-    m = p.size
+    |T|, T = Z / √W, Z ~ N(0, corr) and W ~ χ²_df / df shared by every test (W = 1 for df
+    None: normal statistics). A study's family uses `max_t_null` on the model's own draws
+    (`null`); this is the textbook multivariate t."""
     vals, vecs = np.linalg.eigh(corr)
     root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # corr = root @ root.T (rank <= runs)
-    normal, gen = _null_normals(m, n_sim, rng)
+    normal, gen = _null_normals(len(p), n_sim, rng)
     # einsum, not BLAS: on a busy machine BLAS threads wait on each other for this small
     # product (40 ms against 4)
     z = np.abs(np.einsum("ij,jk->ik", root.astype(np.float32), normal))
     if df:
         z /= np.sqrt(gen.chisquare(df, size=n_sim) / df).astype(np.float32)
+    return max_t_null(p, 2 * _t_sf_array(z, df), alpha)
+
+
+def max_t_null(p: Sequence[float], null_p: np.ndarray, alpha: float = ALPHA
+               ) -> tuple[list[float], float]:
+    """Step-down minP (Westfall & Young 1993) adjusted p-values of the raw `p` from their
+    joint null `null_p` (tests × draws of each test's p under H0), and the single-step
+    critical p: the α quantile of the draws' smallest p (a member's simultaneous interval is
+    its estimate ± its t quantile at that p × its se)."""
+    p = np.asarray(p, dtype=np.float64)
     order = np.argsort(p, kind="stable")
-    # step k tests the k-th smallest p against the largest null |t| of the hypotheses left
-    left_max = np.maximum.accumulate(z[order[::-1]], axis=0)[::-1]
-    stepped = np.mean(left_max >= _t_isf(p[order] / 2, df)[:, None], axis=1)
-    adjusted = np.empty(m)
+    # step k tests the k-th smallest p against the smallest null p of the hypotheses left
+    left_min = np.minimum.accumulate(np.asarray(null_p)[order[::-1]], axis=0)[::-1]
+    stepped = np.mean(left_min <= p[order][:, None], axis=1)
+    adjusted = np.empty(p.size)
     adjusted[order] = np.maximum.accumulate(stepped)
-    p_crit = 2 * _t_sf(float(np.quantile(left_max[0], 1 - alpha)), df)
+    p_crit = float(np.quantile(left_min[0], alpha)) if p.size else alpha
     # never below the raw p (the simulation's noise could put the last step a hair under it)
     return np.maximum(adjusted, p).tolist(), p_crit
 
@@ -148,16 +156,17 @@ def _t_isf(q: np.ndarray | float, df: float | None) -> np.ndarray:
     return np.where(q <= 0, np.inf, t)  # stdtrit(df, 0) is +inf, not −inf
 
 
-def _t_sf(x: float, df: float | None) -> float:
-    return float(special.ndtr(-x) if not df else special.stdtr(df, -x))
+def _t_sf_array(x: np.ndarray, df: float | None) -> np.ndarray:
+    return special.ndtr(-x) if not df else special.stdtr(df, -x)
 
 
 def adjust(members: list[dict], family: str, alpha: float = ALPHA,
-           corr: np.ndarray | None = None, df: float | None = None) -> None:
+           corr: np.ndarray | None = None, df: float | None = None,
+           null_p: np.ndarray | None = None) -> None:
     """Adjust a family's p-values together, in place (see the module notes). Members without a
-    p (not computable) are labelled but not counted. `corr`: the correlation of the tested
-    members' estimates, in order, and `df` that of their shared variance estimate, as for
-    `max_t` (primary family: max-T; without `corr`, Holm)."""
+    p (not computable) are labelled but not counted. Primary family: max-T on `null_p` (the
+    tested members' joint null p-values, tests × draws: `null.null_p_values`), else on `corr`
+    and `df` as for `max_t`, else Holm."""
     tested = [m for m in members if m.get("p") is not None]
     p = [m["p"] for m in tested]
     for m in members:
@@ -165,8 +174,9 @@ def adjust(members: list[dict], family: str, alpha: float = ALPHA,
         m.setdefault("p_adjusted", None)
     if family != PRIMARY:
         adjusted, p_crit, how = benjamini_hochberg(p), alpha, "Benjamini-Hochberg"
-    elif corr is not None and tested:
-        adjusted, p_crit = max_t(p, corr, alpha, df=df)
+    elif tested and (null_p is not None or corr is not None):
+        adjusted, p_crit = (max_t_null(p, null_p, alpha) if null_p is not None
+                            else max_t(p, corr, alpha, df=df))
         how = "max-T"
     else:
         adjusted, p_crit, how = holm(p), alpha / max(len(tested), 1), "Holm"

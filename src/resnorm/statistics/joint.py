@@ -21,8 +21,8 @@ from resnorm.statistics.inputs import (checked_indices, normalize_groups,
                                              paired_by_seed, run_scores)
 from resnorm.statistics.metrics import DEFAULT_N_BOOT, bootstrap_indices, check_metric
 from resnorm.statistics.model import (MODEL_NAME, ImageMoments, SeedModel, contrast_arrays,
-                                            contrast_correlation, fit_seed_model,
-                                            moments_from_replicates)
+                                      fit_seed_model, moments_from_replicates)
+from resnorm.statistics.null import N_SIM, null_p_values
 
 __all__ = ["fit_runs", "paired_fit", "fit_paired", "results", "weight_matrix", "adjust_model"]
 
@@ -42,13 +42,15 @@ def _scores(runs: Sequence[Sequence[Any]], metric: str, n_boot: int, rng: Any,
 
 def fit_runs(runs: Mapping[str, Sequence[Any]], metric: str = "acc", *,
              n_boot: int = DEFAULT_N_BOOT, rng: np.random.Generator | int | None = 0,
-             indices: np.ndarray | None = None, cache: dict | None = None) -> SeedModel:
+             indices: np.ndarray | None = None, cache: dict | None = None,
+             excluded: Mapping[str, str] | None = None) -> SeedModel:
     """The model fitted to `runs` (name -> list of seeds, as for `contrasts.contrast`, all on
-    one validation set) on `metric`. Raises ValueError for runs on other validation sets."""
+    one validation set) on `metric`, the runs in `excluded` (name -> why) kept out of the
+    pool. Raises ValueError for runs on other validation sets."""
     check_metric(metric)
     names = list(runs)
     n, full, reps = _scores([runs[name] for name in names], metric, n_boot, rng, indices, cache)
-    return fit_seed_model(names, full, moments_from_replicates(reps, n))
+    return fit_seed_model(names, full, moments_from_replicates(reps, n), excluded)
 
 
 def paired_fit(a: Sequence[Any], b: Sequence[Any], metric: str = "acc", *,
@@ -68,7 +70,7 @@ def paired_fit(a: Sequence[Any], b: Sequence[Any], metric: str = "acc", *,
 
 def fit_paired(d: np.ndarray, moments: ImageMoments) -> SeedModel:
     """The one-unit model of per-seed differences `d` (K,) with their image moments."""
-    return fit_seed_model(["difference"], [d], moments, d0_max=0.0)
+    return fit_seed_model(["difference"], [d], moments, pool=False)
 
 
 def weight_matrix(model: SeedModel, weights: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -112,30 +114,30 @@ def _method(model: SeedModel, metric: str, df: float) -> str:
                   f"own seed-to-seed variance ({int(model.k[0]) - 1} df)")
     else:
         prior = "∞" if not np.isfinite(model.d0) else f"{model.d0:.1f}"
-        pooled = (f"each run's seed-to-seed variance moderated towards the {len(model.names)} "
-                  f"runs' pooled variance (prior df {prior}, from {model.df_prior:.0f} seed "
-                  "df in all)")
+        pooled = (f"each run's seed-to-seed variance moderated towards the "
+                  f"{int(model.pooled.sum())} pooled runs' variance (prior df {prior}, the "
+                  f"data's 95 % lower bound, from {model.df_prior:.0f} seed df in all)")
+        if model.excluded:
+            pooled += "; " + ", ".join(f"{n} ({why})" for n, why in model.excluded.items()) \
+                + " kept out of the pool, each with its own variance"
     return (f"{metric}: mean over seeds with a 95 % t interval (df {df:.1f}) from {pooled}, "
             "plus the image-sample variance the runs share (a paired image bootstrap), the "
             "seed-by-image noise counted once.")
 
 
 def adjust_model(members: list[dict], weights: Sequence[Mapping[str, float]],
-                 model: SeedModel | None, alpha: float = 0.05) -> None:
+                 model: SeedModel | None, alpha: float = 0.05, n_sim: int = N_SIM,
+                 rng: np.random.Generator | None = None) -> None:
     """Adjust the primary family in place, jointly under `model`: step-down max-T on the
-    multivariate t with the model's correlation of the tested members' estimates (`weights`:
-    one {run: w} per member) and one shared variance estimate with the members' median df;
-    Holm where there is no model, fewer than two tests, or a member's runs are not in it.
-
-    (Drawing each run's S² apart, as the model has them, made the family markedly
-    conservative in simulation — 1.5 % instead of 5 % — and the simultaneous intervals a
-    fifth wider; the shared χ² held it at 5–6.5 %: tests/test_calibration.py.)"""
+    tested members' joint null drawn from the model itself (`null`: per statistic, over the
+    variance draws the model allows; `n_sim` draws seeded from the study unless `rng` is
+    given); Holm where there is no model, fewer than two tests, or a member's runs are not
+    in it."""
     tested = [(m, w) for m, w in zip(members, weights) if m.get("p") is not None]
     if (model is None or len(tested) < 2
             or not all(n in model.names for _, w in tested for n in w)):
         adjust(members, PRIMARY, alpha)
         return
     w = weight_matrix(model, [w for _, w in tested])
-    dfs = [m["df"] for m, _ in tested if m.get("df")]
-    adjust(members, PRIMARY, alpha, contrast_correlation(model, w),
-           float(np.median(dfs)) if dfs else None)
+    df = np.array([m.get("df") or np.inf for m, _ in tested])
+    adjust(members, PRIMARY, alpha, null_p=null_p_values(model, w, df, n_sim, rng))

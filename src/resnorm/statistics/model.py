@@ -18,26 +18,24 @@ too. So, without truncating anything,
 **Moderated seed variance** (empirical Bayes, Smyth 2004, as limma does it for genes): with 3
 seeds each S_r² has 2 df, and a t with 2 df makes every interval ±4.3 SE wide. The runs of a
 study share one training procedure, so their seed variances are alike but need not be equal:
-they are modelled as drawn from a scaled inverse χ² with d0 df around s0², both estimated
-from all runs' S_r² (Smyth's moments on log S²), and each run's variance is the posterior
+they are modelled as drawn from a scaled inverse χ² with d0 df around s0² (`prior`: s0² the
+runs' pooled variance, d0 the data's 95 % lower bound, so that a run that spreads more than
+the others keeps its own spread unless the data vouch for pooling it), and each run's
+variance is the posterior
 
     σ̃²_r = (d0 · s0² + d_r · S_r²) / (d0 + d_r),   d_r = K_r − 1.
 
-A variant that spreads more than the others moves the estimate of d0 down and keeps more of
-its own S_r²; where the runs look alike d0 is large and the variances would pool fully. d0 is
-capped at `D0_MAX` = 1.5 df (three quarters of a 3-seed run's own): 9 runs of 2 df cannot tell
-a variant at 2.5× the seed SD from chance, so Smyth's d0 is nearly always large, and a full
-pool would put such a variant's tests at three times their nominal tail. The cap was chosen
-by the calibration suite (tests/test_calibration.py) as the largest at which those tests stay
-within 2× of nominal (2.0: 2.03×; 1.5: 1.9×) while a 14.8-point gap is still found in over
-60 % of the demo's studies (0.68). It is a compromise the data cannot settle: the pool buys
-df, the run's own spread buys robustness.
+**Runs kept out of the pool** (`excluded`: name -> why; `comparable` decides, the report
+names them): a run at chance level, one trained by a recipe that does not learn, one with a
+diverged seed. Their spread says nothing about the others' (a diverged seed's, or a run that
+predicts one class, would drag the pool up or down): they keep their own S_r² (prior df 0)
+and add nothing to s0².
 
-**df.** s0² is the runs' pooled variance Σ_r d_r S_r² / Σ_r d_r (unbiased; limma's mean of
-log S² is far noisier with a handful of runs), so a contrast's variance estimate is a sum
-c_1 S_1² + ... + c_R S_R² + wᵀ C w of independent parts with K_r − 1 and N − 1 df, and its df
-is Welch–Satterthwaite's over them: never more than the Σ_r (K_r − 1) df the seeds have, plus
-what the image part adds.
+**df.** a contrast's variance estimate is a sum c_1 S_1² + ... + c_R S_R² + wᵀ C w of
+independent parts with K_r − 1 and N − 1 df (s0² is a sum of the pooled runs' S_r²), and its
+df is Welch–Satterthwaite's over them: never more than the Σ_r (K_r − 1) df the seeds have,
+plus what the image part adds. The family's joint null (`null`) draws the runs' variances from
+the prior itself, so the heterogeneity the prior allows is in the family's critical value.
 
 The family's correlation follows from the same fit: Cov(θ̂_j, θ̂_k) = Σ_r w_jr w_kr σ̃²_r/K_r
 + w_jᵀ C w_k. Everything here is numpy on a few small arrays, so a simulation of thousands of
@@ -46,21 +44,21 @@ accuracy in closed form: the limit of the bootstrap's).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import special
 
-__all__ = ["MODEL_NAME", "D0_MAX", "ImageMoments", "SeedModel", "moments_from_replicates",
-           "moments_from_correct", "fit_seed_model", "seed_prior", "contrast_arrays",
-           "contrast_correlation", "detectable_effect"]
+from resnorm.statistics.prior import seed_prior
 
-MODEL_NAME = ("moderated seed variance (empirical Bayes across runs, limma-style) with the "
+__all__ = ["MODEL_NAME", "ImageMoments", "SeedModel", "moments_from_replicates",
+           "moments_from_correct", "fit_seed_model", "seed_prior", "contrast_arrays",
+           "contrast_correlation", "contrast_parts", "detectable_effect"]
+
+MODEL_NAME = ("moderated seed variance (empirical Bayes across runs, limma-style, the prior's "
+              "df the data's 95 % lower bound; runs that are not comparable kept out) with the "
               "paired image variance")
-D0_MAX = 1.5          # the prior's df at most (see the notes)
-_FLOOR = 1e-5         # S² below this share of the median is floored (limma's offset)
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,8 @@ def _moments(cov: np.ndarray, var_u: np.ndarray, k: np.ndarray, n: int) -> Image
 @dataclass(frozen=True)
 class SeedModel:
     """A study's fit: per run its mean over seeds, seeds K, raw and moderated seed variance
-    with the moderated one's own and prior parts; the prior (s0², d0); the image moments."""
+    with the moderated one's own and prior parts; the prior (s0², d0); the image moments; the
+    runs kept out of the pool (`excluded`, name -> why: own variance, prior df 0)."""
 
     names: list[str]
     means: np.ndarray
@@ -123,8 +122,19 @@ class SeedModel:
     prior_share: np.ndarray   # λ_r: the share of σ̃²_r that is the prior s0²
     s0sq: float
     d0: float
-    df_prior: float           # the df s0² rests on: Σ_r (K_r − 1)
+    df_prior: float           # the df s0² rests on: Σ_r (K_r − 1) over the pooled runs
     moments: ImageMoments
+    excluded: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pooled(self) -> np.ndarray:
+        """(R,) bool: the runs whose seed variance is pooled."""
+        return np.array([n not in self.excluded for n in self.names])
+
+    @property
+    def prior_df(self) -> np.ndarray:
+        """(R,) the prior's df each run's variance is moderated with (0: its own alone)."""
+        return np.where(self.pooled, self.d0, 0.0)
 
     @property
     def name(self) -> str:
@@ -137,62 +147,36 @@ class SeedModel:
         return w
 
 
-def seed_prior(s2: np.ndarray, d: np.ndarray, d0_max: float = D0_MAX) -> tuple[float, float]:
-    """(s0², d0): Smyth's (2004) moment estimates of the scaled inverse-χ² prior of the seed
-    variances `s2` with `d` df each (runs with d = 0 carry no information), d0 capped at
-    `d0_max`. With fewer than two informative runs: s0² their pooled variance, d0 = 0."""
-    s2, d = np.asarray(s2, dtype=np.float64), np.asarray(d, dtype=np.float64)
-    keep = d > 0
-    s2, d = s2[keep], d[keep]
-    if s2.size == 0:
-        return 0.0, 0.0
-    pooled = float(np.sum(d * s2) / np.sum(d))
-    if s2.size < 2 or pooled <= 0:
-        return pooled, 0.0
-    s2 = np.maximum(s2, _FLOOR * max(float(np.median(s2)), 1e-300))
-    e = np.log(s2) - special.digamma(d / 2) + np.log(d / 2)
-    excess = float(np.var(e, ddof=1) - np.mean(special.polygamma(1, d / 2)))
-    d0 = 2 * _trigamma_inverse(excess) if excess > 0 else math.inf
-    # the prior's centre is the pooled variance (unbiased, χ² with Σ d df when the runs are
-    # alike) rather than limma's mean of log S², which with a handful of runs is far noisier
-    return pooled, min(d0, d0_max)
-
-
-def _trigamma_inverse(x: float) -> float:
-    """y with trigamma(y) = x (limma's Newton iteration)."""
-    if x > 1e7:
-        return 1 / math.sqrt(x)
-    if x < 1e-6:
-        return 1 / x
-    y = 0.5 + 1 / x
-    for _ in range(50):
-        tri = float(special.polygamma(1, y))
-        step = tri * (1 - tri / x) / float(special.polygamma(2, y))
-        y += step
-        if -step / y < 1e-8:
-            break
-    return y
-
-
 def fit_seed_model(names: Sequence[str], scores: Sequence[np.ndarray], moments: ImageMoments,
-                   d0_max: float = D0_MAX) -> SeedModel:
-    """Fit the model to per-run seed scores m(r, s) ((K_r,) each) and the image moments."""
+                   excluded: Mapping[str, str] | None = None, *, pool: bool = True) -> SeedModel:
+    """Fit the model to per-run seed scores m(r, s) ((K_r,) each) and the image moments. Runs
+    in `excluded` (name -> why) keep their own variance; `pool=False` pools none (one unit,
+    e.g. the within-seed difference of two runs)."""
     k = np.array([len(m) for m in scores], dtype=np.float64)
     means = np.array([float(np.mean(m)) for m in scores])
     s2 = np.array([float(np.var(m, ddof=1)) if len(m) > 1 else 0.0 for m in scores])
+    excluded = {n: why for n, why in (excluded or {}).items() if n in names}
+    pooled = np.array([pool and n not in excluded for n in names])
     d = k - 1
-    s0sq, d0 = seed_prior(s2, d, d0_max)
-    share = np.where(d0 + d > 0, d0 / np.maximum(d0 + d, 1e-300), 1.0)
+    s0sq, d0 = seed_prior(s2[pooled], d[pooled]) if pooled.any() else (0.0, 0.0)
+    share = np.where(pooled, _prior_share(d0, d), 0.0)
     s2_mod = share * s0sq + (1 - share) * s2
-    return SeedModel(list(names), means, k, s2, s2_mod, share, s0sq, d0, float(d.sum()),
-                     moments)
+    return SeedModel(list(names), means, k, s2, s2_mod, share, s0sq, d0,
+                     float(d[pooled].sum()), moments, excluded)
 
 
-def _parts(model: SeedModel, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _prior_share(d0: float, d: np.ndarray) -> np.ndarray:
+    """d0 / (d0 + d_r): 1 where d0 = ∞ or the run has one seed (d_r = 0)."""
+    if not np.isfinite(d0):
+        return np.ones_like(d)
+    return np.where(d > 0, d0 / np.maximum(d0 + d, 1e-300), 1.0)
+
+
+def contrast_parts(model: SeedModel, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(coef (J, R), image (J,)): a contrast's variance estimate is Σ_r coef_jr S_r² + image_j
     (s0² is the pooled Σ_r d_r S_r² / Σ_r d_r)."""
     a = w**2 / model.k                                   # (J, R): w_r² / K_r
-    d = model.k - 1
+    d = (model.k - 1) * model.pooled
     pool = d / max(float(d.sum()), 1.0)
     coef = np.outer(a @ model.prior_share, pool) + a * (1 - model.prior_share)
     image = np.clip(np.einsum("jr,rq,jq->j", w, model.moments.cov_c, w), 0.0, None)
@@ -207,7 +191,7 @@ def contrast_arrays(model: SeedModel, w: np.ndarray) -> dict[str, np.ndarray]:
     and the image part, so its df is Welch–Satterthwaite's over those: S_r² with K_r − 1 df,
     the image part with N − 1, each part's size taken from the moderated variances."""
     w = np.atleast_2d(w)
-    coef, image = _parts(model, w)
+    coef, image = contrast_parts(model, w)
     d = model.k - 1
     seed = (coef * model.s2).sum(axis=1)
     var = seed + image
@@ -238,9 +222,23 @@ def contrast_correlation(model: SeedModel, w: np.ndarray) -> np.ndarray:
 
 def detectable_effect(se: np.ndarray, df: np.ndarray, p_crit: float,
                       power: float = 0.8) -> np.ndarray:
-    """The smallest true difference that a two-sided test at level `p_crit` detects with
-    probability `power`: (t_{1 − p_crit/2} + t_power) · se, with the test's df."""
+    """The smallest true difference that a two-sided t test at level `p_crit` with `df` df
+    detects with probability `power`, estimated from the test's `se`: the noncentrality at
+    which a noncentral t exceeds the critical t that often (the far tail left out: at most
+    1e-3 here), times se, over the median of se/σ (√(χ²_df median / df): the estimated se is
+    below the true one in more than half the studies, so nc · se alone falls short of the
+    power more often than not). The usual (t_{1 − p/2} + t_power) · se is the normal's
+    answer and falls shorter still with few df: at it the power was 72 %, not 80 % (issue 39).
+    """
     se, df = np.asarray(se, dtype=np.float64), np.asarray(df, dtype=np.float64)
-    # scipy.special's t quantiles (stdtrit: the inverse cdf): the scipy.stats wrappers cost
-    # a hundred times more, and the calibration suite calls this for thousands of studies
-    return (special.stdtrit(df, 1 - p_crit / 2) + special.stdtrit(df, power)) * se
+    df = np.where(np.isfinite(df), df, 1e7)
+    # scipy.special, not scipy.stats: the calibration suite calls this for thousands of studies
+    crit = -special.stdtrit(df, p_crit / 2)  # the lower tail: 1 − p/2 rounds to 1 for tiny p
+    median_se = np.sqrt(special.chdtri(df, 0.5) / df)
+    # nctdtrinc's search takes seconds to minutes beyond a critical t of ~1e4 (1 df, tiny
+    # p): there the normal part of the noncentral t is negligible beside its noncentrality,
+    # nc = crit · √(χ²_df quantile at `power` / df) (0.004 % off at crit 637, 1 df)
+    far = crit > 100
+    nc = np.where(far, crit * np.sqrt(special.chdtri(df, 1 - power) / df),
+                  special.nctdtrinc(df, 1 - power, np.where(far, 1.0, crit)))
+    return nc * se / median_se

@@ -39,8 +39,8 @@ GRADCAM_KEYS = ("classes", "per_class", "seed", "runs")  # runs: best | all | [n
 # sbatch settings ({mail-type: END}); `setup`: shell lines run before each task (module load).
 SLURM_KEYS = ("partition", "time", "gpus_per_task", "cpus_per_task", "mem_gb",
               "array_parallelism", "sbatch", "setup")
-SYNTHETIC_KEYS = ("num_classes", "class_names", "train_per_class", "val_per_class", "seed",
-                  "side_range", "png_fraction")
+SYNTHETIC_KEYS = ("num_classes", "class_names", "train_per_class", "val_per_class",
+                  "test_per_class", "seed", "side_range", "png_fraction")
 # Sanity check (PyTorch BN vs own BN): largest allowed difference between their curves over all
 # epochs (metric: accuracy/F1, absolute; loss: relative) and after the first epoch, before
 # rounding differences have compounded (first_epoch: both kinds).
