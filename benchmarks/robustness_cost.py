@@ -20,7 +20,6 @@ first call compiles its numba loop: counted, once).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -50,7 +49,7 @@ def library_cost(size: int, images: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", type=int, metavar="SIZE",
                         help="time the corruption library alone at SIZE px")
@@ -64,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--fresh-set", action="store_true",
                         help="delete the dataset's corrupted set first: its making is timed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.library:
         return library_cost(args.library, args.images)
     if not args.plan or not (args.data or args.synthetic):
         parser.error("--plan and one of --data / --synthetic (or --library SIZE)")
 
+    from resnorm.robustness.results import read_step
     from resnorm.robustness.step import study_step
     from resnorm.study.plan.options import StudyOptions
     from resnorm.study.runner import (prepare_study, study_plan, torch_threads, train_study,
@@ -92,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         trained = time.perf_counter()
         study_step(study, quiet)
         done = time.perf_counter()
-    step = json.loads((out / "robustness" / "robustness.json").read_text())
-    training, robustness = trained - started, done - trained
     print(f"plan {args.plan}: {len(study.jobs)} (run, seed) jobs, --jobs {args.jobs}")
+    _print_ratio(trained - started, done - trained, read_step(out))
+    return 0
+
+
+def _print_ratio(training: float, robustness: float, step: dict) -> None:
     print(f"training            {training:8.1f} s")
     print(f"robustness step     {robustness:8.1f} s   (corrupted set "
           f"{step['seconds']['set']:.1f} s, evaluations {step['seconds']['evaluation']:.1f} s; "
@@ -103,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     ratio = robustness / training
     print(f"ratio               {100 * ratio:8.1f} %   (bound {100 * LIMIT:.0f} %: "
           f"{'within' if ratio <= LIMIT else 'OVER'})")
-    return 0
 
 
 def _forget_sets(study) -> None:

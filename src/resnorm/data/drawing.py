@@ -157,6 +157,14 @@ def _bird_shapes(sp: Species, rng: np.random.Generator) -> list[tuple]:
     texture = None if sp.pattern == "plain" else (sp.pattern, _jitter(sp.pattern_colour, rng))
     shapes.append(("ellipse", [(-0.45, -a / 2), (0.22, a * 0.12)], _jitter(sp.wing, rng),
                    texture))
+    return shapes + _head_shapes(sp, rng, (hu, hv), r, bl)
+
+
+def _head_shapes(sp: Species, rng: np.random.Generator, centre: tuple[float, float], r: float,
+                 bl: float) -> list[tuple]:
+    """The crest, head, cap, beak, face patch and eye, drawn last (over the body)."""
+    hu, hv = centre
+    shapes: list[tuple] = []
     # crest behind the head
     if sp.crest:
         shapes.append(("polygon", [(hu - 0.2 * r, hv - 0.6 * r), (hu - 1.6 * r, hv - 1.7 * r),

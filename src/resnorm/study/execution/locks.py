@@ -198,12 +198,7 @@ def _claim(run_dir: Path, *, proven_free: bool, stale_after_s: float | None) -> 
     """Create our claim (return its token) or return the Holder of the one that stands."""
     path = run_dir / CLAIM_FILE
     token = secrets.token_hex(8)
-    record = {"host": host_name(), "pid": os.getpid(),
-              "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "token": token}
-    if os.environ.get("SLURM_JOB_ID"):  # a SLURM task: squeue tells whether it still runs
-        record["slurm_job"] = os.environ["SLURM_JOB_ID"]
-    data = (json.dumps(record) + "\n").encode()
+    data = _claim_record(token)
     for _ in range(3):  # a claim removed between our attempts: try again
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -246,6 +241,16 @@ def _claim(run_dir: Path, *, proven_free: bool, stale_after_s: float | None) -> 
         os.replace(temp, path)
         return token
     return _read_holder(run_dir) or _unknown_holder(run_dir)
+
+
+def _claim_record(token: str) -> bytes:
+    """What a claim file says: who holds the run (host, pid, since when, SLURM task)."""
+    record = {"host": host_name(), "pid": os.getpid(),
+              "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "token": token}
+    if os.environ.get("SLURM_JOB_ID"):  # a SLURM task: squeue tells whether it still runs
+        record["slurm_job"] = os.environ["SLURM_JOB_ID"]
+    return (json.dumps(record) + "\n").encode()
 
 
 def _put_back(aside: Path, path: Path) -> None:

@@ -95,18 +95,9 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
                          + [w.process.sentinel for w in busy.values()])
             for worker in [w for w in busy.values()
                            if w.results in ready or w.process.sentinel in ready]:
-                outcome = worker.outcome()
                 job = worker.job
                 del busy[worker.key]
-                if outcome is None:  # the worker died with the job: that job failed
-                    outcome = _died(job, worker.action, worker.process.exitcode,
-                                    time.perf_counter() - worker.started)
-                    worker.close()
-                else:
-                    if outcome.status not in ("failed", "busy"):  # the job sent all but final
-                        outcome.final = job.final()
-                    worker.job = None
-                    idle.append(worker)
+                outcome = _collect(worker, idle)
                 if not queue:  # nothing left to give: idle workers free their memory now
                     while idle:
                         idle.pop().stop(kill=False)
@@ -114,6 +105,21 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     finally:  # done, or interrupted (Ctrl-C, an error here, the caller stopped)
         for worker in list(busy.values()) + idle:
             worker.stop(kill=worker in busy.values())
+
+
+def _collect(worker: "_Worker", idle: list["_Worker"]) -> Outcome:
+    """The outcome of a worker that reported or died; a live worker goes back to `idle`."""
+    outcome, job = worker.outcome(), worker.job
+    if outcome is None:  # the worker died with the job: that job failed
+        outcome = _died(job, worker.action, worker.process.exitcode,
+                        time.perf_counter() - worker.started)
+        worker.close()
+        return outcome
+    if outcome.status not in ("failed", "busy"):  # the job sent all but final
+        outcome.final = job.final()
+    worker.job = None
+    idle.append(worker)
+    return outcome
 
 
 def _without_a_process(job: Job, progress: bool) -> Outcome | None:
