@@ -57,11 +57,7 @@ def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_clas
     regenerate the folder (only if it is a synthetic dataset: anything else is refused).
     """
     names = _class_names(num_classes, class_names)
-    for count, what in ((train_per_class, "train_per_class"), (val_per_class, "val_per_class")):
-        if not isinstance(count, int) or count < 1:
-            raise UsageError(f"{what} must be a positive integer, got {count!r}")
-    if not isinstance(test_per_class, int) or test_per_class < 0:
-        raise UsageError(f"test_per_class must be a whole number >= 0, got {test_per_class!r}")
+    _check_counts(train_per_class, val_per_class, test_per_class)
     lo, hi = side_range
     if not 16 <= lo <= hi:
         raise UsageError(f"side_range must satisfy 16 <= min <= max, got {side_range}")
@@ -80,20 +76,7 @@ def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_clas
     staging = staging_dir(out)
     try:
         counts = {"train": train_per_class, "valid": val_per_class, "test": test_per_class}
-        boxes = {}
-        total = sum(counts.values()) * len(names)
-        bar = tqdm(total=total, desc="synth", unit="img", dynamic_ncols=True, mininterval=0.5,
-                   disable=not progress)
-        for split in (s for s in SPLITS if counts[s]):
-            for name in names:
-                (staging / split / name).mkdir(parents=True)
-                for i in range(counts[split]):
-                    image, box, fmt = render_image(name, split, i, seed, (lo, hi), png_fraction)
-                    rel = f"{split}/{name}/{i:04d}.{fmt}"
-                    _save(image, staging / rel, fmt, seed, split, name, i)
-                    boxes[rel] = box
-                    bar.update()
-        bar.close()
+        boxes = _draw_splits(staging, names, counts, seed, (lo, hi), png_fraction, progress)
         (staging / "boxes.json").write_text(_boxes_json(boxes))
         (staging / MARKER).write_text(_marker_text(params))  # last: marks it complete
         publish(staging, out)
@@ -101,6 +84,33 @@ def make_synthetic(out: str | os.PathLike, num_classes: int = 25, train_per_clas
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _check_counts(train_per_class: int, val_per_class: int, test_per_class: int) -> None:
+    for count, what in ((train_per_class, "train_per_class"), (val_per_class, "val_per_class")):
+        if not isinstance(count, int) or count < 1:
+            raise UsageError(f"{what} must be a positive integer, got {count!r}")
+    if not isinstance(test_per_class, int) or test_per_class < 0:
+        raise UsageError(f"test_per_class must be a whole number >= 0, got {test_per_class!r}")
+
+
+def _draw_splits(staging: Path, names: list[str], counts: dict[str, int], seed: int,
+                 sides: tuple[int, int], png_fraction: float, progress: bool) -> dict:
+    """Draw and save every image of every split into `staging`; return their boxes."""
+    boxes = {}
+    bar = tqdm(total=sum(counts.values()) * len(names), desc="synth", unit="img",
+               dynamic_ncols=True, mininterval=0.5, disable=not progress)
+    for split in (s for s in SPLITS if counts[s]):
+        for name in names:
+            (staging / split / name).mkdir(parents=True)
+            for i in range(counts[split]):
+                image, box, fmt = render_image(name, split, i, seed, sides, png_fraction)
+                rel = f"{split}/{name}/{i:04d}.{fmt}"
+                _save(image, staging / rel, fmt, seed, split, name, i)
+                boxes[rel] = box
+                bar.update()
+    bar.close()
+    return boxes
 
 
 def _boxes_json(boxes: dict[str, list[int]]) -> str:

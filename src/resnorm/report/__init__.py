@@ -18,6 +18,7 @@ Modules, top down (each imports only modules below it):
   answers       the answer sheet: the assignment's items in order, first in the report
   observations  the closing bullet list, in words, from numbers the sections computed
   summary       the study's statistics as one dict (summary.json)
+  run_scores    each run's scored seeds, the shared resamples and models, a run's entry
   families      which tests are primary or exploratory, their adjustment, detectable effects
   verdicts      the primary family's table, the ranking, verdicts as text
   faithfulness  the Grad-CAM galleries' faithfulness and black-corner numbers

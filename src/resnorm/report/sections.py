@@ -184,19 +184,7 @@ def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Secti
     stats = summary.get("runs", {})
     val_mark = " †" if (splits.get("val") or {}).get("inflated") else ""
     test_mark = " †" if (splits.get("test") or {}).get("inflated") else ""
-    rows = []
-    for r in done:
-        entry = stats.get(r.name, {})
-        cell = lambda metric: ci_pct(entry.get(metric))  # noqa: E731
-        va = cell("val_acc")
-        test = [cell("test_acc"), cell("test_macro_f1")] if has_test else []
-        rows.append([r.name, val(roles.setting(r, "norm")), val(roles.setting(r, "batch_size")),
-                     str(len(r.done)), str(entry.get("diverged", 0)), r.status_text,
-                     f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
-                     cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
-                     Bold(va) if r is best else va, cell("val_micro_f1"), cell("val_macro_f1"),
-                     *test, secs(_mean_final(r, "wall_time_s")),
-                     num(seeds_mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"])
+    rows = [_results_row(r, stats.get(r.name, {}), roles, r is best, has_test) for r in done]
     test_heads = [f"Test acc{test_mark}", f"Test macro F1{test_mark}"] if has_test else []
     s.add(Table(["Run", "Norm", "Batch", "Seeds", "Diverged", "Status", "Epochs (best)",
                  "Train acc",
@@ -216,6 +204,20 @@ def section_results(runs: list[RunRecord], summary: dict, roles: Roles) -> Secti
     if missing:
         s.add(Sub("Not finished"), Bullets([_missing_text(r) for r in missing]))
     return s
+
+
+def _results_row(r: RunRecord, entry: dict, roles: Roles, best: bool, has_test: bool) -> list:
+    """A run's row of the results table: its settings, then each score ± its half-width."""
+    cell = lambda metric: ci_pct(entry.get(metric))  # noqa: E731
+    va = cell("val_acc")
+    test = [cell("test_acc"), cell("test_macro_f1")] if has_test else []
+    return [r.name, val(roles.setting(r, "norm")), val(roles.setting(r, "batch_size")),
+            str(len(r.done)), str(entry.get("diverged", 0)), r.status_text,
+            f"{r.final.get('epochs_run', '—')} ({r.final.get('best_epoch', '—')})",
+            cell("train_acc"), cell("train_micro_f1"), cell("train_macro_f1"),
+            Bold(va) if best else va, cell("val_micro_f1"), cell("val_macro_f1"),
+            *test, secs(_mean_final(r, "wall_time_s")),
+            num(seeds_mean_of(r, "images_per_s"), 0), f"{r.final.get('parameters', 0):,}"]
 
 
 def _selection_note(splits: dict) -> str:

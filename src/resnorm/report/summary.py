@@ -31,18 +31,18 @@ from best), P(best) and expected rank on the primary metric.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from resnorm.fileio import atomic_write_text
 from resnorm.norms import norm_info
 from resnorm.report.families import adjust_families, calibrate_family
 from resnorm.report.roles import Roles
+from resnorm.report.run_scores import (N_BOOT, SPLITS, RunSeeds, StudyStats, json_safe,
+                                       run_entry, seed_predictions)
 from resnorm import statistics as st
 from resnorm.study.plan.manifest import Design
 from resnorm.study.execution.records import RunRecord
@@ -51,12 +51,10 @@ from resnorm.studydir import StudyDir
 __all__ = ["study_summary", "write_summary", "RUN_METRICS", "COMPARED_METRICS", "TEST_METRICS",
            "METHOD", "primary_metric"]
 
-SPLITS = ("train", "val", "test")
 RUN_METRICS = tuple(f"{split}_{m}" for split in SPLITS for m in st.METRICS)
 COMPARED_METRICS = ("val_acc", "val_macro_f1")  # val_micro_f1 equals val_acc
 # With a test split, the same on test: the held-out estimate (val chose the epochs).
 TEST_METRICS = ("test_acc", "test_macro_f1")
-N_BOOT = 2000
 METHOD = ("Each run was trained once per seed and its best checkpoint evaluated on the same "
           "validation (and test) images. Intervals are 95 % and count both sources of noise: the "
           "seed-to-seed spread and the finite validation set (a bootstrap over images, paired "
@@ -71,138 +69,9 @@ METHOD = ("Each run was trained once per seed and its best checkpoint evaluated 
           "of an accuracy difference is McNemar's exact test. A difference is stated only when "
           "the adjusted test of its family rejects (see below) and its 95 % interval excludes "
           "0; otherwise the verdict is \"no clear difference\".")
-@dataclasses.dataclass
-class _Seeds:
-    """A run's scored seeds as the statistics need them, per split: the finished ones and the
-    diverged ones with a best checkpoint before the divergence."""
-
-    seeds: list[int | None]
-    by_split: dict[str, list[st.SeedPredictions]]  # only splits every scored seed has
-    missing: str | None = None                       # why there are none
-    diverged: int = 0                                # diverged seeds, scored or not
-    unscored: int = 0                                # diverged seeds without a checkpoint
-
-
-def _seed_predictions(run: RunRecord) -> _Seeds:
-    diverged = [t for t in run.trials if t.status == "diverged"]
-    with_checkpoint = {id(t): p for t in diverged if (p := t.predictions())}
-    scored = [t for t in run.trials if t.ok or id(t) in with_checkpoint]
-    counts = {"diverged": len(diverged), "unscored": len(diverged) - len(with_checkpoint)}
-    if not scored:
-        why = (f"{run.name} has no finished seed ({run.status_text})" if run.trials
-               else f"{run.name} was not trained")
-        return _Seeds([], {}, why, **counts)
-    per_trial = [with_checkpoint.get(id(t)) or t.predictions() or {} for t in scored]
-    by_split = {}
-    for split in SPLITS:
-        if all(split in p for p in per_trial):
-            by_split[split] = [st.SeedPredictions(t.seed, p[split]["labels"], p[split]["preds"])
-                               for t, p in zip(scored, per_trial)]
-    missing = None if "val" in by_split else (f"{run.name} has no per-image predictions "
-                                              "(trained by an older resnorm)")
-    return _Seeds([t.seed for t in scored], by_split, missing, **counts)
-
-
-class _Stats:
-    """Shared bootstrap indices and replicate cache per split, so that every interval of a
-    split is drawn from the same image resamples (and each replicate is computed once), and
-    the seed-variance model per (split, metric), fitted once to every run."""
-
-    def __init__(self, seeds: dict[str, _Seeds], recipes: dict[str, str | None]) -> None:
-        self.indices: dict[tuple[str, int], np.ndarray] = {}
-        self.cache: dict = {}
-        self.seeds = seeds
-        self.recipes = recipes
-        self.models: dict[tuple[str, str], st.SeedModel | None] = {}
-        self.paired: dict[tuple[str, str, str], st.SeedModel] = {}
-
-    def kwargs(self, split: str, n: int) -> dict:
-        key = (split, n)
-        if key not in self.indices:
-            self.indices[key] = st.bootstrap_indices(n, N_BOOT, np.random.default_rng(0))
-        return {"indices": self.indices[key], "cache": self.cache}
-
-    def model(self, split: str, metric: str) -> st.SeedModel | None:
-        """The model of every run with `split` predictions; None when no run has two seeds
-        or the runs were evaluated on different images (then each pair stands alone)."""
-        if (split, metric) not in self.models:
-            runs = {n: g.by_split[split] for n, g in self.seeds.items() if split in g.by_split}
-            fit = None
-            if runs and max(len(r) for r in runs.values()) >= 2:
-                try:
-                    n = next(iter(runs.values()))[0].labels.size
-                    # runs that are not comparable stay out of the pooled seed variance
-                    excluded = st.runs_not_comparable(
-                        runs, {r: self.seeds[r].diverged for r in runs},
-                        {r: x for r, x in self.recipes.items() if r in runs and x})
-                    fit = st.fit_runs(runs, metric, excluded=excluded, **self.kwargs(split, n))
-                except ValueError:
-                    fit = None
-            self.models[(split, metric)] = fit
-        return self.models[(split, metric)]
-
-
-def _finite(x: Any) -> Any:
-    """JSON-safe: NaN/inf as None, numpy scalars as floats, lists element-wise."""
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def _run_entry(run: RunRecord, seeds: _Seeds, stats: _Stats) -> dict:
-    entry: dict[str, Any] = {"seeds": seeds.seeds, "status": run.status_text,
-                             "trials": len(run.trials), "diverged": seeds.diverged}
-    note = _divergence_note(seeds)
-    if seeds.missing and not seeds.seeds:
-        entry["reason"] = seeds.missing
-        return entry
-    for split in SPLITS:
-        group = seeds.by_split.get(split)
-        for metric in st.METRICS:
-            name = f"{split}_{metric}"
-            if group:
-                res = st.summarize(group, metric, **stats.kwargs(split, group[0].labels.size))
-                entry[name] = {k: _finite(res.get(k)) for k in ("mean", "std", "ci95", "n")}
-                entry[name]["method"] = res["method"] + note
-            else:
-                values = [t.score(split, metric) for t in run.done]
-                if values and all(v is not None for v in values):
-                    entry[name] = _seed_interval(values)
-    return entry
-
-
-def _divergence_note(seeds: _Seeds) -> str:
-    """What the run's score says about its diverged seeds ('' without any)."""
-    if not seeds.diverged:
-        return ""
-    scored = seeds.diverged - seeds.unscored
-    text = f" {seeds.diverged} seed(s) diverged"
-    if scored:
-        text += f"; {scored} scored at the best checkpoint before the divergence"
-    if seeds.unscored:
-        text += (f"; {seeds.unscored} had no checkpoint and are not in the mean, which is "
-                 "therefore over the seeds that survived")
-    return text + "."
-
-
-def _seed_interval(values: list[float]) -> dict:
-    """A t interval over seeds alone (no per-image predictions to bootstrap)."""
-    ci = st.t_interval(values)
-    if ci is None:
-        return {"mean": values[0], "std": None, "ci95": None, "n": 1,
-                "method": "one seed and no per-image predictions: no interval"}
-    return {"mean": ci[0], "std": float(np.std(values, ddof=1)), "ci95": [ci[1], ci[2]],
-            "n": len(values), "method": f"t interval over {len(values)} seeds (image noise not "
-                                        "counted: no per-image predictions)"}
-
-
 # --- the summary ------------------------------------------------------------------------------
 
-def _contrast(kind: str, names: list[str], stats: _Stats, metric: str,
+def _contrast(kind: str, names: list[str], stats: StudyStats, metric: str,
               groups: tuple[str, str] = ("first", "second")) -> dict:
     """a − b ("compare") or the interaction of four runs on `metric`'s split (its `groups`:
     the two batch groups' names, first and second), under the split's model (each pair alone
@@ -255,8 +124,8 @@ def _with_sensitivity(res: dict, model: st.SeedModel, names: list[str],
 def _public(res: dict, *keys: str) -> dict:
     keep = ("diff", "ci95", "p", "verdict", "method", "reason", "seeds", "sensitivity",
             "n_images", "se", "df", "model", "paired") + keys
-    return {k: _finite(res[k]) if k != "sensitivity" else
-            {n: _finite(v) for n, v in res[k].items()} for k in keep if k in res}
+    return {k: json_safe(res[k]) if k != "sensitivity" else
+            {n: json_safe(v) for n, v in res[k].items()} for k in keep if k in res}
 
 
 def primary_metric(summary: dict) -> str:
@@ -270,10 +139,10 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles,
     """The statistics of a study (the summary.json contract; see the module notes).
     `calibration`: the studies to simulate (`report.calibration`); `previous`: the last
     summary.json, whose calibration is reused when its inputs are unchanged."""
-    seeds = {r.name: _seed_predictions(r) for r in runs}
-    stats = _Stats(seeds, {r.name: r.config.get("recipe") for r in runs})
+    seeds = {r.name: seed_predictions(r) for r in runs}
+    stats = StudyStats(seeds, {r.name: r.config.get("recipe") for r in runs})
     out: dict[str, Any] = {"method": METHOD, "n_boot": N_BOOT, "splits": _splits(runs),
-                           "runs": {r.name: _run_entry(r, seeds[r.name], stats) for r in runs}}
+                           "runs": {r.name: run_entry(r, seeds[r.name], stats) for r in runs}}
     metric = primary_metric(out)
     out["model"] = _model_entry(stats, metric)
     metrics = COMPARED_METRICS + (TEST_METRICS if "test" in out["splits"] else ())
@@ -293,7 +162,7 @@ def study_summary(runs: list[RunRecord], plan: dict, roles: Roles,
     return out
 
 
-def _model_entry(stats: _Stats, metric: str) -> dict | None:
+def _model_entry(stats: StudyStats, metric: str) -> dict | None:
     """The primary metric's seed-variance model: its name, the runs kept out of the pool
     (name -> why), the prior's df d0 (the data's 95 % lower bound; None: ∞, pooled fully)
     and the seed df it rests on."""
@@ -303,14 +172,14 @@ def _model_entry(stats: _Stats, metric: str) -> dict | None:
         return None
     return {"name": st.MODEL_NAME, "metric": metric, "runs": model.names,
             "excluded": dict(model.excluded),
-            "prior_df": _finite(model.d0), "seed_df": model.df_prior,
-            "pooled_seed_sd": _finite(math.sqrt(model.s0sq)),
-            "seed_sd": {n: _finite(math.sqrt(v)) for n, v in zip(model.names, model.s2)},
-            "moderated_seed_sd": {n: _finite(math.sqrt(v))
+            "prior_df": json_safe(model.d0), "seed_df": model.df_prior,
+            "pooled_seed_sd": json_safe(math.sqrt(model.s0sq)),
+            "seed_sd": {n: json_safe(math.sqrt(v)) for n, v in zip(model.names, model.s2)},
+            "moderated_seed_sd": {n: json_safe(math.sqrt(v))
                                   for n, v in zip(model.names, model.s2_mod)}}
 
 
-def _comparisons(pairs: list[dict], seeds: dict[str, _Seeds], stats: _Stats,
+def _comparisons(pairs: list[dict], seeds: dict[str, RunSeeds], stats: StudyStats,
                  metrics: tuple[str, ...], sanity: frozenset = frozenset()) -> list[dict]:
     """Every pair of the design on every metric (`differs_in` in words); the sanity pair
     (`sanity`) seed by seed, as its test."""
@@ -341,7 +210,7 @@ def _splits(runs: list[RunRecord]) -> dict:
     return {}
 
 
-def _interaction(design: Design, seeds: dict[str, _Seeds], stats: _Stats,
+def _interaction(design: Design, seeds: dict[str, RunSeeds], stats: StudyStats,
                  metric: str) -> dict | None:
     """(second small − second large) − (first small − first large) of the design's first two
     batch groups, at the smallest and largest batch sizes both groups were trained at. Keys
@@ -376,7 +245,7 @@ def _group_label(design: Design, group: str) -> str:
     return labels.pop() if len(labels) == 1 else group
 
 
-def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
+def _sanity(design: Design, seeds: dict[str, RunSeeds], stats: StudyStats, plan: dict,
             metric: str) -> dict | None:
     """The design's sanity pair (PyTorch BN vs own BN) as an equivalence test (TOST: `p` is its p-value, `p_difference`
     the difference test's) on `metric` (the primary one), within ± the plan's tolerance
@@ -393,10 +262,10 @@ def _sanity(design: Design, seeds: dict[str, _Seeds], stats: _Stats, plan: dict,
               + res["method"])
     return {"a": a, "b": b, "metric": metric, "tolerance": tol, "test": "equivalence",
             **public, "method": method, "p_difference": public.get("p"),
-            "p": _finite(st.equivalence_p(res, tol)), "equivalence": st.equivalence(res, tol)}
+            "p": json_safe(st.equivalence_p(res, tol)), "equivalence": st.equivalence(res, tol)}
 
 
-def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
+def _paired(a: str, b: str, stats: StudyStats, metric: str) -> dict | None:
     """a − b seed by seed when both were trained with the same seeds (else None)."""
     split, m = metric.split("_", 1)
     if not all(split in stats.seeds[n].by_split for n in (a, b)):
@@ -414,7 +283,7 @@ def _paired(a: str, b: str, stats: _Stats, metric: str) -> dict | None:
     return res
 
 
-def _ranking(names: list[str], seeds: dict[str, _Seeds], stats: _Stats,
+def _ranking(names: list[str], seeds: dict[str, RunSeeds], stats: StudyStats,
              metric: str, comparisons: list[dict]) -> dict | None:
     """The best set, P(best) and expected rank of `names` on `metric` (see
     resnorm.statistics.ranking); runs without predictions are left out, saying why."""

@@ -142,22 +142,8 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     if not isinstance(defaults, dict):
         raise UsageError(f"{source}: 'defaults' must be a mapping of TrainConfig fields")
     _check_fields(f"{source}: defaults", defaults, allowed)
-    runs_raw = raw.get("runs")
-    if not isinstance(runs_raw, list) or not runs_raw:
-        raise UsageError(f"{source}: 'runs' must be a non-empty list of runs (each with a name)")
-    runs, seen = [], set()
-    for i, entry in enumerate(runs_raw, 1):
-        if not isinstance(entry, dict) or not entry.get("name"):
-            raise UsageError(f"{source}: run #{i} must be a mapping with a 'name'")
-        name = str(entry["name"])
-        if name in seen:
-            raise UsageError(f"{source}: two runs are named '{name}'")
-        if name in (".", "..") or "/" in name or "\\" in name:
-            raise UsageError(f"{source}: run name '{name}' must be a plain folder name")
-        seen.add(name)
-        overrides = {k: v for k, v in entry.items() if k != "name"}
-        _check_fields(f"{source}: run '{name}'", overrides, allowed)
-        runs.append(RunSpec(name, overrides))
+    runs = _run_specs(raw.get("runs"), allowed, source)
+    seen = {r.name for r in runs}
     plan = Plan(description=str(raw.get("description") or ""), defaults=dict(defaults), runs=runs,
                 source=source)
     from resnorm.train.lr_rule import LR_RULES
@@ -184,6 +170,26 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     plan.tune = parse_tune(raw.get("tune"), [r.name for r in runs], source)
     plan.robustness = parse_robustness(raw.get("robustness"), source)
     return plan
+
+
+def _run_specs(runs_raw: Any, allowed: dict[str, Any], source: str) -> list[RunSpec]:
+    """The plan's `runs:`, each a uniquely named plain folder with valid TrainConfig fields."""
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise UsageError(f"{source}: 'runs' must be a non-empty list of runs (each with a name)")
+    runs, seen = [], set()
+    for i, entry in enumerate(runs_raw, 1):
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise UsageError(f"{source}: run #{i} must be a mapping with a 'name'")
+        name = str(entry["name"])
+        if name in seen:
+            raise UsageError(f"{source}: two runs are named '{name}'")
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise UsageError(f"{source}: run name '{name}' must be a plain folder name")
+        seen.add(name)
+        overrides = {k: v for k, v in entry.items() if k != "name"}
+        _check_fields(f"{source}: run '{name}'", overrides, allowed)
+        runs.append(RunSpec(name, overrides))
+    return runs
 
 
 def _design(raw: dict, names: list[str], source: str) -> dict[str, Any] | None:
