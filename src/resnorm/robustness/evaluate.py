@@ -33,7 +33,7 @@ from resnorm.norms import norm_info
 from resnorm.robustness.adaptation import adapted, has_running_stats
 from resnorm.robustness.corrupted import CorruptedSet
 from resnorm.robustness.results import write_trial
-from resnorm.rundir import RunDir
+from resnorm.rundir import FINAL_FILE, RunDir
 from resnorm.study.plan.robustness_settings import RobustnessSettings
 
 __all__ = ["evaluate_trial", "trial_key", "adapts"]
@@ -48,7 +48,7 @@ def adapts(norm: str, settings: RobustnessSettings) -> bool:
 def trial_key(run_dir: Path, cset: CorruptedSet, settings: RobustnessSettings) -> str:
     """What a trial's scores depend on: the checkpoint's record, the set and the settings. A
     finished evaluation with another key is evaluated again."""
-    final = RunDir(run_dir).path("final.json")
+    final = RunDir(run_dir).path(FINAL_FILE)
     words = [final.read_bytes() if final.is_file() else b"", cset.folder.name.encode(),
              repr(sorted(settings.to_yaml_dict().items())).encode()]
     return hashlib.sha256(b"\0".join(words)).hexdigest()[:16]
