@@ -4,7 +4,7 @@ up-front check of an explicit `--jobs K` on a GPU.
     auto_jobs(configs) -> (K, one line saying why)
     check_jobs_fit(configs, k) -> one line (or UsageError, one line: needed vs free)
 
-GPU (CUDA). Each job is its own process (study.execution.pool, "spawn") and holds on the GPU:
+GPU (CUDA). Each job is its own process (study.execution.pool) and holds on the GPU:
 - a CUDA context: CUDA_CONTEXT_BYTES (about 0.5 GB; the driver's, not torch's allocator);
 - its model's peak memory, `estimate_peak_bytes(cfg)`: activations from the ResNet's shape,
   worked out below, times SAFETY;
@@ -19,7 +19,7 @@ the memory bound takes the K largest needs among the runs, whichever K run toget
 One dataset copy per job, not one per GPU. PyTorch can share a CUDA tensor between
 processes (torch.multiprocessing sends a CUDA IPC handle), but only while the process that
 allocated it keeps it alive and the consumers stay in step with it; here the jobs are
-independent spawned processes that start, fail and resume on their own, and the parent
+independent processes that start, fail and resume on their own, and the parent
 would have to hold the data on the GPU for the whole study (one more CUDA context) and
 outlive every job. The per-job copy keeps a job self-contained; its cost is in the estimate
 (7.4 GB per job for the 37,500 birds images at 256 px, 0.46 GB at 64 px). On the CPU there is

@@ -16,10 +16,14 @@ from resnorm.study.execution.job import Job, Outcome, busy, run_job, train_locke
 __all__ = ["LOG_FILE", "PoolExecutor", "job_threads", "train_jobs"]
 
 # --- several runs at once (--jobs) ------------------------------------------------------------
-# K worker processes, started with "spawn" (safe with CUDA, the same on every OS), each taking
-# one job at a time and calling train_locked, exactly as the sequential path does. A worker
-# lives for many jobs: `import torch` and the first CUDA/inductor setup cost seconds, which at
-# the demo's scale (36 jobs of a few seconds each) would otherwise be a third of the study.
+# K worker processes, each taking one job at a time and calling train_locked, exactly as the
+# sequential path does. A worker lives for many jobs: `import torch` and the first
+# CUDA/inductor setup cost seconds, which at the demo's scale (36 jobs of a few seconds each)
+# would otherwise be a third of the study. The workers are forked from a fork server
+# (`_start_method`), a fresh interpreter that imports the training code once and never touches
+# CUDA (importing torch does not initialise it), so a worker inits CUDA itself, as a spawned one
+# does, without paying the imports again (about 5 s of CPU each); where the OS has no fork
+# server (Windows), "spawn".
 # Not a ProcessPoolExecutor: a worker that dies (out of memory, a segfault) breaks such a
 # pool and every job still queued in it, and a pool cannot stop a running worker on Ctrl-C.
 # Here a dead worker fails only the job it was training, and a fresh worker takes its place.
@@ -68,10 +72,9 @@ def train_jobs(todo: list[Job], progress: bool, jobs: int, threads: int | None, 
     (Ctrl-C, an exception) the running jobs are terminated; if it is killed outright, each
     worker notices its lifeline close and exits (a job's last.pt lets a re-run resume).
     """
-    import multiprocessing
     from multiprocessing.connection import wait
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _start_method()
     per_job = job_threads(jobs, threads)
     say(f"jobs: up to {jobs} at once, {per_job} torch thread(s) each; each job's output "
         f"goes to {LOG_FILE} in its run folder")
@@ -120,6 +123,23 @@ def _collect(worker: "_Worker", idle: list["_Worker"]) -> Outcome:
     worker.job = None
     idle.append(worker)
     return outcome
+
+
+# What the fork server imports before it forks a worker: what every training job imports.
+PRELOAD = ["resnorm.train"]
+
+
+def _start_method():
+    """The multiprocessing context of the workers: a fork server preloading `PRELOAD` (started
+    on the first worker of this process, with this process's environment, and kept for later
+    pools), else spawn."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
 
 def _without_a_process(job: Job, progress: bool) -> Outcome | None:
