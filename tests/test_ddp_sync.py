@@ -10,7 +10,7 @@
   single-process outputs.
 - The collective helpers `train` relies on (first diverged step over ranks, rank 0's buffers).
 
-One spawn (two processes) serves every test of this file.
+One start of two processes serves every test of this file.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from fork_server import fork_server
 from resnorm.distributed import broadcast_buffers_, is_main_process
 from resnorm.norms import BatchNorm2d, enable_sync_, make_norm
 from resnorm.train.loop import _first_bad_on_any_rank
@@ -108,7 +109,8 @@ def ranks(data):
     """What each of the 2 ranks computed."""
     inputs, upstreams = data
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), inputs, upstreams, results), nprocs=WORLD)
+    mp.start_processes(_worker, args=(_free_port(), inputs, upstreams, results), nprocs=WORLD,
+                       start_method=fork_server())
     return [results[r] for r in range(WORLD)]
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fork_server import fork_server
 from resnorm.distributed import (DistInfo, contiguous_shard, in_turn, init_from_env,
                                  launched_world_size, parse_shard, shard_indices,
                                  sync_batch_mean_var)
@@ -44,7 +45,8 @@ def test_sync_batch_stats_and_gradients_equal_one_process_with_the_global_batch(
     x = (torch.randn(6, 4, 3, 5, dtype=torch.float64) * 3 + 10)
     upstream = torch.randn(x.shape, dtype=torch.float64)
     results = mp.Manager().dict()
-    mp.spawn(_stats_worker, args=(2, _free_port(), x, upstream, results), nprocs=2)
+    mp.start_processes(_stats_worker, args=(2, _free_port(), x, upstream, results), nprocs=2,
+                       start_method=fork_server())
 
     ref_x = x.clone().requires_grad_(True)
     var, mean = torch.var_mean(ref_x, dim=(0, 2, 3), unbiased=False)
