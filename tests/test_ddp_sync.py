@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from fork_server import fork_server
+from forked import fork_server
 from resnorm.distributed import broadcast_buffers_, is_main_process
 from resnorm.norms import BatchNorm2d, enable_sync_, make_norm
 from resnorm.train.loop import _first_bad_on_any_rank

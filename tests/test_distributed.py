@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fork_server import fork_server
+from forked import fork_server
 from resnorm.distributed import (DistInfo, contiguous_shard, in_turn, init_from_env,
                                  launched_world_size, parse_shard, shard_indices,
                                  sync_batch_mean_var)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 import time
 import types
 
@@ -161,26 +159,3 @@ def test_ctrl_c_stops_the_running_jobs(tmp_path, monkeypatch):
     with pytest.raises(ProcessLookupError):  # terminated and reaped, not left training
         os.kill(int(pid_file.read_text()), 0)
 
-
-def test_the_fork_server_never_asks_cuda_anything():
-    """The workers are forked from a server that imported pool.PRELOAD: had that import
-    touched the CUDA driver (a device counted, a context made), no forked worker could use the
-    GPU. In a fresh interpreter, every torch entry point to the driver is watched while the
-    server's modules are imported."""
-    script = (
-        "import sys, torch\n"
-        "calls = []\n"
-        "def watch(owner, name):\n"
-        "    real = getattr(owner, name)\n"
-        "    setattr(owner, name, lambda *a, **k: calls.append(name) or real(*a, **k))\n"
-        "for name in ('_cuda_getDeviceCount', '_cuda_init'):\n"
-        "    watch(torch._C, name)\n"
-        "for name in ('is_available', 'device_count', 'init', '_lazy_init'):\n"
-        "    watch(torch.cuda, name)\n"
-        "from resnorm.study.execution.pool import PRELOAD\n"
-        "for module in PRELOAD:\n"
-        "    __import__(module)\n"
-        "assert 'torchmetrics' in sys.modules, PRELOAD  # the training code: what it saves\n"
-        "assert not calls and not torch.cuda.is_initialized(), calls\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]

@@ -3,14 +3,12 @@ interrupted run resumes from its last checkpoint instead of starting over."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
+from forked import Forked, resnorm
 from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.metrics import TIMING_COLUMNS
@@ -38,9 +36,7 @@ def test_killed_study_resumes_the_interrupted_run(tmp_path, capsys):
     argv = ["study", "--synthetic", str(tmp_path / "synth"), "--plan", str(plan),
             "--out", str(study), "--cache", str(tmp_path / "cache"), "--quiet",
             "--no-gradcam", "--no-report"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = Forked(resnorm, *argv, stdout=False)
     run = study / "runs" / "long" / "seed-0"
     # Kill the study as soon as the first run has checkpointed an epoch and logged it.
     kill_when(proc, lambda: ((run / "last.pt").exists() and epochs_logged(run) >= 1))

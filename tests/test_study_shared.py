@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from forked import Forked, resnorm
 from resnorm import cli
 from resnorm.study.execution.locks import CLAIM_FILE
 from run_results import run_results
@@ -48,10 +49,7 @@ def plan_file(tmp_path):
 def test_two_studies_on_one_folder_train_each_job_once(synth_cache, plan_file, tmp_path,
                                                        capsys):
     shared, alone = tmp_path / "shared", tmp_path / "alone"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "resnorm",
-                               *argv(synth_cache.path, plan_file, shared)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [Forked(resnorm, *argv(synth_cache.path, plan_file, shared), text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]

@@ -3,25 +3,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from forked import Forked
 from resnorm.data import make_synthetic, prepare
 from resnorm.metrics import TIMING_COLUMNS
 from resnorm.train import TrainConfig, train
 
-# Runs one training in a child process (progress lines on stderr: it is a pipe, not a TTY).
-CHILD = """
-import json, sys, torch
-torch.set_num_threads(1)
-from resnorm.train import TrainConfig, train
-train(TrainConfig(**json.loads(sys.argv[1])), progress=True)
-"""
+def train_child(cfg: dict) -> int:
+    """One training, as a child process runs it (progress lines on stderr: it is a pipe, not a
+    TTY)."""
+    train(TrainConfig(**cfg), progress=True)
+    return 0
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +36,7 @@ def settings(data, out) -> dict:
 
 def run_child(cfg: dict, kill_on: str | None = None) -> tuple[int, str]:
     """Run the child; with `kill_on`, SIGKILL it as soon as it prints a line starting so."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env,
-                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    child = Forked(train_child, cfg, text=True, stdout=False)
     seen = []
     for line in child.stderr:
         seen.append(line)

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
 
+from forked import Forked, resnorm
 from kill_helpers import epochs_logged, kill_when
 from resnorm import cli
 from resnorm.data import make_synthetic
@@ -290,9 +289,7 @@ def test_killed_tuning_phase_resumes_without_retraining_finished_trials(tmp_path
             str(study), "--cache", str(tmp_path / "cache"), "--quiet", "--no-gradcam",
             "--no-report"]
     folders = [study / "tuning" / "bn" / f"lr-{lr}" / "seed-0" for lr in (0.02, 0.05)]
-    proc = subprocess.Popen([sys.executable, "-m", "resnorm", *argv],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = Forked(resnorm, *argv, stdout=False)
 
     def one_done_other_started(a, b):  # (the sampler decides which trial trains first)
         return (a / "final.json").exists() and (b / "last.pt").exists() and epochs_logged(b) >= 1
@@ -408,26 +405,6 @@ def test_a_sampled_space_gives_every_variant_the_same_points(tmp_path):
         assert (config["lr"], config["weight_decay"]) == (chosen["lr"], chosen["weight_decay"])
         assert entry["sampler"] == "qmc" and len(entry["choice_noise"]["shares"]) >= 2
     assert (tmp_path / "s" / "report_assets" / "tuning_search.png").stat().st_size > 0
-
-
-def test_a_plan_without_tune_never_imports_optuna():
-    """In a fresh interpreter: every module of resnorm imported, an untuned plan resolved,
-    designed and through the tuning step (which it skips)."""
-    script = (
-        "import importlib, pkgutil, sys, types, resnorm\n"
-        "for m in pkgutil.walk_packages(resnorm.__path__, 'resnorm.'):\n"
-        "    if not m.name.endswith('__main__'):\n"
-        "        importlib.import_module(m.name)\n"
-        "from resnorm.study.plan.parse import parse_plan\n"
-        "from resnorm.study.plan.resolve import plan_design, resolve_runs\n"
-        "from resnorm.study.runner import tune_study\n"
-        f"plan = parse_plan({ {k: v for k, v in SPACE_PLAN.items() if k != 'tune'}!r})\n"
-        "plan_design(plan, resolve_runs(plan))\n"
-        "study = types.SimpleNamespace(plan=plan)\n"
-        "assert tune_study(study) is study\n"
-        "assert 'optuna' not in sys.modules, 'optuna imported'\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_a_plan_with_tune_is_refused_in_one_line_without_optuna(tmp_path, monkeypatch, capsys):
