@@ -39,7 +39,12 @@ def plot_run_curves(rows: Sequence[dict], path: str | os.PathLike,
     list still writes a figure (with empty axes), so a run that diverged in its first epoch has
     a curves file like every other run.
     """
-    fig = Figure(figsize=(10, 7), layout="constrained")
+    # Fixed margins rather than a layout engine: the panels and their labels are the same in
+    # every run's figure, and constrained layout would lay the figure out three times (as
+    # long as a tiny run's training; every report draws the runs without a curves.png too).
+    fig = Figure(figsize=(10, 7))
+    fig.subplots_adjust(left=0.065, right=0.985, bottom=0.075, top=0.91 if title else 0.95,
+                        wspace=0.16, hspace=0.32)
     axes = fig.subplots(2, 2).flat
     epochs = [int(r["epoch"]) for r in rows]
     for ax, (key, panel_title) in zip(axes, CURVE_PANELS):
